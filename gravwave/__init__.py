@@ -1,0 +1,1 @@
+"""The Virgo noise twin: strain + witnesses -> noise filter -> twin (issue 6)."""

@@ -1,0 +1,1 @@
+"""The drought twin: climate grids -> drought indices -> forecast model -> twin (issue 5)."""

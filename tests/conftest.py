@@ -1,0 +1,26 @@
+"""Test-wide settings: quiet, single-spin-free threads, no network."""
+
+from __future__ import annotations
+
+import os
+
+# Must be set before torch is imported anywhere: libgomp reads it at load time. On these
+# VMs active spin-waiting makes torch steps 10-100x slower at random (reference/stack.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_STEP_ID", "SLURM_NTASKS"):
+    os.environ.pop(var, None)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

@@ -1,0 +1,221 @@
+"""The ``twins`` command line. Imports are lazy so that ``--help`` is fast.
+
+Exit codes: 0 success, 1 runtime failure, 2 config error, 3 data error,
+130 interrupted. A user mistake prints one line and a hint, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("twins")
+
+QUIET_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TQDM_MININTERVAL": "1",
+}
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
+    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID"))
+    fmt = "%(asctime)s twins" + (f"[{rank}]" if rank else "") + " %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.WARNING, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr)
+    for name in ("twins", "hydrology", "gravwave"):
+        logging.getLogger(name).setLevel(level)
+    for noisy in ("mlflow", "alembic", "ray", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from twins.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _apply_launch_flags(cfg: Any, args: argparse.Namespace) -> Any:
+    updates: dict[str, Any] = {}
+    if getattr(args, "backend", None):
+        updates["backend"] = args.backend
+    if getattr(args, "workers", None):
+        updates["workers"] = args.workers
+    if getattr(args, "address", None):
+        updates["address"] = args.address
+    if updates:
+        from twins.config import validate
+
+        data = cfg.model_dump(mode="json")
+        data["distributed"].update(updates)
+        cfg = validate(data, "<command line>")
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _apply_launch_flags(_load(args), args)
+    if cfg.distributed.backend == "ray":
+        from twins.train.ray_backend import run_on_ray
+
+        summary = run_on_ray(cfg, resume=args.resume)
+    else:
+        from twins.train.run import train_process
+
+        summary = train_process(cfg, resume=args.resume)
+    if summary and int(os.environ.get("RANK", "0")) == 0:
+        log.info("summary written to %s", cfg.run_dir / "summary.json")
+    return 0
+
+
+def cmd_dryrun(args: argparse.Namespace) -> int:
+    from twins.dryrun import dry_run
+
+    cfg = _apply_launch_flags(_load(args), args)
+    launch = " ".join([args.config, *args.overrides])
+    report = dry_run(
+        cfg,
+        workers=args.workers or cfg.distributed.workers,
+        steps=args.steps,
+        nodes=args.nodes,
+        config_path=launch,
+    )
+    print(report.render())
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from twins.config import config_hash, to_yaml
+
+    cfg = _load(args)
+    print(f"# config hash {config_hash(cfg)}")
+    print(to_yaml(cfg), end="")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from twins.domains import get_domain
+
+    domain = get_domain(args.domain)
+    return int(domain.demo(Path(args.workdir), list(args.overrides)) or 0)
+
+
+def cmd_twin(args: argparse.Namespace) -> int:
+    from twins.twin import TwinStore, format_status
+
+    if args.twin_cmd == "status":
+        print(format_status(TwinStore.open(Path(args.twin_dir))))
+        return 0
+    from twins.domains import twin_domain
+
+    domain = twin_domain(Path(args.twin_dir))
+    return int(domain.twin_command(args.twin_cmd, Path(args.twin_dir), list(args.rest)) or 0)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    import torch
+
+    from twins.energy import available_sources
+    from twins.train.dist import detect_env
+
+    env = detect_env()
+    print(
+        f"launcher      {env.launcher} (rank {env.rank}/{env.world_size}, "
+        f"local {env.local_rank}/{env.local_world_size})"
+    )
+    print(
+        f"torch         {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"cuda {torch.cuda.is_available()}"
+    )
+    print(f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+    sources = available_sources()
+    print(f"energy        {', '.join(sources) if sources else 'unavailable (no RAPL or NVML)'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``twins`` command."""
+    p = argparse.ArgumentParser(
+        prog="twins", description="AI digital twins for science, on one shared core."
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("config", help="run config (YAML)")
+        sp.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="section.key=value",
+            help="override config values, e.g. train.epochs=3",
+        )
+
+    sp = sub.add_parser("demo", help="end-to-end demo on generated data")
+    sp.add_argument(
+        "--workdir", default="twins-demo", help="where outputs go (default twins-demo)"
+    )
+    sp.add_argument(
+        "--domain", default=None, help="which domain's demo (default: the first found)"
+    )
+    sp.add_argument("overrides", nargs="*", metavar="section.key=value")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("train", help="train a config (local, torchrun/srun ranks, or Ray)")
+    with_config(sp)
+    sp.add_argument("--backend", choices=["auto", "local", "torchrun", "ray"])
+    sp.add_argument("--workers", type=int, help="Ray Train workers")
+    sp.add_argument("--address", help="existing Ray cluster address")
+    sp.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("dryrun", help="build everything, run a few steps, project the full run")
+    with_config(sp)
+    sp.add_argument("--workers", type=int, default=None, help="ranks of the projected run")
+    sp.add_argument("--nodes", type=int, default=1, help="nodes of the projected run")
+    sp.add_argument("--backend", choices=["auto", "local", "torchrun", "ray"])
+    sp.add_argument("--steps", type=int, default=5, help="steps to time (default 5)")
+    sp.set_defaults(func=cmd_dryrun)
+
+    sp = sub.add_parser("config", help="print the resolved config and its hash")
+    with_config(sp)
+    sp.set_defaults(func=cmd_config)
+
+    sp = sub.add_parser("twin", help="operate a twin directory")
+    sp.add_argument("twin_cmd", choices=["status", "update", "simulate"])
+    sp.add_argument("twin_dir", help="twin directory")
+    sp.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the domain's command")
+    sp.set_defaults(func=cmd_twin)
+
+    sp = sub.add_parser("env", help="what this process sees: launcher, ranks, threads, energy")
+    sp.set_defaults(func=cmd_env)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``twins`` console script and ``python -m twins``."""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    args = build_parser().parse_args(argv)
+    _setup_logging(-1 if args.quiet else args.verbose)
+    from twins.errors import TwinsError
+
+    try:
+        return int(args.func(args) or 0)
+    except TwinsError as exc:
+        print(f"twins: error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"twins: hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("twins: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

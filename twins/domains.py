@@ -1,0 +1,88 @@
+"""Domains plug into the core through the ``twins.domains`` entry-point group.
+
+A domain package declares, in its ``pyproject.toml``::
+
+    [project.entry-points."twins.domains"]
+    hydrology = "hydrology.domain:DOMAIN"
+
+and the object it names is a :class:`Domain`. The core never imports a domain
+by name: ``twins demo`` and ``twins twin update|simulate`` find it here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from twins.errors import TwinsError
+
+#: Order in which ``twins demo`` picks a domain when none is named.
+DEMO_PREFERENCE = ("hydrology", "gravwave", "toy")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What a domain offers the command line.
+
+    Attributes:
+        name: Short name (also the ``kind`` of its twins).
+        description: One line for listings.
+        demo: ``demo(workdir, overrides) -> exit code``: the end-to-end demo.
+        twin_command: ``twin_command(cmd, twin_dir, args) -> exit code`` for
+            ``twins twin update|simulate``; ``None`` if the domain has no twin.
+    """
+
+    name: str
+    description: str
+    demo: Callable[[Path, list[str]], int]
+    twin_command: Callable[[str, Path, list[str]], int] | None = None
+
+
+def domains() -> dict[str, Domain]:
+    """Every installed domain, by name."""
+    found: dict[str, Domain] = {}
+    for ep in entry_points(group="twins.domains"):
+        obj = ep.load()
+        if not isinstance(obj, Domain):
+            raise TwinsError(f"entry point twins.domains:{ep.name} is not a twins Domain")
+        found[obj.name] = obj
+    return found
+
+
+def get_domain(name: str | None) -> Domain:
+    """The named domain, or the preferred installed one when ``name`` is ``None``.
+
+    Raises:
+        TwinsError: Unknown name, or no domain installed.
+    """
+    found = domains()
+    if name is None:
+        for pref in DEMO_PREFERENCE:
+            if pref in found:
+                return found[pref]
+        raise TwinsError("no twins domain is installed", "pip install -e . in the repository")
+    if name not in found:
+        raise TwinsError(f"unknown domain {name!r}; installed: {', '.join(sorted(found))}")
+    return found[name]
+
+
+def twin_domain(twin_dir: Path) -> Domain:
+    """The domain that owns the twin in ``twin_dir`` (its ``twin.json`` ``kind``).
+
+    Raises:
+        TwinsError: No twin there, or its domain is not installed or has no twin.
+    """
+    state = twin_dir / "twin.json"
+    if not state.is_file():
+        raise TwinsError(f"{twin_dir} is not a twin (no twin.json)")
+    try:
+        kind = json.loads(state.read_text())["kind"]
+    except (ValueError, KeyError) as exc:
+        raise TwinsError(f"{state} is not a valid twin state ({exc})") from None
+    domain = get_domain(kind)
+    if domain.twin_command is None:
+        raise TwinsError(f"domain {kind!r} of twin {twin_dir} has no twin commands")
+    return domain

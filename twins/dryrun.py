@@ -1,0 +1,251 @@
+"""``twins dryrun``: build everything a run builds, time a few steps, project the run.
+
+The dry run fails on every error the real run would hit before training:
+config, task import, data (empty or malformed splits), model build, a forward
+and backward pass, validation, the checkpoint round trip, a writable run
+directory and a reachable tracking store.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Subset
+
+from twins.config import RunConfig
+from twins.energy import EnergyMeter
+from twins.errors import DataError, TwinsError
+from twins.task import build_task
+from twins.train.build import build_trainer
+from twins.train.callbacks import Callback, Checkpointing, ProgressBar
+from twins.train.dist import Strategy
+from twins.train.loop import Trainer
+
+
+@dataclass
+class DryRunReport:
+    """What the dry run measured and projected. Times in seconds, memory in MiB."""
+
+    name: str
+    task: str
+    input_shapes: list[str]
+    output_shape: str
+    parameters: int
+    trainable: int
+    n_train: int
+    n_val: int
+    n_test: int
+    workers: int
+    nodes: int
+    local_batch: int
+    steps_timed: int
+    step_s: float
+    samples_per_s: float
+    val_s_per_sample: float
+    peak_rss_mib: float
+    peak_cuda_mib: float | None
+    energy_per_step_j: float | None
+    energy_note: str
+    steps_per_epoch: int
+    epoch_s: float
+    total_s: float
+    walltime: str
+    launch: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        """The report as aligned text lines."""
+        e = (
+            f"{self.energy_per_step_j:.3g} J/step"
+            if self.energy_per_step_j is not None
+            else self.energy_note
+        )
+        cuda = f", CUDA peak {self.peak_cuda_mib:.0f} MiB" if self.peak_cuda_mib else ""
+        lines = [
+            f"dry run of {self.name} ({self.task})",
+            f"  inputs        {', '.join(self.input_shapes)} -> output {self.output_shape}",
+            f"  parameters    {self.parameters:,} ({self.trainable:,} trainable)",
+            f"  samples       train {self.n_train:,}, val {self.n_val:,}, test {self.n_test:,}",
+            f"  scale         {self.workers} worker(s) on {self.nodes} node(s), "
+            f"local batch {self.local_batch}",
+            f"  step time     {self.step_s * 1e3:.2f} ms (median of {self.steps_timed}), "
+            f"{self.samples_per_s:,.0f} samples/s per worker",
+            f"  memory        peak RSS {self.peak_rss_mib:.0f} MiB{cuda}",
+            f"  energy        {e}",
+            f"  projection    {self.steps_per_epoch} steps/epoch, epoch {_hms(self.epoch_s)}, "
+            f"total {_hms(self.total_s)} (compute only; communication not included)",
+            f"  walltime      {self.walltime} (projection x 1.5 + 10 min)",
+            "  launch:",
+            *[f"    {c}" for c in self.launch],
+        ]
+        return "\n".join(lines)
+
+
+def _hms(seconds: float) -> str:
+    s = int(math.ceil(seconds))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _shape(x: Any) -> list[str]:
+    if isinstance(x, torch.Tensor):
+        return [f"{tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}"]
+    if isinstance(x, list | tuple):
+        return [s for item in x for s in _shape(item)]
+    if isinstance(x, dict):
+        return [f"{k}: {s}" for k, v in x.items() for s in _shape(v)]
+    return [type(x).__name__]
+
+
+class _StepTimer(Callback):
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def on_step_end(self, trainer: Trainer, step: int, loss: float | None) -> None:
+        self.stamps.append(time.perf_counter())
+
+
+def launch_commands(cfg_path: str, workers: int, nodes: int, backend: str) -> list[str]:
+    """The commands that start the real run at the requested scale."""
+    if backend == "ray":
+        return [f"twins train {cfg_path} --backend ray --workers {workers}"]
+    if workers <= 1:
+        return [f"twins train {cfg_path}"]
+    per_node = max(1, workers // nodes)
+    if nodes == 1:
+        return [f"torchrun --standalone --nproc_per_node={per_node} -m twins train {cfg_path}"]
+    return [
+        f"srun --nodes={nodes} --ntasks-per-node=1 torchrun --nnodes={nodes} "
+        f"--nproc_per_node={per_node} --rdzv_backend=c10d "
+        f"--rdzv_endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1):29500 "
+        f"-m twins train {cfg_path}"
+    ]
+
+
+def check_writable(directory: Path) -> None:
+    """Raise a clear error unless ``directory`` can be created and written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise TwinsError(f"run directory {directory} is not writable: {exc.strerror}") from None
+
+
+def dry_run(
+    cfg: RunConfig, workers: int = 1, steps: int = 5, nodes: int = 1, config_path: str = "CONFIG"
+) -> DryRunReport:
+    """Dry-run a config at the scale of ``workers`` ranks on ``nodes`` nodes.
+
+    Args:
+        cfg: Resolved config.
+        workers: Ranks (or Ray workers) of the projected run.
+        steps: Optimizer steps to time, after one warm-up step.
+        nodes: Nodes of the projected run.
+        config_path: How to name the config in the launch command.
+
+    Returns:
+        The :class:`DryRunReport`.
+
+    Raises:
+        TwinsError: Whatever the real run would fail on first.
+    """
+    check_writable(cfg.run_dir)
+    if cfg.tracking.enabled:
+        from twins.track import prepare_store, resolve_tracking_uri
+
+        prepare_store(resolve_tracking_uri(cfg.tracking.uri, cfg.workdir), cfg.tracking.experiment)
+    task = build_task(cfg)
+    splits = task.splits()
+    n_train, n_val, n_test = (len(s) for s in (splits.train, splits.val, splits.test))  # type: ignore[arg-type]
+    for split, n in (("train", n_train), ("validation", n_val), ("test", n_test)):
+        if n == 0:
+            raise DataError(f"task {cfg.task.target}: the {split} split is empty")
+    b = cfg.train.batch_size
+    if b < workers:
+        raise TwinsError(f"train.batch_size {b} is smaller than {workers} workers")
+    local = math.ceil(b / workers)
+    n_slice = min(n_train, local * (steps + 1))
+    sliced = type(splits)(
+        Subset(splits.train, range(n_slice)),
+        Subset(splits.val, range(min(n_val, 2 * local))),
+        splits.test,
+    )
+    dry = cfg.model_copy(deep=True)
+    dry.train.batch_size = local
+    dry.train.epochs = 1
+    dry.train.max_steps_per_epoch = steps + 1
+    timer = _StepTimer()
+    with tempfile.TemporaryDirectory() as tmp:
+        dry.workdir = Path(tmp)
+        trainer = build_trainer(dry, task, Strategy(), sliced, [timer], progress=False)
+        trainer.callbacks = [
+            c for c in trainer.callbacks if not isinstance(c, Checkpointing | ProgressBar)
+        ]
+        meter = EnergyMeter(rapl_root=cfg.energy.rapl_root)
+        meter.start()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        trainer.fit()
+        energy = meter.stop()
+        t0 = time.perf_counter()
+        val = trainer.evaluate(sliced.val, "val")
+        val_s = (time.perf_counter() - t0) / max(1, len(sliced.val))  # type: ignore[arg-type]
+        if not math.isfinite(val["val_loss"]):
+            raise TwinsError(f"dry run of {cfg.name}: validation loss is {val['val_loss']}")
+        ck = Path(tmp) / "ck.pt"
+        trainer.save_checkpoint(ck)
+        trainer.load_checkpoint(ck)
+    durations = [b2 - a for a, b2 in zip(timer.stamps[1:], timer.stamps[2:], strict=False)]
+    durations = durations or [timer.stamps[-1] - timer.stamps[0]]
+    step_s = statistics.median(durations)
+    model = trainer.bare_model
+    example = task.example_batch(min(local, 2))
+    with torch.no_grad():
+        model.eval()
+        out = model(example[0] if isinstance(example, list | tuple) else example)
+    steps_per_epoch = n_train // b + (1 if n_train % b >= workers else 0)
+    if cfg.train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+    epoch_s = steps_per_epoch * step_s + val_s * n_val / workers
+    total_s = cfg.train.epochs * epoch_s
+    n_steps_measured = len(durations) + 1
+    energy_step = energy.total_j / n_steps_measured if energy.total_j is not None else None
+    return DryRunReport(
+        name=cfg.name,
+        task=cfg.task.target,
+        input_shapes=_shape(example[0] if isinstance(example, list | tuple) else example),
+        output_shape=_shape(out)[0],
+        parameters=sum(p.numel() for p in model.parameters()),
+        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        n_train=n_train,
+        n_val=n_val,
+        n_test=n_test,
+        workers=workers,
+        nodes=nodes,
+        local_batch=local,
+        steps_timed=len(durations),
+        step_s=step_s,
+        samples_per_s=local / step_s if step_s > 0 else math.inf,
+        val_s_per_sample=val_s,
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_cuda_mib=(
+            torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        ),
+        energy_per_step_j=energy_step,
+        energy_note=energy.describe(),
+        steps_per_epoch=steps_per_epoch,
+        epoch_s=epoch_s,
+        total_s=total_s,
+        walltime=_hms(total_s * 1.5 + 600),
+        launch=launch_commands(config_path, workers, nodes, cfg.distributed.backend),
+    )

@@ -1,0 +1,165 @@
+"""Run a config end to end in this process: the body of every launcher.
+
+``twins train`` calls :func:`train_process` directly (one process, or one rank
+under torchrun / srun); the Ray backend calls it inside each Ray Train worker
+(:mod:`twins.train.ray_backend`). Outputs in ``<workdir>/<name>/``:
+
+- ``config.yaml``: the resolved config;
+- ``checkpoints/last.pt``: resumable checkpoint;
+- ``model.pt``: best model state with the config (``weights_only`` loadable);
+- ``summary.json``: metrics, energy, MLflow run id and model version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from twins.config import RunConfig, config_hash, to_dict, to_yaml
+from twins.errors import TwinsError
+from twins.task import build_task
+from twins.train.build import build_trainer
+from twins.train.callbacks import Callback
+from twins.train.checkpoint import atomic_torch_save
+from twins.train.dist import Strategy, make_strategy
+from twins.train.energy_cb import EnergyCallback
+from twins.train.tracking_cb import TrackingCallback
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to a temp file and rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def open_tracker(cfg: RunConfig, strategy: Strategy, tags: dict[str, str] | None = None) -> Any:
+    """A started MLflow tracker on rank 0 (when enabled), a no-op tracker elsewhere."""
+    from twins.track import NullTracker, Tracker, resolve_tracking_uri
+
+    if not (cfg.tracking.enabled and strategy.is_main):
+        return NullTracker()
+    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.workdir)
+    tracker = Tracker(uri, cfg.tracking.experiment, run_name=cfg.name, tags=tags)
+    tracker.start()
+    return tracker
+
+
+def train_process(
+    cfg: RunConfig,
+    resume: bool = False,
+    strategy: Strategy | None = None,
+    extra_callbacks: tuple[Callback, ...] = (),
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate on the test split, save and track, in this process.
+
+    Args:
+        cfg: Resolved config.
+        resume: Continue from ``checkpoints/last.pt`` exactly where it stopped.
+        strategy: Pre-built strategy (Ray workers pass one); default detects it.
+        extra_callbacks: More callbacks (tests use them to interrupt a run).
+        progress: Force the progress bar on or off (default: when stderr is a TTY).
+
+    Returns:
+        The summary written to ``summary.json`` (identical on every rank).
+
+    Raises:
+        TwinsError: ``resume`` without a checkpoint.
+    """
+    strategy = strategy or make_strategy(
+        cfg.distributed.backend, cfg.distributed.use_gpu, cfg.distributed.timeout_s
+    )
+    run_dir = cfg.run_dir
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if resume and not ckpt.is_file():
+        raise TwinsError(f"cannot resume: no checkpoint at {ckpt}", "run without --resume first")
+    if strategy.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    task = build_task(cfg)
+    splits = task.splits()
+    fingerprint = task.fingerprint()
+    tags = {
+        "twins.task": cfg.task.target,
+        "twins.config_hash": config_hash(cfg),
+        "twins.data_fingerprint": fingerprint,
+        "twins.world_size": str(strategy.world_size),
+        "twins.launcher": strategy.env.launcher,
+        "twins.resumed": str(resume),
+    }
+    tracker = open_tracker(cfg, strategy, tags)
+    energy = EnergyCallback(cfg.energy.rapl_root, cfg.energy.estimate_watts_per_core)
+    callbacks: list[Callback] = [energy] if cfg.energy.enabled else []
+    params = {**to_dict(cfg), "data_fingerprint": fingerprint}
+    callbacks.append(TrackingCallback(tracker, params))
+    callbacks.extend(extra_callbacks)
+    try:
+        trainer = build_trainer(cfg, task, strategy, splits, callbacks, progress=progress)
+        result = trainer.fit(ckpt if resume else None)
+        model = trainer.restore_best()
+        test = trainer.evaluate(splits.test, "test")
+        summary: dict[str, Any] = {
+            "name": cfg.name,
+            "epochs": result.epochs,
+            "steps": result.steps,
+            "stopped_early": result.stopped_early,
+            f"best_{trainer.monitor}": result.best,
+            "best_step": result.best_step,
+            "train_loss": result.last.get("train_loss"),
+            **test,
+            "world_size": strategy.world_size,
+            "launcher": strategy.env.launcher,
+            "fit_wall_s": result.wall_s,
+            "config_hash": config_hash(cfg),
+            "data_fingerprint": fingerprint,
+            "energy": energy.total if cfg.energy.enabled else {},
+            "energy_description": energy.description,
+        }
+        if strategy.is_main:
+            domain = task.evaluate(model, "test")
+            summary["test_metrics"] = domain
+            atomic_torch_save(
+                {"format": 1, "model": model.state_dict(), "config": to_yaml(cfg)},
+                run_dir / "model.pt",
+            )
+            tracker.log_metrics({**test, **domain, **summary["energy"]}, result.epochs)
+            tracker.log_text(to_yaml(cfg), "config.yaml")
+            version = None
+            if cfg.tracking.register_model:
+                example = task.example_batch(2)
+                version = tracker.log_model(
+                    model, cfg.tracking.register_model, input_example=_inputs_of(example)
+                )
+            summary["mlflow_run_id"] = tracker.run_id
+            summary["model_version"] = version
+            atomic_write_text(
+                run_dir / "summary.json", json.dumps(summary, indent=2, default=float)
+            )
+            log.info(
+                "run %s done: best %s %.4g, test_loss %.4g, %s",
+                cfg.name,
+                trainer.monitor,
+                result.best,
+                test["test_loss"],
+                energy.description or "",
+            )
+        tracker.end("FINISHED")
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    summary = strategy.broadcast_object(summary if strategy.is_main else None)
+    return summary
+
+
+def _inputs_of(batch: Any) -> Any:
+    """The model-input part of an ``(inputs, target)`` batch, as numpy for MLflow."""
+    inputs = batch[0] if isinstance(batch, list | tuple) else batch
+    return inputs.numpy() if isinstance(inputs, torch.Tensor) else None

@@ -1,0 +1,100 @@
+"""Per-rank sharding of an epoch: every sample once, no padding, no duplicates.
+
+Training uses :class:`GlobalBatchSampler`: one permutation per epoch (seeded by
+``seed + epoch``, identical on all ranks) cut into global batches; rank ``r``
+takes positions ``r, r + W, ...`` of each global batch. The union over ranks of
+one step is exactly that global batch, so DDP on ``W`` ranks sees the same
+samples per step as one process with the same global batch. Evaluation uses
+:func:`shard_indices`, contiguous and uneven.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+log = logging.getLogger(__name__)
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Yields this rank's indices of each global batch of an epoch.
+
+    A final partial global batch smaller than the world size would leave a rank
+    with nothing to compute, which DDP cannot synchronise; it is dropped (at
+    most ``world_size - 1`` samples per epoch, different ones each epoch when
+    shuffling). Call :meth:`set_epoch` before each epoch.
+
+    Args:
+        n: Dataset length.
+        global_batch: Samples per optimizer step, summed over ranks.
+        rank: This rank.
+        world_size: Number of ranks.
+        shuffle: Permute the samples each epoch.
+        seed: Base seed of the permutation.
+        max_steps: Cap on steps per epoch, or ``None``.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        global_batch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+        max_steps: int | None = None,
+    ) -> None:
+        if global_batch < world_size:
+            raise ValueError(
+                f"global batch {global_batch} is smaller than world size {world_size}"
+            )
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside [0, {world_size})")
+        self.n, self.global_batch, self.rank, self.world_size = n, global_batch, rank, world_size
+        self.shuffle, self.seed, self.max_steps, self.epoch = shuffle, seed, max_steps, 0
+        self._cache: tuple[int, list[torch.Tensor]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch``."""
+        self.epoch = epoch
+
+    def global_batches(self) -> list[torch.Tensor]:
+        """The epoch's global batches (index tensors), identical on every rank."""
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1]
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        batches = list(torch.split(order, self.global_batch))
+        if batches and len(batches[-1]) < self.world_size:
+            batches.pop()
+        if self.max_steps is not None:
+            batches = batches[: self.max_steps]
+        self._cache = (self.epoch, batches)
+        return batches
+
+    def global_sizes(self) -> list[int]:
+        """Samples in each global batch of the epoch."""
+        return [len(b) for b in self.global_batches()]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches():
+            yield batch[self.rank :: self.world_size].tolist()
+
+    def __len__(self) -> int:
+        return len(self.global_batches())
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> range:
+    """Contiguous shard of ``range(n)`` for ``rank``; shards differ in size by at most one.
+
+    The shards of all ranks are disjoint and their union is ``range(n)``.
+    """
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
