@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -53,6 +53,15 @@ class ToyParams(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _splits_not_empty(self) -> ToyParams:
+        train = int(self.length * (1 - self.test_fraction - self.val_fraction)) - self.window
+        if train < 1 or min(self.val_fraction, self.test_fraction) * self.length < 1:
+            raise ValueError(
+                f"length {self.length} leaves no training samples after a window of {self.window}"
+            )
+        return self
 
 
 def generate_series(p: ToyParams, seed: int) -> tuple[np.ndarray, np.ndarray]:

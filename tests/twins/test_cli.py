@@ -1,0 +1,121 @@
+"""The command line end to end: demo, dryrun, train (incl. torchrun), twin commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def twins(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "twins", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    proc = twins("demo", "--workdir", "out", "train.epochs=3", cwd=tmp_path)
+    assert "Traceback" not in proc.stderr
+    assert "version      2 (2 updates)" in proc.stdout
+    summary = json.loads((tmp_path / "out" / "toy-demo" / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["model_version"] == "1"
+    client = MlflowClient(f"sqlite:///{tmp_path}/out/mlflow.db")
+    assert client.get_model_version("toy-forecaster", "1").run_id == summary["mlflow_run_id"]
+    # the twin commands on the demo's twin
+    twin = str(tmp_path / "out" / "twin")
+    status = twins("twin", "status", twin, cwd=tmp_path).stdout
+    assert "kind         toy" in status and "cursor       4175" in status
+    upd = json.loads(twins("twin", "update", twin, "--steps", "10", cwd=tmp_path).stdout)
+    assert upd["first"] == 4176 and upd["last"] == 4185 and upd["mse"] < upd["persistence_mse"]
+    sim = json.loads(twins("twin", "simulate", twin, "--steps", "5", cwd=tmp_path).stdout)
+    assert sim["difference"] != 0
+    assert "cursor       4185" in twins("twin", "status", twin, cwd=tmp_path).stdout
+
+
+def test_twin_status_of_non_twin_is_one_line(tmp_path: Path) -> None:
+    proc = twins("twin", "status", str(tmp_path), cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert str(tmp_path) in proc.stderr
+
+
+def test_dryrun_reports_and_projects(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"name: dr\nworkdir: {tmp_path}\ntrain:\n  epochs: 10\n  batch_size: 64\n")
+    out = twins("dryrun", str(cfg), "--workers", "4", "--nodes", "2", cwd=tmp_path).stdout
+    assert "inputs        (2, 32) float32 -> output (2, 1) float32" in out
+    assert "parameters    2,145 (2,145 trainable)" in out
+    assert "local batch 16" in out
+    assert "energy        wall" in out  # unavailable here, says so
+    assert "torchrun --nnodes=2 --nproc_per_node=2" in out
+    assert not (tmp_path / "dr" / "checkpoints").exists()  # a dry run leaves no checkpoint
+
+
+def test_dryrun_fails_like_the_real_run(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("task:\n  params:\n    length: 64\n    window: 60\n")
+    proc = twins("dryrun", str(cfg), f"workdir={tmp_path}", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+def test_resume_without_checkpoint_is_clear(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"workdir: {tmp_path}\ntracking:\n  enabled: false\n")
+    proc = twins("train", str(cfg), "--resume", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "cannot resume: no checkpoint" in proc.stderr
+
+
+@pytest.mark.distributed
+def test_torchrun_cli_trains_and_tracks_on_rank0(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"name: tr\nworkdir: {tmp_path}\ntrain:\n  epochs: 2\n  batch_size: 32\n"
+        "task:\n  params:\n    length: 600\ntracking:\n  register_model: tr-model\n"
+    )
+    # the launching process creates the store before ranks start (stack.md: fresh-DB race)
+    from twins.track import prepare_store
+
+    prepare_store(f"sqlite:///{tmp_path}/mlflow.db", "twins")
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "twins",
+            "train",
+            str(cfg),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "tr" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["launcher"] == "torchrun"
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("twins").experiment_id])
+    assert len(runs) == 1  # only rank 0 tracks
+    assert len(client.get_metric_history(runs[0].info.run_id, "val_loss")) == 2
+    assert client.get_model_version("tr-model", "1") is not None

@@ -1,0 +1,166 @@
+"""Durable file-system primitives: fsync of files, directories and trees, atomic JSON writes.
+
+These helpers know nothing about twins. They exist so that the store can say precisely which
+bytes are on disk before it takes its single commit step (replacing ``twin.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "fsync_dir",
+    "fsync_file",
+    "fsync_tree",
+    "json_dumps",
+    "remove_tree",
+    "sha256_file",
+    "write_bytes_atomic",
+    "write_json_atomic",
+]
+
+_CHUNK = 1 << 20
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a directory's entries (creations, renames, deletions) to stable storage.
+
+    Args:
+        path: The directory.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a regular file's data and metadata to stable storage.
+
+    Args:
+        path: The file.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | os.PathLike[str]) -> None:
+    """Fsync every regular file and every directory below ``root``, and ``root`` itself.
+
+    Files are flushed before the directory that holds them, directories bottom-up, so that once
+    this returns a rename of ``root`` publishes only complete content. Symbolic links are not
+    followed (their directory entry is flushed with the directory).
+
+    Args:
+        root: The directory to flush.
+    """
+    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path) and os.path.isfile(path):
+                fsync_file(path)
+        fsync_dir(dirpath)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Return the hex SHA-256 of a file's content.
+
+    Args:
+        path: The file.
+
+    Returns:
+        64 lowercase hex characters.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def json_dumps(data: Any) -> str:
+    """Serialise ``data`` the way every store file is written (sorted keys, indented, UTF-8).
+
+    Args:
+        data: JSON-serialisable data.
+
+    Returns:
+        The JSON text, ending with a newline.
+
+    Raises:
+        TypeError: ``data`` holds something JSON cannot represent.
+        ValueError: ``data`` holds NaN/Infinity or a circular reference.
+    """
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader or a crash sees the old or the new content.
+
+    The data goes to a temporary sibling (``.<name>.tmp-<random>``), which is fsynced, renamed
+    over ``path`` with :func:`os.replace`, and then the directory is fsynced so that the rename
+    itself is durable. On any error the temporary file is removed.
+
+    Args:
+        path: Destination file.
+        data: The complete new content.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(target.parent)
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Atomically replace ``path`` with the JSON form of ``data`` (see :func:`write_bytes_atomic`).
+
+    Args:
+        path: Destination file.
+        data: JSON-serialisable data.
+    """
+    write_bytes_atomic(path, json_dumps(data).encode("utf-8"))
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """Remove a file or a directory tree if it exists; a missing path is not an error.
+
+    Args:
+        path: What to remove.
+    """
+    target = Path(path)
+    if target.is_symlink() or target.is_file():
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+    elif target.exists():
+        shutil.rmtree(target, onerror=_ignore_missing)
+
+
+def _ignore_missing(func: Any, path: str, exc_info: Any) -> None:
+    """``shutil.rmtree`` error handler: tolerate entries that vanished, re-raise the rest."""
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
