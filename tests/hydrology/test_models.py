@@ -1,0 +1,53 @@
+"""Forecast models: shapes, residual start, and that each can learn a known mapping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hydrology.models import CellLSTM, ConvLSTMForecaster
+
+
+def test_cell_lstm_shapes_and_residual_starts_at_baseline() -> None:
+    dyn, sta = torch.randn(5, 12, 4), torch.randn(5, 2)
+    assert CellLSTM(4, 2, 6)(dyn, sta).shape == (5, 6)
+    res = CellLSTM(4, 2, 6, residual=True)
+    base = torch.randn(5, 6)
+    torch.testing.assert_close(res(dyn, sta, base), base)  # zero correction at initialisation
+    with pytest.raises(ValueError, match="needs a baseline"):
+        res(dyn, sta)
+
+
+def test_cell_lstm_learns_a_lagged_sum() -> None:
+    # target = mean of the last 3 months of feature 0 + static offset: needs memory and statics
+    g = torch.Generator().manual_seed(0)
+    dyn, sta = torch.randn(512, 12, 3, generator=g), torch.randn(512, 1, generator=g)
+    y = dyn[:, -3:, 0].mean(1, keepdim=True) + 0.5 * sta
+    model = CellLSTM(3, 1, 1, hidden=32, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = nn.functional.mse_loss(model(dyn, sta), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05 * y.var().item()
+
+
+def test_convlstm_shapes_and_learns_a_spatial_shift() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 4, 2, 8, 8, generator=g)
+    model = ConvLSTMForecaster(2, 3, hidden=8)
+    assert model(x).shape == (32, 3, 8, 8)
+    # target: last map of channel 0 shifted one cell east (needs the spatial kernel)
+    y = torch.roll(x[:, -1, :1], shifts=1, dims=-1)
+    model = ConvLSTMForecaster(2, 1, hidden=8)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = nn.functional.mse_loss(model(x)[..., 1:-1, 1:-1], y[..., 1:-1, 1:-1])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * y.var().item()
+    with pytest.raises(ValueError, match="odd"):
+        ConvLSTMForecaster(2, 1, kernel=2)
