@@ -50,3 +50,61 @@ def test_ray_two_workers_match_one_process(tmp_path: Path) -> None:
     assert run.data.tags["twins.launcher"] == "ray"
     assert run.data.tags["twins.world_size"] == "2"
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_joins_an_existing_cluster_with_address(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    ray_bin = Path(sys.executable).parent / "ray"
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    start = [
+        str(ray_bin),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+    ]
+    proc = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    try:
+        from twins.cli import main
+
+        cfg = tmp_path / "run.yaml"
+        cfg.write_text(
+            f"name: joined\nworkdir: {tmp_path}\ntrain:\n  epochs: 1\n"
+            "task:\n  params:\n    length: 300\ntracking:\n  enabled: false\n"
+        )
+        rc = main(
+            [
+                "train",
+                str(cfg),
+                "--backend",
+                "ray",
+                "--workers",
+                "2",
+                "--address",
+                f"127.0.0.1:{port}",
+            ]
+        )
+        assert rc == 0
+        import json
+
+        summary = json.loads((tmp_path / "joined" / "summary.json").read_text())
+        assert summary["launcher"] == "ray" and summary["world_size"] == 2
+    finally:
+        subprocess.run(
+            [str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120
+        )
