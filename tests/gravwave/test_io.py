@@ -1,0 +1,332 @@
+"""Tests of gravwave.io: real gwpy frame, GWF/GWOSC/multi-channel HDF5, ASD files, rejections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from gwpy.timeseries import StateVector, TimeSeries, TimeSeriesDict
+
+from gravwave import io
+from twins.errors import DataError
+
+GPS = 1_256_655_618  # start of O3b
+REAL_CHANNEL = "V1:h_16384Hz"
+REAL_GPS = 968654552
+
+
+def _gwpy_frame() -> Path:
+    from importlib.resources import files
+
+    path = Path(str(files("gwpy") / "testing" / "data" / "HLV-HW100916-968654552-1.gwf"))
+    if not path.is_file():  # pragma: no cover - depends on the gwpy wheel
+        pytest.skip("gwpy test frame not installed")
+    return path
+
+
+def _lalapps_curve(name: str) -> Path:
+    from importlib.util import find_spec
+
+    spec = find_spec("lalapps")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover
+        pytest.skip("lalapps not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / name
+    if not path.is_file():  # pragma: no cover
+        pytest.skip(f"{name} not shipped")
+    return path
+
+
+def _series(name: str, rate: float, t0: float, duration: float, seed: int = 0) -> TimeSeries:
+    rng = np.random.default_rng(seed)
+    n = int(round(rate * duration))
+    return TimeSeries(rng.standard_normal(n), t0=t0, sample_rate=rate, name=name, channel=name)
+
+
+def _tsd(t0: float, duration: float, rates: dict[str, float] | None = None) -> TimeSeriesDict:
+    rates = rates or {"V1:STRAIN": 4096.0, "V1:ENV_MAG": 512.0}
+    out = TimeSeriesDict()
+    for i, (name, rate) in enumerate(rates.items()):
+        out[name] = _series(name, rate, t0, duration, seed=int(t0) + i)
+    return out
+
+
+def _write_gwf(path: Path, tsd: TimeSeriesDict) -> Path:
+    tsd.write(str(path), format="gwf")
+    return path
+
+
+# -- real frame ------------------------------------------------------------------------------
+
+
+def test_real_gwpy_frame_virgo_channel() -> None:
+    frame = _gwpy_frame()
+    data = io.read_gwf(frame, [REAL_CHANNEL])
+    ts = data[REAL_CHANNEL]
+    assert ts.sample_rate.value == 16384.0
+    assert ts.duration.value == 1.0
+    assert ts.t0.value == REAL_GPS
+    assert len(ts) == 16384
+    assert np.all(np.isfinite(ts.value))
+    assert np.std(ts.value) > 0
+    ready = io.prepare(
+        data, [REAL_CHANNEL], sample_rate=4096.0, min_duration=1.0, source=frame.name
+    )
+    out = ready[REAL_CHANNEL]
+    assert len(out) == 4096
+    assert out.sample_rate.value == 4096.0
+    assert out.t0.value == REAL_GPS
+    assert out.dtype == np.float64
+
+
+def test_real_frame_gps_slicing_and_missing_channel() -> None:
+    frame = _gwpy_frame()
+    data = io.read_gwf(frame, REAL_CHANNEL, start=REAL_GPS + 0.25, end=REAL_GPS + 0.75)
+    ts = data[REAL_CHANNEL]
+    assert ts.t0.value == REAL_GPS + 0.25
+    assert len(ts) == 8192
+    full = io.read_gwf(frame, REAL_CHANNEL)[REAL_CHANNEL]
+    np.testing.assert_array_equal(ts.value, full.value[4096:12288])
+    with pytest.raises(DataError, match=r"HLV-HW100916-968654552-1\.gwf: channel V1:ENV_CEB"):
+        io.read_gwf(frame, [REAL_CHANNEL, "V1:ENV_CEB_MAG_X"])
+    with pytest.raises(DataError, match="not covered"):
+        io.read_gwf(frame, REAL_CHANNEL, start=REAL_GPS - 1, end=REAL_GPS + 0.5)
+
+
+# -- written GWF -----------------------------------------------------------------------------
+
+
+def test_gwf_multichannel_roundtrip(tmp_path: Path) -> None:
+    tsd = _tsd(GPS, 4.0)
+    path = _write_gwf(tmp_path / f"V-TEST-{GPS}-4.gwf", tsd)
+    got = io.read_gwf(path, list(tsd), start=GPS + 1, end=GPS + 3)
+    assert list(got) == list(tsd)
+    for name, ts in got.items():
+        assert ts.sample_rate == tsd[name].sample_rate
+        assert ts.t0.value == GPS + 1
+        np.testing.assert_array_equal(ts.value, tsd[name].crop(GPS + 1, GPS + 3).value)
+
+
+def test_gwf_multi_file_contiguous(tmp_path: Path) -> None:
+    a, b = _tsd(GPS, 4.0), _tsd(GPS + 4, 4.0)
+    fa = _write_gwf(tmp_path / f"V-TEST-{GPS}-4.gwf", a)
+    fb = _write_gwf(tmp_path / f"V-TEST-{GPS + 4}-4.gwf", b)
+    got = io.read_gwf([fb, fa], ["V1:STRAIN", "V1:ENV_MAG"])  # order does not matter
+    strain = got["V1:STRAIN"]
+    assert strain.t0.value == GPS
+    assert len(strain) == 8 * 4096
+    np.testing.assert_array_equal(strain.value[: 4 * 4096], a["V1:STRAIN"].value)
+    np.testing.assert_array_equal(strain.value[4 * 4096 :], b["V1:STRAIN"].value)
+    sliced = io.read_gwf([fa, fb], ["V1:ENV_MAG"], start=GPS + 3, end=GPS + 5)["V1:ENV_MAG"]
+    assert sliced.t0.value == GPS + 3
+    assert len(sliced) == 2 * 512
+    ready = io.prepare(got, min_duration=8.0, source="frames")
+    assert {len(ts) for ts in ready.values()} == {8 * 4096}
+
+
+def test_gwf_gap_and_overlap_rejected(tmp_path: Path) -> None:
+    fa = _write_gwf(tmp_path / f"V-A-{GPS}-4.gwf", _tsd(GPS, 4.0))
+    fgap = _write_gwf(tmp_path / f"V-B-{GPS + 5}-4.gwf", _tsd(GPS + 5, 4.0))
+    fover = _write_gwf(tmp_path / f"V-C-{GPS + 2}-4.gwf", _tsd(GPS + 2, 4.0))
+    with pytest.raises(DataError, match=rf"V-A-{GPS}-4\.gwf -> V-B-{GPS + 5}-4\.gwf: gap of 1 s"):
+        io.read_gwf([fa, fgap], ["V1:STRAIN"])
+    with pytest.raises(DataError, match=r"V-C-.*: overlap of 2 s"):
+        io.read_gwf([fa, fover], ["V1:STRAIN"])
+    with pytest.raises(DataError, match="file not found"):
+        io.read_gwf(tmp_path / "missing.gwf", ["V1:STRAIN"])
+
+
+# -- GWOSC HDF5 ------------------------------------------------------------------------------
+
+
+def test_gwosc_layout_readable_by_gwpy(tmp_path: Path) -> None:
+    strain = _series("x", 4096.0, GPS, 16.0) * 1e-21
+    mask = np.full(16, 127, dtype=np.int32)
+    path = io.write_gwosc_hdf5(tmp_path / f"V-V1_GWOSC_O3b_4KHZ_R1-{GPS}-16.hdf5", strain, mask)
+    ts = TimeSeries.read(str(path), format="hdf5.gwosc")
+    assert ts.name == "V1:GWOSC-4KHZ_R1_STRAIN"
+    assert ts.t0.value == GPS
+    assert ts.sample_rate.value == 4096.0
+    np.testing.assert_array_equal(ts.value, strain.value)
+    sv = StateVector.read(str(path), format="hdf5.gwosc")
+    assert len(sv) == 16
+    assert sv.dt.value == 1.0
+    with h5py.File(path, "r") as h5:
+        assert h5["meta/Detector"][()] == b"V1"
+        assert h5["meta/GPSstart"][()] == GPS
+        assert h5["meta/Duration"][()] == 16
+        assert h5["strain/Strain"].attrs["Xspacing"] == 1 / 4096
+        assert h5["strain/Strain"].attrs["Xstart"] == GPS
+        names = [bytes(b).decode() for b in h5["quality/simple/DQShortnames"][()]]
+        assert names == list(io.GWOSC_DQ_SHORTNAMES)
+        assert "DQDescriptions" in h5["quality/simple"]
+        assert "Injmask" in h5["quality/injections"]
+
+
+def test_gwosc_dq_mask_gives_analysis_segments(tmp_path: Path) -> None:
+    strain = _series("x", 4096.0, GPS, 16.0) * 1e-21
+    strain.value[6 * 4096 : 7 * 4096] = np.nan  # GWOSC stores NaN where DATA is off
+    mask = np.full(16, 127, dtype=np.int32)
+    mask[6] = 0  # one bad second: no data
+    mask[12] &= ~0b100  # CBC_CAT2 off: not required by default
+    path = io.write_gwosc_hdf5(tmp_path / "gwosc.hdf5", strain, mask)
+    ts, analysis = io.read_gwosc_hdf5(path)
+    assert [tuple(s) for s in analysis] == [(GPS, GPS + 6), (GPS + 7, GPS + 16)]
+    assert len(ts) == 16 * 4096
+    _, segs = io.read_gwosc_hdf5(path, flags=("DATA", "CBC_CAT1", "CBC_CAT2"))
+    assert len(segs) == 3
+    _, segs = io.read_gwosc_hdf5(path, start=GPS + 2, end=GPS + 14, min_duration=5.0)
+    assert [tuple(s) for s in segs] == [(GPS + 7, GPS + 14)]
+    with pytest.raises(DataError, match="gwosc.hdf5: DQ flag BOGUS not in the mask"):
+        io.read_gwosc_hdf5(path, flags=("BOGUS",))
+    with pytest.raises(DataError, match="no analysis segment"):
+        io.read_gwosc_hdf5(path, min_duration=10.0)
+    # the good pieces are ready for training once cut to the segments
+    pieces = [TimeSeriesDict({"V1:GWOSC-4KHZ_R1_STRAIN": ts.crop(*seg)}) for seg in analysis[:1]]
+    ready = io.prepare(pieces, min_duration=1.0, source="gwosc.hdf5")
+    assert len(ready["V1:GWOSC-4KHZ_R1_STRAIN"]) == 6 * 4096
+
+
+def test_gwosc_nan_inside_segment_and_bad_file(tmp_path: Path) -> None:
+    strain = _series("x", 4096.0, GPS, 8.0)
+    strain.value[100] = np.nan
+    path = io.write_gwosc_hdf5(tmp_path / "bad.hdf5", strain)
+    with pytest.raises(DataError, match=r"bad\.hdf5: channel V1:GWOSC-4KHZ_R1_STRAIN: 1 NaN"):
+        io.read_gwosc_hdf5(path)
+    other = io.write_multichannel_hdf5(tmp_path / "mc.h5", _tsd(GPS, 1.0))
+    with pytest.raises(DataError, match=r"mc\.h5: not a GWOSC HDF5"):
+        io.read_gwosc_hdf5(other)
+
+
+# -- multi-channel HDF5 ----------------------------------------------------------------------
+
+
+def test_multichannel_hdf5_roundtrip(tmp_path: Path) -> None:
+    tsd = _tsd(GPS, 4.0, {"V1:STRAIN": 4096.0, "V1:SBE_LVDT": 500.0, "V1:ENV_MAG": 1024.0})
+    path = io.write_multichannel_hdf5(tmp_path / "data.h5", tsd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.h5"]  # no temp file left
+    with h5py.File(path, "r") as h5:
+        ds = h5["V1:SBE_LVDT"]
+        assert ds.attrs["sample_rate"] == 500.0
+        assert ds.attrs["t0"] == GPS
+        assert ds.attrs["channel"] == "V1:SBE_LVDT"
+    got = io.read_multichannel_hdf5(path)
+    assert list(got) == list(tsd)
+    for name, ts in got.items():
+        assert ts.sample_rate == tsd[name].sample_rate
+        assert ts.t0 == tsd[name].t0
+        np.testing.assert_array_equal(ts.value, tsd[name].value)
+    part = io.read_multichannel_hdf5(path, ["V1:ENV_MAG"], start=GPS + 1, end=GPS + 2.5)
+    assert part["V1:ENV_MAG"].t0.value == GPS + 1
+    np.testing.assert_array_equal(part["V1:ENV_MAG"].value, tsd["V1:ENV_MAG"].value[1024:2560])
+    ready = io.prepare(got, min_duration=4.0, source=path.name)
+    assert all(len(ts) == 4 * 4096 and ts.sample_rate.value == 4096 for ts in ready.values())
+    with pytest.raises(DataError, match=r"data\.h5: channel V1:NOPE not found"):
+        io.read_multichannel_hdf5(path, ["V1:STRAIN", "V1:NOPE"])
+
+
+def test_multichannel_hdf5_missing_attrs(tmp_path: Path) -> None:
+    path = tmp_path / "raw.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("V1:X", data=np.zeros(10)).attrs["channel"] = "V1:X"
+    with pytest.raises(DataError, match=r"raw\.h5: channel V1:X lacks attribute sample_rate"):
+        io.read_multichannel_hdf5(path)
+
+
+# -- channel list and ASD --------------------------------------------------------------------
+
+
+def test_channel_list(tmp_path: Path) -> None:
+    path = tmp_path / "chans.txt"
+    path.write_text("# strain first\nV1:Hrec_hoft_16384Hz\n\n  V1:ENV_CEB_MAG_X  # magnetometer\n")
+    assert io.read_channel_list(path) == ["V1:Hrec_hoft_16384Hz", "V1:ENV_CEB_MAG_X"]
+    path.write_text("V1:A\nV1:B\nV1:A\n")
+    with pytest.raises(DataError, match=r"chans\.txt:3: channel V1:A duplicated"):
+        io.read_channel_list(path)
+    path.write_text("# nothing\n\n")
+    with pytest.raises(DataError, match="no channels"):
+        io.read_channel_list(path)
+
+
+def test_read_asd_real_virgo_curve(tmp_path: Path) -> None:
+    curve = _lalapps_curve("LIGO-P1200087-v18-AdV_DESIGN.txt")
+    asd = io.read_asd(curve)
+    f = asd.frequencies.value
+    assert f[0] == pytest.approx(10.0)
+    assert np.all(np.diff(f) > 0)
+    at100 = float(np.interp(100.0, f, asd.value))
+    assert 3e-24 < at100 < 1e-23  # AdV design ~5.7e-24 /sqrt(Hz) at 100 Hz
+    psd_file = tmp_path / "adv_psd.txt"
+    np.savetxt(psd_file, np.column_stack([f, asd.value**2]), header="f [Hz]  PSD [1/Hz]")
+    np.testing.assert_allclose(io.read_asd(psd_file, kind="auto").value, asd.value, rtol=1e-9)
+    np.testing.assert_allclose(io.read_asd(psd_file, psd=True).value, asd.value, rtol=1e-9)
+    assert io.read_asd(curve, kind="auto").value[0] == asd.value[0]
+
+
+def test_read_asd_rejects_bad_files(tmp_path: Path) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text("10 1e-23\n20 -1e-23\n")
+    with pytest.raises(DataError, match=r"bad\.txt: 1 non-positive"):
+        io.read_asd(path)
+    path.write_text("20 1e-23\n10 1e-23\n")
+    with pytest.raises(DataError, match="strictly increasing"):
+        io.read_asd(path)
+    path.write_text("10 1e-23 2e-23\n20 1e-23 2e-23\n")
+    with pytest.raises(DataError, match="two columns"):
+        io.read_asd(path)
+
+
+# -- prepare: rejections ---------------------------------------------------------------------
+
+
+def test_prepare_rejections() -> None:
+    good = _tsd(GPS, 8.0)
+    chans = ["V1:STRAIN", "V1:ENV_MAG"]
+    with pytest.raises(DataError, match="run1.gwf: channel V1:MISSING not found"):
+        io.prepare(good, ["V1:STRAIN", "V1:MISSING"], source="run1.gwf")
+    nan = _tsd(GPS, 8.0)
+    nan["V1:ENV_MAG"].value[5] = np.inf
+    with pytest.raises(DataError, match="run1.gwf: channel V1:ENV_MAG: 1 NaN/inf"):
+        io.prepare(nan, chans, source="run1.gwf")
+    with pytest.raises(DataError, match="sample-rate mismatch: channel V1:ENV_MAG at 512 Hz"):
+        io.prepare(good, chans, sample_rate=None, source="run1.gwf")
+    short = _tsd(GPS, 8.0)
+    short["V1:ENV_MAG"] = _series("V1:ENV_MAG", 512.0, GPS, 7.0)
+    with pytest.raises(DataError, match="run1.gwf: length mismatch: channel V1:ENV_MAG"):
+        io.prepare(short, chans, source="run1.gwf")
+    with pytest.raises(DataError, match=r"span of 8 s is shorter than one training window \(16"):
+        io.prepare(good, chans, min_duration=16.0, source="run1.gwf")
+    gap = [_tsd(GPS, 4.0), _tsd(GPS + 4.5, 4.0)]
+    with pytest.raises(DataError, match=r"a\.gwf -> b\.gwf: channel V1:STRAIN: gap of 0\.5 s"):
+        io.prepare(gap, chans, source=["a.gwf", "b.gwf"])
+    over = [_tsd(GPS, 4.0), _tsd(GPS + 3, 4.0)]
+    with pytest.raises(DataError, match="channel V1:STRAIN: overlap of 1 s"):
+        io.prepare(over, chans, source=["a.gwf", "b.gwf"])
+    rate = [_tsd(GPS, 4.0), _tsd(GPS + 4, 4.0, {"V1:STRAIN": 2048.0, "V1:ENV_MAG": 512.0})]
+    with pytest.raises(DataError, match=r"b\.gwf: channel V1:STRAIN sampled at 2048 Hz"):
+        io.prepare(rate, chans, source=["a.gwf", "b.gwf"])
+
+
+def test_prepare_joins_segments_and_resamples() -> None:
+    pieces = [_tsd(GPS, 4.0), _tsd(GPS + 4, 4.0)]
+    ready = io.prepare(pieces, sample_rate=2048.0, min_duration=8.0, source=["a", "b"])
+    assert list(ready) == ["V1:STRAIN", "V1:ENV_MAG"]
+    for ts in ready.values():
+        assert ts.sample_rate.value == 2048.0
+        assert ts.t0.value == GPS
+        assert len(ts) == 8 * 2048
+        assert np.all(np.isfinite(ts.value))
+
+
+def test_unreadable_files_give_data_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.gwf"
+    junk.write_text("garbage\n")
+    with pytest.raises(DataError, match=r"junk\.gwf: not a readable GWF file"):
+        io.read_gwf(junk, ["V1:A"])
+    with pytest.raises(DataError, match=r"junk\.gwf: not a readable HDF5 file"):
+        io.read_multichannel_hdf5(junk)
+    with pytest.raises(DataError, match=r"junk\.gwf: not a GWOSC HDF5"):
+        io.read_gwosc_hdf5(junk)
+    with pytest.raises(DataError, match=r"junk\.gwf: cannot parse"):
+        io.read_asd(junk)
