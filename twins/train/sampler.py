@@ -83,8 +83,12 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return [len(b) for b in self.global_batches()]
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.global_batches():
-            yield batch[self.rank :: self.world_size].tolist()
+        # one conversion per epoch: per-step tensor slicing costs more than the list slice
+        order = torch.cat(self.global_batches()).tolist() if self.global_batches() else []
+        start = 0
+        for size in self.global_sizes():
+            yield order[start + self.rank : start + size : self.world_size]
+            start += size
 
     def __len__(self) -> int:
         return len(self.global_batches())
