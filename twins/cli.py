@@ -99,10 +99,17 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from twins.domains import get_domain
+    from twins.domains import demo_domains
 
-    domain = get_domain(args.domain)
-    return int(domain.demo(Path(args.workdir), list(args.overrides)) or 0)
+    chosen = demo_domains(args.domain)
+    workdir = Path(args.workdir)
+    for domain in chosen:
+        where = workdir if len(chosen) == 1 else workdir / domain.name
+        log.info("demo of %s (%s) in %s", domain.name, domain.description, where)
+        rc = int(domain.demo(where, list(args.overrides)) or 0)
+        if rc:
+            return rc
+    return 0
 
 
 def cmd_twin(args: argparse.Namespace) -> int:

@@ -19,8 +19,10 @@ from pathlib import Path
 
 from twins.errors import TwinsError
 
-#: Order in which ``twins demo`` picks a domain when none is named.
+#: Order in which ``twins demo`` runs the domains when none is named.
 DEMO_PREFERENCE = ("hydrology", "gravwave", "toy")
+#: Domains that only exercise the core; run by ``twins demo`` only when nothing else is installed.
+CORE_ONLY = ("toy",)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,25 @@ def get_domain(name: str | None) -> Domain:
     if name not in found:
         raise TwinsError(f"unknown domain {name!r}; installed: {', '.join(sorted(found))}")
     return found[name]
+
+
+def demo_domains(name: str | None) -> list[Domain]:
+    """The domains ``twins demo`` runs: the named one, else every science domain in
+    :data:`DEMO_PREFERENCE` order (the core-only toy domain when no other is installed).
+
+    Raises:
+        TwinsError: Unknown name, or no domain installed.
+    """
+    if name is not None:
+        return [get_domain(name)]
+    found = domains()
+    order = sorted(found, key=lambda n: (DEMO_PREFERENCE + (n,)).index(n))
+    science = [found[n] for n in order if n not in CORE_ONLY]
+    if science:
+        return science
+    if not found:
+        raise TwinsError("no twins domain is installed", "pip install -e . in the repository")
+    return [found[n] for n in order]
 
 
 def twin_domain(twin_dir: Path) -> Domain:
