@@ -119,3 +119,17 @@ def test_torchrun_cli_trains_and_tracks_on_rank0(tmp_path: Path) -> None:
     assert len(runs) == 1  # only rank 0 tracks
     assert len(client.get_metric_history(runs[0].info.run_id, "val_loss")) == 2
     assert client.get_model_version("tr-model", "1") is not None
+
+
+def test_help_is_fast_and_env_reports(tmp_path: Path) -> None:
+    import time
+
+    t0 = time.perf_counter()
+    assert "demo" in twins("--help", cwd=tmp_path).stdout
+    assert time.perf_counter() - t0 < 5  # lazy imports: no torch/mlflow/ray for --help
+    out = twins("env", cwd=tmp_path).stdout
+    assert "launcher      local (rank 0/1" in out
+    from twins.energy import available_sources
+
+    if not available_sources():  # as on the development VMs
+        assert "energy        unavailable (no RAPL or NVML)" in out
