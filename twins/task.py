@@ -86,6 +86,11 @@ class Task(ABC):
         blob = json.dumps(self.params.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def callbacks(self) -> list[Any]:
+        """Trainer callbacks the task contributes (default: none), e.g. per-output model
+        selection; :func:`twins.train.run.train_process` appends them."""
+        return []
+
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Domain metrics of a trained model on ``split``; the default has none."""
         return {}

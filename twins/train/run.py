@@ -100,6 +100,7 @@ def train_process(
     callbacks: list[Callback] = [energy] if cfg.energy.enabled else []
     params = {**to_dict(cfg), "data_fingerprint": fingerprint}
     callbacks.append(TrackingCallback(tracker, params))
+    callbacks.extend(task.callbacks())
     callbacks.extend(extra_callbacks)
     try:
         trainer = build_trainer(cfg, task, strategy, splits, callbacks, progress=progress)

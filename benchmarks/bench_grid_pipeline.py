@@ -1,0 +1,100 @@
+"""Grid pipeline against a plain netCDF4 read of the same variables, in one run.
+
+Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_grid_pipeline.py [--years 10]
+[--repeats 3]``
+
+Writes a synthetic ERA5-Land-like file (50 x 50 cells, ``--years`` years, daily, chunked and
+zlib-compressed as :func:`hydrology.synthetic.write_netcdf` does), then times, alternating:
+
+* **plain**: ``netCDF4.Dataset`` reads ``tp, t2m, pev, swvl1`` into numpy;
+* **pipeline**: :func:`hydrology.io.open_grids` (validation, canonical form), load, land
+  mask (:func:`hydrology.io.land_mask`), per-cell standardisation of the land cells, and
+  monthly means, and one epoch of shuffled batches (256) of ``(cell, 36-month
+  window)`` samples, as the drought model reads them, drawn by index
+  arithmetic (no materialised windows).
+
+Prints the median times and the throughput ratio plain_time / pipeline_time (goal >= 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import torch
+
+from hydrology.io import land_mask, open_grids
+from hydrology.synthetic import SyntheticParams, generate, write_netcdf
+
+VARS = ("tp", "t2m", "pev", "swvl1")
+WINDOW = 36
+BATCH = 256
+
+log = logging.getLogger("bench_grid_pipeline")
+
+
+def plain(path: Path) -> float:
+    """Read the variables with netCDF4; returns seconds."""
+    t0 = time.perf_counter()
+    with netCDF4.Dataset(path) as nc:
+        arrays = [nc.variables[v][:] for v in VARS]
+    _ = sum(float(np.ma.sum(a[:1])) for a in arrays)
+    return time.perf_counter() - t0
+
+
+def pipeline(path: Path, seed: int = 0) -> tuple[float, int]:
+    """Open, mask, normalise, one epoch of batches; returns (seconds, samples)."""
+    t0 = time.perf_counter()
+    ds = open_grids(path, variables=list(VARS), chunks={}, check_values=False).load()
+    cells = np.flatnonzero(land_mask(ds).values.ravel())
+    x = np.stack([ds[v].values.reshape(ds.sizes["time"], -1)[:, cells] for v in VARS], -1)
+    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-9)  # (time, cell, var)
+    month = ds.indexes["time"].to_period("M")
+    starts = np.flatnonzero(np.r_[True, month[1:] != month[:-1]])
+    counts = np.diff(np.r_[starts, month.size])
+    x = np.add.reduceat(x, starts, axis=0) / counts[:, None, None]  # monthly means
+    data = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float32))
+    n_t = data.shape[1] - WINDOW
+    n = cells.size * n_t
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    offs = torch.arange(WINDOW)
+    total = 0.0
+    for s in range(0, n, BATCH):
+        idx = order[s : s + BATCH]
+        c, t = idx // n_t, idx % n_t
+        batch = data[c[:, None], t[:, None] + offs]  # (batch, window, var)
+        total += float(batch[:, -1, 0].sum())
+    return time.perf_counter() - t0, n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--years", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    p = SyntheticParams(nlat=50, nlon=50, start="2001-01-01", years=args.years)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "grid.nc"
+        write_netcdf(generate(p), path)
+        log.info("file %s: %.1f MB", path.name, path.stat().st_size / 1e6)
+        pipeline(path)  # warm imports and the page cache for both
+        tp, tq, samples = [], [], 0
+        for _ in range(args.repeats):
+            tp.append(plain(path))
+            t, samples = pipeline(path)
+            tq.append(t)
+    mp, mq = statistics.median(tp), statistics.median(tq)
+    log.info("plain netCDF4 read:   %.3f s", mp)
+    log.info("pipeline (open, mask, normalise, 1 epoch of %d samples): %.3f s", samples, mq)
+    log.info("throughput ratio pipeline/plain = %.2f (goal >= 0.8)", mp / mq)
+
+
+if __name__ == "__main__":
+    main()

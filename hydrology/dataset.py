@@ -1,0 +1,692 @@
+"""Monthly sample cube of the drought forecaster, and lazy torch datasets over it.
+
+From a canonical daily dataset (``tp``, ``t2m``, ``pev``, ``swvl1``, statics ``lsm``, ``z``)
+:func:`build_cube` makes, for the land cells only (:func:`hydrology.io.land_mask`):
+
+* **dynamic inputs** ``(cell, month, feature)``: per-calendar-month z-scores of the monthly
+  inputs ``pr, wb, sm, t2m`` (:func:`hydrology.forecast.monthly_inputs`) against the *training
+  period* (per cell; standard deviation floored at :data:`STD_FLOOR` of its cell mean, then
+  clipped to +/-:data:`Z_CLIP`), the current target indices (``spi_3``, ``ssmi_1``; NaN
+  filled with 0) and sin/cos of the calendar month;
+* **static inputs** ``(cell, feature)``: orography ``z`` standardised over the training
+  cells and ``lsm``;
+* **targets** ``(cell, month, output)``: the index at ``issue + lead``, outputs ordered
+  target-major (``spi_3@1, spi_3@2, spi_3@3, ssmi_1@1, ...``); NaN where the record ends or
+  the index is undefined; indices are clipped to +/-3.09
+  (:data:`hydrology.indices.CLIPPING_POLICY`, recorded in :attr:`DroughtCube.meta`);
+* **baseline** ``(cell, month, output)``: the overlap-aware analogue (ESP) forecast issued
+  at that month for SPI targets (:func:`hydrology.baselines.overlap_analogue`, analogue
+  years = training years, leave-one-out), climatology (0) for the soil-moisture index;
+  the hybrid model takes it as input and learns the residual.
+
+The drought indices are fitted on the training period only, and so are the scaler
+statistics (:class:`Scaler`): nothing from the validation or test periods leaks into the
+inputs. Samples are ``(cell, issue month)`` pairs; :class:`CellDataset` indexes them lazily
+(index arithmetic into the cube, no materialised windows). Samples whose targets are all
+NaN are dropped; partially NaN targets are kept and masked in the loss
+(:func:`masked_mse`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from torch.utils.data import Dataset
+
+from hydrology.baselines import overlap_analogue
+from hydrology.forecast import monthly_inputs
+from hydrology.indices import CLIP, CLIPPING_POLICY, DroughtIndices, IndexSpec
+from hydrology.io import land_mask
+from twins.errors import DataError
+
+log = logging.getLogger(__name__)
+
+INPUT_VARS: tuple[str, ...] = ("pr", "wb", "sm", "t2m")
+"""Monthly inputs that are z-scored per calendar month."""
+
+Z_CLIP: float = 5.0
+"""Input z-scores are clipped to ``[-Z_CLIP, Z_CLIP]``."""
+
+STD_FLOOR: float = 1e-3
+"""Per-calendar-month standard deviations are floored at this (absolute, input units)."""
+
+#: Default time-ordered splits per synthetic preset (inclusive month ranges). The demo
+#: preset places one drought event in each of them (see ``hydrology.synthetic.PRESETS``);
+#: in the tiny preset (2000-2007) events fall in 2000-2001 and 2004-2007.
+DEFAULT_SPLITS: dict[str, dict[str, tuple[str, str]]] = {
+    "demo": {
+        "train": ("1991-01", "2010-12"),
+        "val": ("2011-01", "2014-12"),
+        "test": ("2015-01", "2020-12"),
+    },
+    "tiny": {
+        "train": ("2000-01", "2004-12"),
+        "val": ("2005-01", "2005-12"),
+        "test": ("2006-01", "2007-12"),
+    },
+}
+
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+
+
+def _month(s: str) -> pd.Timestamp:
+    return pd.Timestamp(s).to_period("M").to_timestamp()
+
+
+def _month_end(s: str) -> pd.Timestamp:
+    return _month(s)
+
+
+def check_splits(
+    splits: dict[str, tuple[str, str]],
+) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+    """Validate time-ordered, non-overlapping splits.
+
+    Args:
+        splits: ``{"train"|"val"|"test": (first month, last month)}``, inclusive.
+
+    Returns:
+        The same with month-start timestamps.
+
+    Raises:
+        DataError: A split is missing, empty, or out of order.
+    """
+    out = {}
+    for name in SPLIT_NAMES:
+        if name not in splits:
+            raise DataError(f"split {name!r} missing", hint="give train, val and test periods")
+        a, b = _month(splits[name][0]), _month_end(splits[name][1])
+        if b < a:
+            raise DataError(f"split {name!r} ends ({b:%Y-%m}) before it starts ({a:%Y-%m})")
+        out[name] = (a, b)
+    if not out["train"][1] < out["val"][0] <= out["val"][1] < out["test"][0]:
+        raise DataError(
+            "splits must be time-ordered and disjoint: train < val < test",
+            hint=f"got { ({k: (f'{a:%Y-%m}', f'{b:%Y-%m}') for k, (a, b) in out.items()}) }",
+        )
+    return out
+
+
+def output_names(targets: Sequence[str], leads: Sequence[int]) -> list[str]:
+    """Output names, target-major: ``["spi_3@1", "spi_3@2", ..., "ssmi_1@1", ...]``."""
+    return [f"{t}@{k}" for t in targets for k in leads]
+
+
+# --------------------------------------------------------------------------------- scaler
+
+
+@dataclass
+class Scaler:
+    """Normalisation statistics from the training period; travels with the model.
+
+    Attributes:
+        mean: Per calendar month, input variable and cell, ``(12, len(INPUT_VARS), cell)``,
+            in input units (mm/d, m3 m-3, K).
+        std: Same shape, floored at :data:`STD_FLOOR`.
+        z_mean: Mean orography over the training-period land cells (m2 s-2).
+        z_std: Its standard deviation.
+        clip: Clip of the input z-scores.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    z_mean: float
+    z_std: float
+    clip: float = Z_CLIP
+
+    @classmethod
+    def fit(cls, monthly: xr.Dataset, cells: np.ndarray, train: tuple[Any, Any]) -> Scaler:
+        """Fit on the training period.
+
+        Args:
+            monthly: :func:`monthly_inputs` output, dims ``(time, lat, lon)``.
+            cells: Flat indices of land cells into ``lat * lon``, shape ``(cell,)``.
+            train: ``(first, last)`` month of the training period.
+        """
+        sel = monthly.sel(time=slice(train[0], train[1]))
+        months = sel.time.dt.month.values
+        mean = np.zeros((12, len(INPUT_VARS), cells.size), np.float32)
+        std = np.ones_like(mean)
+        for j, v in enumerate(INPUT_VARS):
+            x = _flat(sel[v])[:, cells]
+            for m in range(12):
+                xm = x[months == m + 1]
+                if xm.shape[0] == 0:
+                    raise DataError(f"training period has no month {m + 1}")
+                mean[m, j] = np.nanmean(xm, axis=0)
+                std[m, j] = np.maximum(
+                    np.nanstd(xm, axis=0, ddof=1 if xm.shape[0] > 1 else 0), STD_FLOOR
+                )
+        z = (
+            monthly["z"].values.ravel()[cells].astype(float)
+            if "z" in monthly
+            else np.zeros(cells.size)
+        )
+        return cls(mean, std, float(z.mean()), float(max(z.std(), 1e-6)))
+
+    def transform(self, x: np.ndarray, months: np.ndarray) -> np.ndarray:
+        """z-score inputs.
+
+        Args:
+            x: ``(time, len(INPUT_VARS), cell)`` in input units.
+            months: Calendar month (1-12) of each time step, ``(time,)``.
+
+        Returns:
+            Clipped z-scores, float32, same shape; NaN stays NaN.
+        """
+        m = months - 1
+        z = (x - self.mean[m]) / self.std[m]
+        return np.clip(z, -self.clip, self.clip).astype(np.float32)
+
+    def state(self) -> dict[str, Any]:
+        """Plain tensors and floats (``torch.load(weights_only=True)`` safe)."""
+        return {
+            "mean": torch.from_numpy(np.ascontiguousarray(self.mean)),
+            "std": torch.from_numpy(np.ascontiguousarray(self.std)),
+            "z_mean": self.z_mean,
+            "z_std": self.z_std,
+            "clip": self.clip,
+        }
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any]) -> Scaler:
+        """Inverse of :meth:`state`."""
+        return cls(
+            np.asarray(st["mean"]),
+            np.asarray(st["std"]),
+            float(st["z_mean"]),
+            float(st["z_std"]),
+            float(st["clip"]),
+        )
+
+
+def _flat(da: xr.DataArray) -> np.ndarray:
+    """``(time, lat, lon)`` -> ``(time, lat*lon)`` float array."""
+    v = da.transpose("time", ...).values
+    return v.reshape(v.shape[0], -1)
+
+
+def month_features(months: np.ndarray) -> np.ndarray:
+    """sin/cos of the calendar month, ``(time, 2)`` float32."""
+    ang = 2 * np.pi * (np.asarray(months) - 1) / 12.0
+    return np.stack([np.sin(ang), np.cos(ang)], axis=-1).astype(np.float32)
+
+
+def dynamic_features(
+    monthly: xr.Dataset,
+    indices: xr.Dataset,
+    targets: Sequence[str],
+    cells: np.ndarray,
+    scaler: Scaler,
+) -> np.ndarray:
+    """Dynamic model inputs for the land cells.
+
+    Args:
+        monthly: Monthly inputs (``pr, wb, sm, t2m``), dims ``(time, lat, lon)``.
+        indices: Index dataset holding ``targets`` on the same months.
+        targets: Index names used as inputs.
+        cells: Flat land-cell indices, ``(cell,)``.
+        scaler: Training-period statistics.
+
+    Returns:
+        ``(cell, time, F)`` float32, ``F = len(INPUT_VARS) + len(targets) + 2``; NaN -> 0.
+    """
+    months = monthly.time.dt.month.values
+    x = np.stack([_flat(monthly[v])[:, cells] for v in INPUT_VARS], axis=1)
+    z = scaler.transform(x, months)  # (time, V, cell)
+    idx = np.stack([_flat(indices[t])[:, cells] for t in targets], axis=1)
+    idx = np.clip(idx, -CLIP, CLIP)
+    mf = np.broadcast_to(month_features(months)[:, :, None], (len(months), 2, cells.size))
+    feats = np.concatenate([z, idx.astype(np.float32), mf], axis=1)  # (time, F, cell)
+    return np.nan_to_num(np.ascontiguousarray(feats.transpose(2, 0, 1)), nan=0.0)
+
+
+def static_features(monthly: xr.Dataset, cells: np.ndarray, scaler: Scaler) -> np.ndarray:
+    """``(cell, 2)`` float32: standardised ``z`` and ``lsm`` (1 where absent)."""
+    z = monthly["z"].values.ravel()[cells] if "z" in monthly else np.zeros(cells.size)
+    lsm = monthly["lsm"].values.ravel()[cells] if "lsm" in monthly else np.ones(cells.size)
+    zs = (np.asarray(z, float) - scaler.z_mean) / scaler.z_std
+    return np.stack([zs, np.asarray(lsm, float)], axis=-1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------- cube
+
+
+@dataclass
+class DroughtCube:
+    """Everything the datasets, the evaluation and the forecaster need, per land cell.
+
+    Attributes:
+        times: Month starts, ``(time,)``.
+        lat: Latitudes, ``(lat,)``.
+        lon: Longitudes, ``(lon,)``.
+        cells: Flat land-cell indices into ``lat * lon``, ``(cell,)``.
+        dynamic: ``(cell, time, F)`` float32 inputs.
+        static: ``(cell, S)`` float32 inputs.
+        baseline: ``(cell, time, output)`` float32 ESP / climatology forecast issued at t.
+        target: ``(cell, time, output)`` float32 index at ``t + lead`` (NaN where unknown).
+        obs: ``(cell, time, len(targets))`` float32 observed (clipped) indices at t.
+        pr: ``(cell, time)`` float32 monthly precipitation rate (mm/d), for ESP.
+        scaler: Training-period statistics.
+        spi_params: Per SPI target: gamma ``(12, 3, cell)`` and ``p0`` ``(12, cell)``.
+        drought_share: Share of land cells in drought per month, ``(time,)``.
+        meta: Targets, leads, splits, features, clipping policy.
+    """
+
+    times: pd.DatetimeIndex
+    lat: np.ndarray
+    lon: np.ndarray
+    cells: np.ndarray
+    dynamic: np.ndarray
+    static: np.ndarray
+    baseline: np.ndarray
+    target: np.ndarray
+    obs: np.ndarray
+    pr: np.ndarray
+    scaler: Scaler
+    spi_params: dict[str, dict[str, np.ndarray]]
+    drought_share: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> list[str]:
+        """Target index names."""
+        return list(self.meta["targets"])
+
+    @property
+    def leads(self) -> list[int]:
+        """Leads in months."""
+        return [int(k) for k in self.meta["leads"]]
+
+    @property
+    def outputs(self) -> list[str]:
+        """Output names (target-major)."""
+        return output_names(self.targets, self.leads)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Grid shape ``(lat, lon)``."""
+        return self.lat.size, self.lon.size
+
+    def split_range(self, name: str) -> tuple[int, int]:
+        """Time-index range ``[a, b]`` (inclusive) of a split's months."""
+        a, b = (pd.Timestamp(x) for x in self.meta["splits"][name])
+        ia = int(np.searchsorted(self.times.values, np.datetime64(a)))
+        ib = int(np.searchsorted(self.times.values, np.datetime64(b), side="right")) - 1
+        return ia, ib
+
+    def issue_range(self, name: str, seq_len: int) -> tuple[int, int]:
+        """Issue months ``[a, b]`` (inclusive) of a split's samples.
+
+        A sample belongs to a split when all its target months lie in the split
+        (``t + 1 >= start`` and ``t + max(lead) <= end``) and its input window fits the
+        record (``t >= seq_len - 1``). No training target lies in the validation or test
+        periods.
+        """
+        a, b = self.split_range(name)
+        return max(a - 1, seq_len - 1), b - max(self.leads)
+
+    def grid(self, values: np.ndarray) -> np.ndarray:
+        """Scatter ``(..., cell)`` onto ``(..., lat, lon)`` with NaN over sea."""
+        out = np.full((*values.shape[:-1], self.lat.size * self.lon.size), np.nan, np.float32)
+        out[..., self.cells] = values
+        return out.reshape(*values.shape[:-1], self.lat.size, self.lon.size)
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the cube to one ``.npz`` file atomically."""
+        path = Path(path)
+        arrays: dict[str, Any] = {
+            "times": self.times.values.astype("datetime64[ns]").astype(np.int64),
+            "lat": self.lat,
+            "lon": self.lon,
+            "cells": self.cells,
+            "dynamic": self.dynamic,
+            "static": self.static,
+            "baseline": self.baseline,
+            "target": self.target,
+            "obs": self.obs,
+            "pr": self.pr,
+            "drought_share": self.drought_share,
+            "scaler_mean": self.scaler.mean,
+            "scaler_std": self.scaler.std,
+            "meta": np.array(
+                json.dumps(
+                    self.meta
+                    | {"scaler": [self.scaler.z_mean, self.scaler.z_std, self.scaler.clip]}
+                )
+            ),
+        }
+        for t, p in self.spi_params.items():
+            arrays[f"spi_{t}_gamma"] = p["gamma"]
+            arrays[f"spi_{t}_p0"] = p["p0"]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> DroughtCube:
+        """Read a cube written by :meth:`save`."""
+        with np.load(Path(path)) as f:
+            meta = json.loads(str(f["meta"]))
+            zm, zs, clip = meta.pop("scaler")
+            spi = {
+                t: {"gamma": f[f"spi_{t}_gamma"], "p0": f[f"spi_{t}_p0"]}
+                for t in meta["targets"]
+                if f"spi_{t}_gamma" in f
+            }
+            return cls(
+                times=pd.DatetimeIndex(f["times"].astype("datetime64[ns]")),
+                lat=f["lat"],
+                lon=f["lon"],
+                cells=f["cells"],
+                dynamic=f["dynamic"],
+                static=f["static"],
+                baseline=f["baseline"],
+                target=f["target"],
+                obs=f["obs"],
+                pr=f["pr"],
+                drought_share=f["drought_share"],
+                scaler=Scaler(f["scaler_mean"], f["scaler_std"], zm, zs, clip),
+                spi_params=spi,
+                meta=meta,
+            )
+
+
+def _spi_param_arrays(params: xr.DataArray, cells: np.ndarray) -> dict[str, np.ndarray]:
+    """Gamma ``(12, 3, cell)`` and ``p0`` ``(12, cell)`` from fitted SPI parameters."""
+    par = params.transpose("month", "dparams", "lat", "lon")
+    g = par.sel(dparams=["a", "loc", "scale"]).values.reshape(12, 3, -1)[:, :, cells]
+    nz = par["number_of_zeros"].values.reshape(12, -1)[:, cells].astype(float)
+    nn_ = par["number_of_notnull"].values.reshape(12, -1)[:, cells].astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p0 = np.where(nn_ > 0, nz / nn_, np.nan)
+    return {"gamma": g.astype(np.float64), "p0": p0}
+
+
+def build_cube(
+    ds: xr.Dataset,
+    splits: dict[str, tuple[str, str]],
+    targets: Sequence[str] = ("spi_3", "ssmi_1"),
+    leads: Sequence[int] = (1, 2, 3),
+    require_val_drought: bool = True,
+    drought_cell_share: float = 0.05,
+) -> DroughtCube:
+    """Build the monthly sample cube from a canonical daily (or monthly) dataset.
+
+    Args:
+        ds: Canonical dataset with ``tp, t2m, pev, swvl1`` and statics ``lsm, z``; an
+            optional ``drought_mask`` (synthetic truth) decides which months are droughts.
+        splits: ``{"train"|"val"|"test": (first month, last month)}``; indices and the
+            scaler are fitted on the training period only.
+        targets: Index names (``spi_N`` / ``ssmi_N``).
+        leads: Lead times in months.
+        require_val_drought: Raise when the validation period has no drought month.
+        drought_cell_share: A month is a drought month when at least this share of land
+            cells is in drought (``drought_mask`` monthly mean > 0.5, else SPI-3 < -1.5).
+
+    Returns:
+        The :class:`DroughtCube`.
+
+    Raises:
+        DataError: Bad splits, splits outside the record, no land, or a drought-free
+            validation period.
+    """
+    sp = check_splits(splits)
+    specs = [IndexSpec.parse(t) for t in targets]
+    record = pd.DatetimeIndex(ds.time.values).to_period("M")
+    first, last = record[0].to_timestamp(), record[-1].to_timestamp()
+    for name, (a, b) in sp.items():
+        if a < first or b > last:
+            raise DataError(
+                f"split {name!r} ({a:%Y-%m}..{b:%Y-%m}) is outside the record "
+                f"({first:%Y-%m}..{last:%Y-%m})",
+                hint="set task.params.splits to periods inside the data",
+            )
+    ds = ds.load()
+    mask = land_mask(ds).values
+    cells = np.flatnonzero(mask.ravel())
+    if cells.size == 0:
+        raise DataError("no land cells in the dataset")
+    monthly = monthly_inputs(ds).load()
+    times = pd.DatetimeIndex(monthly.time.values)
+    train = sp["train"]
+    cal_end = str((train[1] + pd.offsets.MonthEnd(0)).date())
+    di = DroughtIndices(list(targets), str(train[0].date()), cal_end).fit(ds)
+    indices = di.transform(ds)
+    scaler = Scaler.fit(monthly, cells, train)
+    dynamic = dynamic_features(monthly, indices, targets, cells, scaler)
+    static = static_features(monthly, cells, scaler)
+
+    nt, n = times.size, cells.size
+    obs = np.stack([_flat(indices[t])[:, cells] for t in targets], axis=-1)  # (time, cell, k)
+    obs = np.clip(obs, -CLIP, CLIP).astype(np.float32)
+    n_out = len(targets) * len(leads)
+    target = np.full((nt, n, n_out), np.nan, np.float32)
+    baseline = np.zeros((nt, n, n_out), np.float32)
+    train_years = (train[0].year, train[1].year)
+    spi_params: dict[str, dict[str, np.ndarray]] = {}
+    for i, (t, s) in enumerate(zip(targets, specs, strict=True)):
+        if s.kind == "spi":
+            spi_params[t] = _spi_param_arrays(di.params[t], cells)
+        for j, k in enumerate(leads):
+            o = i * len(leads) + j
+            target[: nt - k, :, o] = obs[k:, :, i]
+            if s.kind == "spi":
+                esp = overlap_analogue(
+                    monthly["pr"], di.params[t], window=s.window, lead=k, train_years=train_years
+                )
+                # esp is on the verification axis: esp[T] issued at T - k.
+                e = np.clip(_flat(esp)[:, cells], -CLIP, CLIP)
+                baseline[: nt - k, :, o] = np.nan_to_num(e[k:], nan=0.0)
+    if "drought_mask" in ds:
+        dm = ds["drought_mask"].astype("float32").resample(time="MS").mean()
+        in_drought = _flat(dm)[:, cells] > 0.5
+    else:
+        spi3 = indices["spi_3"] if "spi_3" in indices else indices[targets[0]]
+        in_drought = _flat(spi3)[:, cells] < -1.5
+    share = in_drought.mean(axis=1).astype(np.float32)
+    meta = {
+        "targets": list(targets),
+        "leads": [int(k) for k in leads],
+        "splits": {k: [str(a.date()), str(b.date())] for k, (a, b) in sp.items()},
+        "dynamic_features": [*[f"{v}_z" for v in INPUT_VARS], *targets, "month_sin", "month_cos"],
+        "static_features": ["z_std", "lsm"],
+        "clipping": {"indices": CLIPPING_POLICY, "index_clip": CLIP, "input_z_clip": Z_CLIP},
+        "calibration_period": [di.cal_start, di.cal_end],
+        "train_years": list(train_years),
+        "baseline": "overlap-aware analogue (ESP) for SPI targets, climatology (0) otherwise",
+        "drought_cell_share": drought_cell_share,
+    }
+    cube = DroughtCube(
+        times=times,
+        lat=monthly.lat.values,
+        lon=monthly.lon.values,
+        cells=cells,
+        dynamic=dynamic,
+        static=static,
+        baseline=np.ascontiguousarray(baseline.transpose(1, 0, 2)),
+        target=np.ascontiguousarray(target.transpose(1, 0, 2)),
+        obs=np.ascontiguousarray(obs.transpose(1, 0, 2)),
+        pr=np.ascontiguousarray(_flat(monthly["pr"])[:, cells].T.astype(np.float32)),
+        scaler=scaler,
+        spi_params=spi_params,
+        drought_share=share,
+        meta=meta,
+    )
+    if require_val_drought:
+        check_val_drought(cube)
+    return cube
+
+
+def drought_months(cube: DroughtCube, split: str) -> int:
+    """Months of a split in which at least ``drought_cell_share`` of land is in drought."""
+    a, b = cube.split_range(split)
+    return int(np.sum(cube.drought_share[a : b + 1] >= cube.meta["drought_cell_share"]))
+
+
+def check_val_drought(cube: DroughtCube) -> None:
+    """Raise unless the validation period contains drought months.
+
+    Model selection on a drought-free validation period rewards near-baseline models
+    (``reference/feasibility-hydrology.md`` section 4).
+
+    Raises:
+        DataError: No drought month in the validation period.
+    """
+    n = drought_months(cube, "val")
+    if n == 0:
+        a, b = cube.meta["splits"]["val"]
+        raise DataError(
+            f"validation period {a[:7]}..{b[:7]} contains no drought month (share of land "
+            f"in drought >= {cube.meta['drought_cell_share']:g} in no month)",
+            hint="move task.params.splits.val to a period with a drought, or set "
+            "require_val_drought: false",
+        )
+    log.info("validation period has %d drought months", n)
+
+
+def subsample_cells(cube: DroughtCube, k: int, offset: int = 0) -> np.ndarray:
+    """Positions (into ``cube.cells``) of a regular ``k x k`` subsample of land cells.
+
+    Args:
+        cube: The cube.
+        k: Keep every ``k``-th row and column (1 keeps all).
+        offset: Row and column offset (``k // 2`` gives cells disjoint from offset 0).
+    """
+    if k <= 1:
+        return np.arange(cube.cells.size)
+    iy, ix = np.divmod(cube.cells, cube.lon.size)
+    keep = (iy % k == offset % k) & (ix % k == offset % k)
+    return np.flatnonzero(keep)
+
+
+def cube_hash(*parts: Any) -> str:
+    """Short stable hash of JSON-able parts (for cache file names)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# -------------------------------------------------------------------------------- datasets
+
+Sample = tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class CellDataset(Dataset[Sample]):
+    """Lazy ``(cell, issue month)`` samples of one split.
+
+    Sample ``i`` is cell ``cell_pos[i // n_t]`` issued at month ``t0 + i % n_t``:
+    ``((dynamic (seq, F), static (S,), baseline (n_out,)), target (n_out,))``. Samples
+    whose targets are all NaN are dropped (``keep`` holds the remaining flat indices).
+
+    Args:
+        cube: The sample cube.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        seq_len: Months of input history, issue month included.
+        cell_pos: Positions of the cells to use (default: all land cells).
+    """
+
+    def __init__(
+        self, cube: DroughtCube, split: str, seq_len: int, cell_pos: np.ndarray | None = None
+    ) -> None:
+        self.cube, self.split, self.seq_len = cube, split, seq_len
+        self.cell_pos = np.arange(cube.cells.size) if cell_pos is None else np.asarray(cell_pos)
+        self.t0, t1 = cube.issue_range(split, seq_len)
+        self.n_t = max(t1 - self.t0 + 1, 0)
+        if self.n_t == 0 or self.cell_pos.size == 0:
+            raise DataError(
+                f"split {split!r} has no samples (seq_len {seq_len}, leads {cube.leads})",
+                hint="shorten seq_len or lengthen the period",
+            )
+        valid = np.isfinite(cube.target[self.cell_pos, self.t0 : self.t0 + self.n_t]).any(-1)
+        self.keep = np.flatnonzero(valid.ravel())
+        self._dyn = torch.from_numpy(cube.dynamic)
+        self._sta = torch.from_numpy(cube.static)
+        self._base = torch.from_numpy(cube.baseline)
+        self._tgt = torch.from_numpy(cube.target)
+
+    def __len__(self) -> int:
+        return int(self.keep.size)
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """``(cell position, issue time index)`` of sample ``i``."""
+        flat = int(self.keep[i])
+        return int(self.cell_pos[flat // self.n_t]), self.t0 + flat % self.n_t
+
+    def __getitem__(self, i: int) -> Sample:
+        c, t = self.locate(i)
+        dyn = self._dyn[c, t - self.seq_len + 1 : t + 1]
+        return (dyn, self._sta[c], self._base[c, t]), self._tgt[c, t]
+
+
+class TileDataset(Dataset[Sample]):
+    """Lazy ``(tile, issue month)`` space-time cubelets of one split, for the ConvLSTM.
+
+    Sample: ``((dynamic (seq, F, P, P), static (S, P, P), baseline (n_out, P, P)),
+    target (n_out, P, P))``; sea cells are 0 in the inputs and NaN in the target. Tiles
+    are ``P x P`` with stride ``P`` (the last row/column of tiles is shifted to fit).
+
+    Args:
+        cube: The sample cube.
+        split: Split name.
+        seq_len: Months of input history.
+        tile: Tile size ``P`` (clamped to the grid).
+    """
+
+    def __init__(self, cube: DroughtCube, split: str, seq_len: int, tile: int = 16) -> None:
+        ny, nx = cube.shape
+        self.py, self.px = min(tile, ny), min(tile, nx)
+        self.origins = [(y, x) for y in _starts(ny, self.py) for x in _starts(nx, self.px)]
+        self.seq_len = seq_len
+        self.t0, t1 = cube.issue_range(split, seq_len)
+        self.n_t = max(t1 - self.t0 + 1, 0)
+        if self.n_t == 0:
+            raise DataError(f"split {split!r} has no samples for seq_len {seq_len}")
+        g = cube.grid
+        self._dyn = torch.from_numpy(np.nan_to_num(g(cube.dynamic.transpose(1, 2, 0))))  # T,F,H,W
+        self._sta = torch.from_numpy(np.nan_to_num(g(cube.static.T)))  # S,H,W
+        self._base = torch.from_numpy(np.nan_to_num(g(cube.baseline.transpose(1, 2, 0))))
+        self._tgt = torch.from_numpy(g(cube.target.transpose(1, 2, 0)))  # T,O,H,W
+
+    def __len__(self) -> int:
+        return len(self.origins) * self.n_t
+
+    def __getitem__(self, i: int) -> Sample:
+        y, x = self.origins[i // self.n_t]
+        t = self.t0 + i % self.n_t
+        sy, sx = slice(y, y + self.py), slice(x, x + self.px)
+        dyn = self._dyn[t - self.seq_len + 1 : t + 1, :, sy, sx]
+        return (dyn, self._sta[:, sy, sx], self._base[t, :, sy, sx]), self._tgt[t, :, sy, sx]
+
+
+def _starts(n: int, p: int) -> list[int]:
+    s = list(range(0, n - p + 1, p))
+    if s[-1] + p < n:
+        s.append(n - p)
+    return s
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the finite target entries (NaN targets are masked).
+
+    Args:
+        pred: ``(batch, n_out, ...)``.
+        target: Same shape, NaN where unknown.
+
+    Returns:
+        Scalar: sum of squared errors over valid entries / their count (0 if none).
+    """
+    valid = torch.isfinite(target)
+    diff = torch.where(valid, pred - torch.nan_to_num(target), torch.zeros_like(pred))
+    return (diff**2).sum() / valid.sum().clamp_min(1)

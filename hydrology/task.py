@@ -1,0 +1,262 @@
+"""The drought-forecast task: SPI-3 and soil-moisture index at leads 1-3 months.
+
+Trained by the core trainer (``twins train hydrology/configs/demo.yaml``, torchrun or Ray):
+the task prepares the monthly sample cube (:func:`hydrology.dataset.build_cube`, cached in
+the run directory), serves lazy ``(cell, issue month)`` samples (or space-time tiles for
+the ConvLSTM), builds a :class:`~hydrology.models.ensemble.PerOutputSelect`-wrapped model,
+and scores the trained model beside persistence, climatology and the overlap-aware
+analogue (:mod:`hydrology.evaluate`).
+
+Per-output best states come from :class:`hydrology.callbacks.PerOutputBest`, which
+:meth:`DroughtForecast.callbacks` returns for the trainer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import nn
+
+from hydrology.dataset import (
+    DEFAULT_SPLITS,
+    CellDataset,
+    DroughtCube,
+    TileDataset,
+    build_cube,
+    check_splits,
+    cube_hash,
+    masked_mse,
+    output_names,
+    subsample_cells,
+)
+from hydrology.models.ensemble import PerOutputSelect, TileConvLSTM
+from hydrology.models.lstm import CellLSTM
+from twins.errors import DataError
+from twins.task import Splits, Task
+
+log = logging.getLogger(__name__)
+
+
+class DroughtParams(BaseModel):
+    """Parameters of :class:`DroughtForecast`.
+
+    Attributes:
+        preset: Synthetic preset (``tiny`` or ``demo``) used when ``path`` is not given.
+        path: NetCDF file(s) or glob of a canonical daily dataset (overrides ``preset``).
+        seed: Seed of the synthetic generator.
+        splits: ``{train|val|test: [first month, last month]}``; default per preset.
+        require_val_drought: Refuse a validation period without drought months.
+        seq_len: Months of input history (issue month included).
+        targets: Target indices.
+        leads: Lead times in months.
+        model: ``lstm`` (per cell) or ``convlstm`` (space-time tiles).
+        hidden: Hidden size (LSTM units / ConvLSTM channels).
+        dropout: Dropout before the head (LSTM).
+        hybrid: Feed the analogue (ESP) forecast as input and learn the residual over it.
+        subsample: Train on a regular ``k x k`` subsample of land cells (1 = all).
+        val_subsample: Validate on a ``k x k`` subsample offset by ``k // 2`` (disjoint from
+            the training cells when both are >= 2).
+        tile: Tile size of the ConvLSTM.
+        per_output_best: Keep the best validation state per output.
+        cache: Cache the prepared cube in the run directory.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["tiny", "demo"] = "tiny"
+    path: list[str] | None = None
+    seed: int = Field(0, ge=0)
+    splits: dict[str, tuple[str, str]] | None = None
+    require_val_drought: bool = True
+    seq_len: int = Field(36, ge=1, le=120)
+    targets: list[str] = Field(default_factory=lambda: ["spi_3", "ssmi_1"])
+    leads: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    model: Literal["lstm", "convlstm"] = "lstm"
+    hidden: int = Field(64, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    hybrid: bool = True
+    subsample: int = Field(1, ge=1)
+    val_subsample: int = Field(1, ge=1)
+    tile: int = Field(16, ge=2)
+    per_output_best: bool = True
+    cache: bool = True
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("leads")
+    @classmethod
+    def _leads(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v) or sorted(set(v)) != v:
+            raise ValueError("leads must be distinct, increasing and >= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> DroughtParams:
+        if self.splits is not None:
+            check_splits(self.splits)
+        if not self.targets:
+            raise ValueError("targets must not be empty")
+        return self
+
+    def resolved_splits(self) -> dict[str, tuple[str, str]]:
+        """The splits in use (explicit, or the preset's defaults)."""
+        return dict(self.splits) if self.splits else DEFAULT_SPLITS[self.preset]
+
+
+class DroughtForecast(Task):
+    """Forecast SPI-3 and SSMI-1 at leads 1-3 months from monthly histories."""
+
+    Params = DroughtParams
+    params: DroughtParams
+
+    # -- data ---------------------------------------------------------------------------
+    def _data_identity(self) -> dict[str, Any]:
+        p = self.params
+        if p.path:
+            import glob
+
+            files = sorted(f for pat in p.path for f in glob.glob(pat)) or list(p.path)
+            stats = []
+            for f in files:
+                st = Path(f).stat() if Path(f).exists() else None
+                stats.append([f, st.st_size if st else None, st.st_mtime_ns if st else None])
+            return {"files": stats}
+        return {"preset": p.preset, "seed": p.seed}
+
+    def _cube_key(self) -> str:
+        p = self.params
+        return cube_hash(
+            self._data_identity(), p.resolved_splits(), p.targets, p.leads, p.require_val_drought
+        )
+
+    def load_dataset(self) -> Any:
+        """The canonical daily dataset (synthetic preset or the configured files)."""
+        p = self.params
+        if p.path:
+            from hydrology.io import open_grids
+
+            return open_grids(p.path if len(p.path) > 1 else p.path[0])
+        from hydrology.synthetic import PRESETS, generate
+
+        return generate(PRESETS[p.preset].model_copy(update={"seed": p.seed}))
+
+    def cube(self) -> DroughtCube:
+        """The prepared sample cube (built once, cached in the run directory)."""
+        if getattr(self, "_cube", None) is not None:
+            return self._cube
+        p = self.params
+        path = Path(self.workdir) / "data" / f"cube-{self._cube_key()}.npz"
+        if p.cache and path.is_file():
+            log.info("loading cached cube %s", path)
+            self._cube: DroughtCube = DroughtCube.load(path)
+            return self._cube
+        self._cube = build_cube(
+            self.load_dataset(), p.resolved_splits(), p.targets, p.leads, p.require_val_drought
+        )
+        if p.cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._cube.save(path)
+        return self._cube
+
+    @property
+    def outputs(self) -> list[str]:
+        """Output names, target-major (``spi_3@1`` ...)."""
+        return output_names(self.params.targets, self.params.leads)
+
+    def splits(self) -> Splits:
+        if getattr(self, "_splits", None) is not None:
+            return self._splits
+        p, cube = self.params, self.cube()
+        if p.model == "convlstm":
+            self._splits = Splits(
+                *(TileDataset(cube, s, p.seq_len, p.tile) for s in ("train", "val", "test"))
+            )
+        else:
+            train_cells = subsample_cells(cube, p.subsample, 0)
+            val_cells = subsample_cells(cube, p.val_subsample, p.val_subsample // 2)
+            self._splits = Splits(
+                CellDataset(cube, "train", p.seq_len, train_cells),
+                CellDataset(cube, "val", p.seq_len, val_cells),
+                CellDataset(cube, "test", p.seq_len),
+            )
+        log.info(
+            "samples: train %d, val %d, test %d",
+            len(self._splits.train),
+            len(self._splits.val),
+            len(self._splits.test),  # type: ignore[arg-type]
+        )
+        return self._splits
+
+    # -- model --------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        p = self.params
+        meta = self.cube().meta
+        n_dyn, n_sta = len(meta["dynamic_features"]), len(meta["static_features"])
+        n_out = len(self.outputs)
+        net: nn.Module
+        if p.model == "convlstm":
+            net = TileConvLSTM(n_dyn, n_sta, n_out, p.hidden, residual=p.hybrid)
+        else:
+            net = CellLSTM(n_dyn, n_sta, n_out, p.hidden, p.dropout, residual=p.hybrid)
+        return PerOutputSelect(net, n_out)
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """Mean squared error over the finite targets of the batch (NaN targets masked)."""
+        inputs, target = batch
+        return masked_mse(model(*inputs), target)
+
+    def callbacks(self) -> list[Any]:
+        """Trainer callbacks the task contributes: the per-output best-state keeper."""
+        if not self.params.per_output_best:
+            return []
+        from hydrology.callbacks import PerOutputBest
+
+        return [PerOutputBest(self.outputs)]
+
+    def fingerprint(self) -> str:
+        """Hash of the task parameters and the identity of the data."""
+        blob = json.dumps(
+            [self.params.model_dump(mode="json"), self._data_identity()], sort_keys=True
+        ).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    # -- evaluation -----------------------------------------------------------------------
+    def skill_table(
+        self, model: nn.Module | None, split: str = "test", out_dir: Any = None
+    ) -> Any:
+        """Skill table DataFrame of ``model`` and the three baselines (see
+        :func:`hydrology.evaluate.evaluate_run`)."""
+        from hydrology.evaluate import evaluate_run
+
+        p = self.params
+        return evaluate_run(model, self.cube(), p.seq_len, p.model, split, out_dir)
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        """Headline skill of the model and baselines on a split, flat for MLflow.
+
+        Keys ``{split}_{target}_l{lead}_{method}_{metric}``: median RMSE / NSE / KGE_nb
+        across cells and pooled CSI at index < -1.
+        """
+        from hydrology.evaluate import headline
+
+        if split not in ("train", "val", "test"):
+            raise DataError(f"unknown split {split!r}")
+        table = self.skill_table(model, split)
+        self.last_table = table
+        out: dict[str, float] = {}
+        for (tgt, lead, method), row in headline(table).iterrows():
+            for metric, val in row.items():
+                if np.isfinite(val):
+                    key = f"{split}_{tgt}_l{lead}_{method}_{str(metric).replace('@', '')}"
+                    out[key] = float(val)
+        return out

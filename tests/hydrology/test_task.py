@@ -1,0 +1,181 @@
+"""DroughtForecast through the core trainer on the tiny preset; per-output selection;
+ModelForecaster round trip; ConvLSTM."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from hydrology.callbacks import PerOutputBest
+from hydrology.dataset import DEFAULT_SPLITS
+from hydrology.model_forecaster import ModelForecaster, esp_forecast
+from hydrology.models.ensemble import PerOutputSelect, load_selected
+from hydrology.models.lstm import CellLSTM
+from hydrology.task import DroughtForecast, DroughtParams
+from twins.config import load_config
+from twins.task import build_task
+from twins.train.run import train_process
+
+CONFIG = Path(__file__).resolve().parents[2] / "hydrology" / "configs" / "tiny.yaml"
+
+
+def _cfg(tmp: Path, *overrides: str):
+    return load_config(CONFIG, [f"workdir={tmp}", "tracking.enabled=false", *overrides])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("drought")
+    cfg = _cfg(tmp)
+    t0 = time.perf_counter()
+    summary = train_process(cfg, progress=False)
+    return cfg, summary, time.perf_counter() - t0
+
+
+def test_trains_through_core_and_reports_baselines(trained) -> None:
+    cfg, summary, wall = trained
+    assert wall < 30
+    assert (cfg.run_dir / "model.pt").is_file()
+    assert list((cfg.run_dir / "data").glob("cube-*.npz")), "cube not cached in the run dir"
+    m = summary["test_metrics"]
+    for method in ("model", "persistence", "climatology", "analogue"):
+        assert np.isfinite(m[f"test_spi_3_l1_{method}_rmse"])
+    assert np.isfinite(m["test_ssmi_1_l1_model_rmse"])
+    # plumbing-level sanity only (tiny is too short for skill claims): beats climatology
+    assert m["test_spi_3_l1_model_rmse"] < m["test_spi_3_l1_climatology_rmse"]
+
+
+def test_model_pt_holds_per_output_selection(trained) -> None:
+    cfg, _, _ = trained
+    blob = torch.load(cfg.run_dir / "model.pt", weights_only=True)
+    state = blob["model"]
+    assert state["selection"].numel() == 6
+    task = build_task(cfg)
+    model = load_selected(task.build_model(), state)
+    table = task.skill_table(model, "test")
+    assert set(table.method) == {"model", "persistence", "climatology", "analogue"}
+    assert {"rmse", "nse", "kge_nb", "csi@-1", "pod@-1.5", "far@-1.5"} <= set(table.metric)
+
+
+def test_per_output_selection_picks_each_outputs_best_state() -> None:
+    torch.manual_seed(0)
+    net = CellLSTM(3, 1, 2, hidden=4)
+    model = PerOutputSelect(net, 2)
+    a = {k: v.clone() for k, v in net.state_dict().items()}
+    b = {k: v + 0.5 for k, v in a.items()}
+    model.set_members([a, b], [1, 0])
+    dyn, sta = torch.randn(5, 4, 3), torch.randn(5, 1)
+    net.eval()
+    net.load_state_dict(a)
+    ya = net(dyn, sta)
+    net.load_state_dict(b)
+    yb = net(dyn, sta)
+    model.eval()
+    out = model(dyn, sta)
+    torch.testing.assert_close(out[:, 0], yb[:, 0])
+    torch.testing.assert_close(out[:, 1], ya[:, 1])
+    cb = PerOutputBest(["x", "y"])
+    cb.best_step, cb.states = [30, 60], [a, b]
+    states, sel = cb.selection()
+    assert sel == [0, 1] and states[1] is b
+    reloaded = load_selected(PerOutputSelect(CellLSTM(3, 1, 2, hidden=4), 2), model.state_dict())
+    reloaded.eval()
+    torch.testing.assert_close(reloaded(dyn, sta), out)
+
+
+def test_model_forecaster_round_trip_and_shape(trained, tmp_path: Path) -> None:
+    cfg, _, _ = trained
+    fc = ModelForecaster.from_run(cfg.run_dir)
+    path = fc.save(tmp_path / "forecaster.pt")
+    fc2 = ModelForecaster.load(path)
+    task = build_task(cfg)
+    cube = task.cube()
+    # rebuild a monthly history (inputs + indices) for the last test month
+    from hydrology.forecast import monthly_inputs
+    from hydrology.indices import DroughtIndices
+
+    ds = task.load_dataset()
+    mon = monthly_inputs(ds)
+    cal = cube.meta["calibration_period"]
+    idx = DroughtIndices(cube.targets, cal[0], cal[1]).fit(ds).transform(ds)
+    monthly = xr.merge([mon, idx]).isel(time=slice(0, 80))
+    t0 = time.perf_counter()
+    out = fc2.forecast(monthly)
+    assert time.perf_counter() - t0 < 1.0
+    assert set(out.data_vars) == {"spi_3", "ssmi_1"}
+    assert out["spi_3"].shape == (3, *cube.shape)
+    land = np.zeros(cube.shape[0] * cube.shape[1], bool)
+    land[cube.cells] = True
+    vals = out["spi_3"].values.reshape(3, -1)
+    assert np.isfinite(vals[:, land]).all() and np.isnan(vals[:, ~land]).all()
+    # equals the in-task forecast issued at the same month
+    from hydrology.evaluate import predict
+
+    model = load_selected(
+        task.build_model(), torch.load(cfg.run_dir / "model.pt", weights_only=True)["model"]
+    )
+    ref = predict(model, cube, np.array([79]), task.params.seq_len)
+    np.testing.assert_allclose(vals[0, cube.cells], ref[:, 0, 0], atol=1e-4)
+    np.testing.assert_allclose(
+        out["ssmi_1"].values.reshape(3, -1)[2, cube.cells], ref[:, 0, 5], atol=1e-4
+    )
+
+
+def test_esp_forecast_matches_overlap_analogue(trained) -> None:
+    cfg, _, _ = trained
+    cube = build_task(cfg).cube()
+    fc = ModelForecaster.from_run(cfg.run_dir)
+    b = fc.blob
+    t = 79  # an issue month in the test period
+    for j, k in enumerate(cube.leads):
+        e = esp_forecast(
+            cube.pr[:, t - 2 : t + 1].T.astype(float),
+            cube.times[t],
+            k,
+            3,
+            b["train_pr"].numpy(),
+            b["train_years"],
+            b["spi"]["spi_3"]["gamma"].numpy(),
+            b["spi"]["spi_3"]["p0"].numpy(),
+        )
+        np.testing.assert_allclose(e, cube.baseline[:, t, j], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_convlstm_trains_on_tiny(tmp_path: Path) -> None:
+    cfg = _cfg(
+        tmp_path,
+        "task.params.model=convlstm",
+        "task.params.tile=6",
+        "task.params.hidden=8",
+        "train.epochs=1",
+        "train.batch_size=16",
+        "train.val_every=5",
+    )
+    summary = train_process(cfg, progress=False)
+    assert np.isfinite(summary["test_loss"])
+    assert np.isfinite(summary["test_metrics"]["test_spi_3_l1_model_rmse"])
+    fc = ModelForecaster.from_run(cfg.run_dir)
+    assert fc.kind == "convlstm"
+
+
+def test_params_reject_typos_and_bad_splits() -> None:
+    with pytest.raises(ValueError):
+        DroughtParams.model_validate({"seq_lenn": 3})
+    with pytest.raises(Exception, match="time-ordered"):
+        DroughtParams.model_validate(
+            {
+                "splits": {
+                    "train": ["2000-01", "2006-12"],
+                    "val": ["2005-01", "2005-12"],
+                    "test": ["2006-01", "2007-12"],
+                }
+            }
+        )
+    assert DroughtParams().resolved_splits() == DEFAULT_SPLITS["tiny"]
+    assert DroughtForecast.Params is DroughtParams
