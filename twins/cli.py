@@ -100,7 +100,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from twins.domains import demo_domains
+    from twins.errors import ConfigError
 
+    if args.overrides and args.domain is None:
+        raise ConfigError(
+            "demo overrides apply to one domain's config",
+            "name it: twins demo --domain hydrology task.params.preset=tiny",
+        )
     chosen = demo_domains(args.domain)
     workdir = Path(args.workdir)
     for domain in chosen:
@@ -113,15 +119,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_twin(args: argparse.Namespace) -> int:
+    from twins.domains import domains, twin_domain
     from twins.twin import TwinStore, format_status
 
+    twin_dir = Path(args.twin_dir)
     if args.twin_cmd == "status":
-        print(format_status(TwinStore.open(Path(args.twin_dir))))
-        return 0
-    from twins.domains import twin_domain
-
-    domain = twin_domain(Path(args.twin_dir))
-    return int(domain.twin_command(args.twin_cmd, Path(args.twin_dir), list(args.rest)) or 0)
+        store = TwinStore.open(twin_dir)  # clear error if this is not a twin
+        domain = domains().get(store.state.kind)
+        if domain is None or domain.twin_command is None:
+            print(format_status(store))  # the core view: the domain is not installed
+            return 0
+        return int(domain.twin_command("status", twin_dir, list(args.rest)) or 0)
+    domain = twin_domain(twin_dir)
+    assert domain.twin_command is not None
+    return int(domain.twin_command(args.twin_cmd, twin_dir, list(args.rest)) or 0)
 
 
 def cmd_env(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ def twins(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProc
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    proc = twins("demo", "--workdir", "out", "train.epochs=3", cwd=tmp_path)
+    proc = twins("demo", "--domain", "toy", "--workdir", "out", "train.epochs=3", cwd=tmp_path)
     assert "Traceback" not in proc.stderr
     assert "version      2 (2 updates)" in proc.stdout
     summary = json.loads((tmp_path / "out" / "toy-demo" / "summary.json").read_text())
@@ -45,6 +45,28 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     sim = json.loads(twins("twin", "simulate", twin, "--steps", "5", cwd=tmp_path).stdout)
     assert sim["difference"] != 0
     assert "cursor       4185" in twins("twin", "status", twin, cwd=tmp_path).stdout
+
+
+@pytest.mark.slow
+def test_drought_demo_through_the_cli(tmp_path: Path) -> None:
+    proc = twins(
+        "demo",
+        "--domain",
+        "hydrology",
+        "--workdir",
+        "out",
+        "task.params.preset=tiny",
+        cwd=tmp_path,
+    )
+    assert "Traceback" not in proc.stderr
+    twin = tmp_path / "out" / "drought-twin"
+    status = twins("twin", "status", str(twin), cwd=tmp_path).stdout
+    assert "hydrology" in status
+
+
+def test_overrides_need_a_domain(tmp_path: Path) -> None:
+    proc = twins("demo", "train.epochs=1", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "--domain" in proc.stderr
 
 
 def test_twin_status_of_non_twin_is_one_line(tmp_path: Path) -> None:

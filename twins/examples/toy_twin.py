@@ -141,7 +141,10 @@ def simulate_twin(twin_dir: Path, steps: int, driver_scale: float) -> dict[str, 
 
 
 def twin_command(cmd: str, twin_dir: Path, args: list[str]) -> int:
-    """``twins twin update|simulate DIR [--steps N] [--driver-scale F] [--wait]``."""
+    """``twins twin update|simulate|status DIR [--steps N] [--driver-scale F] [--wait]``."""
+    if cmd == "status":
+        print(format_status(TwinStore.open(twin_dir, kind=KIND)))
+        return 0
     ap = argparse.ArgumentParser(prog=f"twins twin {cmd} {twin_dir}")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--driver-scale", type=float, default=1.5)

@@ -1,0 +1,444 @@
+"""The drought twin: init, update (transactional, idempotent, locked), rejects, simulate, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+
+from hydrology.domain import twin_command
+from hydrology.forecast import PersistenceForecaster
+from hydrology.indices import DroughtIndices
+from hydrology.synthetic import generate, write_netcdf
+from hydrology.twin import (
+    ALERT_THRESHOLDS,
+    DroughtTwin,
+    Region,
+    Scenario,
+    alert_categories,
+)
+from twins.errors import DataError
+from twins.twin import TwinLockedError, TwinStore
+
+WORKER = Path(__file__).with_name("_drought_twin_worker.py")
+INDICES = ("spi_1", "spi_3", "spi_6", "ssmi_1")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _daily(ds: xr.Dataset) -> xr.Dataset:
+    return ds.drop_vars(["drought_forcing", "drought_mask"])
+
+
+@pytest.fixture(scope="module")
+def data() -> xr.Dataset:
+    """The tiny preset (2000-2007, 12 x 12), without the ground-truth variables."""
+    return _daily(generate("tiny"))
+
+
+@pytest.fixture(scope="module")
+def template(data: xr.Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A twin initialised on 2000-01..2007-10 (persistence of SPI-3 and SSMI-1)."""
+    base = data.sel(time=slice(None, "2007-10-31"))
+    indices = DroughtIndices(INDICES, "2000-01-01", "2005-12-31").fit(base)
+    path = tmp_path_factory.mktemp("template") / "twin"
+    DroughtTwin.init(path, base, PersistenceForecaster(("spi_3", "ssmi_1")), indices)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(data: xr.Dataset, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Daily NetCDF files of the new months 2007-11 and 2007-12."""
+    d = tmp_path_factory.mktemp("incoming")
+    return {
+        m: write_netcdf(data.sel(time=m), d / f"era5land_{m}.nc") for m in ("2007-11", "2007-12")
+    }
+
+
+@pytest.fixture()
+def twin_dir(template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the template twin."""
+    target = tmp_path / "twin"
+    shutil.copytree(template, target)
+    return target
+
+
+def snapshot(directory: Path, skip_lock: bool = True) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if skip_lock and rel == ".lock":
+            continue
+        if path.is_file():
+            st = path.stat()
+            out[rel] = (st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).digest())
+        else:
+            out[rel] = "dir"
+    return out
+
+
+def _products(twin_dir: Path, version: int) -> dict[str, bytes]:
+    pdir = twin_dir / "versions" / f"v{version:06d}" / "products"
+    return {p.relative_to(pdir).as_posix(): p.read_bytes() for p in sorted(pdir.rglob("*.nc"))}
+
+
+# ------------------------------------------------------------------------------------- init
+
+
+def test_init_stores_params_history_and_alerts(template: Path) -> None:
+    twin = DroughtTwin.open(template)
+    st = twin.status()
+    assert st["cursor"] == "2007-10" and st["version"] == 0
+    assert st["model_ref"] == "persistence"
+    names = sorted(p.name for p in (template / "versions/v000000/products").iterdir())
+    assert names == ["alerts_2007-10.nc", "history.nc", "indices.nc"]
+    hist = twin.history()
+    # spi_6 needs 5 months before the first new month, persistence 1; plus the margin
+    assert hist.sizes["time"] == 5 + 12
+    assert str(hist.time.values[-1])[:7] == "2007-10"
+    assert {"pr", "wb", "sm", "t2m", "lsm", "z", *INDICES} <= set(hist.data_vars)
+    assert twin.indices.names == list(INDICES)
+    assert "spi_3 lead 1" in st["text"]
+
+
+# ----------------------------------------------------------------------------------- update
+
+
+def test_update_advances_cursor_and_matches_full_recompute(
+    twin_dir: Path, data: xr.Dataset, files: dict[str, Path]
+) -> None:
+    twin = DroughtTwin.open(twin_dir)
+    r1 = twin.update(files["2007-11"])
+    assert (r1.noop, r1.version, r1.cursor, r1.months) == (False, 1, "2007-11", ["2007-11"])
+    r2 = twin.update(files["2007-12"])
+    assert (r2.version, r2.cursor, r2.issue) == (2, "2007-12", "2007-12")
+    assert TwinStore.open(twin_dir).state.cursor == "2007-12"
+    assert TwinStore.open(twin_dir).verify() == []
+    # indices from stored parameters == a full recompute on the concatenated daily record
+    full = twin.indices.transform(data)
+    hist = twin.history()
+    for name in INDICES:
+        want = full[name].sel(time=hist.time).values
+        np.testing.assert_allclose(hist[name].values, want, rtol=0, atol=1e-9, err_msg=name)
+    assert r2.alerts_file.is_file() and r2.alerts_file.name == "alerts_2007-12.nc"
+
+
+def test_same_month_twice_is_a_noop(twin_dir: Path, files: dict[str, Path]) -> None:
+    twin = DroughtTwin.open(twin_dir)
+    first = twin.update(files["2007-11"])
+    before = snapshot(twin_dir)
+    again = twin.update(files["2007-11"])
+    assert again.noop and again.version == first.version and again.cursor == "2007-11"
+    assert again.alerts == first.alerts
+    assert snapshot(twin_dir) == before
+
+
+def test_several_months_at_once(
+    twin_dir: Path, template: Path, tmp_path: Path, files: dict[str, Path]
+) -> None:
+    both = DroughtTwin.open(twin_dir).update([files["2007-11"], files["2007-12"]])
+    assert both.months == ["2007-11", "2007-12"] and both.version == 1
+    assert both.cursor == "2007-12" and both.issue == "2007-12"
+    seq_dir = tmp_path / "seq"
+    shutil.copytree(template, seq_dir)
+    seq = DroughtTwin.open(seq_dir)
+    seq.update(files["2007-11"])
+    seq.update(files["2007-12"])
+    xr.testing.assert_allclose(DroughtTwin.open(twin_dir).history(), seq.history())
+    xr.testing.assert_identical(DroughtTwin.open(twin_dir).alerts(), seq.alerts())
+
+
+def test_alert_maps_are_cf_with_categories_matching_thresholds(
+    twin_dir: Path, files: dict[str, Path]
+) -> None:
+    result = DroughtTwin.open(twin_dir).update(files["2007-11"])
+    with netCDF4.Dataset(result.alerts_file) as nc:
+        cat = nc["category_spi_3"]
+        assert cat.dtype == np.int8
+        assert list(cat.flag_values) == [0, 1, 2, 3]
+        assert cat.flag_meanings == "none moderate severe extreme"
+        assert list(cat.thresholds) == list(ALERT_THRESHOLDS)
+        assert cat.dimensions == ("lead", "lat", "lon")
+        assert nc["lat"].units == "degrees_north" and nc["lon"].units == "degrees_east"
+        assert nc.Conventions.startswith("CF-")
+    alerts = xr.open_dataset(result.alerts_file, mask_and_scale=False)
+    fc = alerts["spi_3"].values
+    cat = alerts["category_spi_3"].values
+    land = np.isfinite(fc)
+    expected = (fc < -1).astype(int) + (fc < -1.5) + (fc < -2)
+    np.testing.assert_array_equal(cat[land], expected[land])
+    assert np.all(cat[~land] == -1)
+    counts = result.alerts["spi_3"]["1"]
+    assert sum(counts.values()) == int(land[0].sum())
+    assert counts["moderate"] == int(np.sum(cat[0] == 1))
+
+
+def test_alert_categories_boundaries() -> None:
+    v = np.array([0.0, -1.0, -1.01, -1.5, -1.51, -2.0, -2.5, np.nan])
+    np.testing.assert_array_equal(alert_categories(v), [0, 0, 1, 1, 2, 2, 3, -1])
+
+
+def test_concurrent_update_is_refused(twin_dir: Path, files: dict[str, Path]) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from twins.twin import TwinStore\n"
+            f"s = TwinStore.open({str(twin_dir)!r})\n"
+            "with s.transaction('holder', wait=True) as t:\n"
+            "    print('locked', flush=True); sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(TwinLockedError, match=r"is locked by pid \d+") as info:
+            DroughtTwin.open(twin_dir).update(files["2007-11"])
+        assert "--wait" in info.value.hint
+        assert TwinStore.open(twin_dir).state.cursor == "2007-10"
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    # once the holder is gone the update goes through (the holder committed v1)
+    assert DroughtTwin.open(twin_dir).update(files["2007-11"]).cursor == "2007-11"
+
+
+# ---------------------------------------------------------------------------- bad new data
+
+
+def _bad(kind: str, data: xr.Dataset) -> xr.Dataset:
+    nov = data.sel(time="2007-11").copy(deep=True)
+    if kind == "wrong-grid":
+        return nov.assign_coords(lat=nov.lat + 1.0)
+    if kind == "missing-variable":
+        return nov.drop_vars("swvl1")
+    if kind == "gap":
+        return data.sel(time="2007-12")
+    if kind == "already-ingested":
+        return data.sel(time="2007-10")
+    if kind == "nan-only":
+        nov["tp"] = nov["tp"] * np.nan
+        return nov
+    if kind == "nan-over-land":
+        # sea cells get values (a filled product), every land cell is missing
+        sea = (nov["lsm"] < 0.5).broadcast_like(nov["swvl1"])
+        nov["swvl1"] = (
+            xr.where(sea, 0.3, np.nan).astype("float32").assign_attrs(nov["swvl1"].attrs)
+        )
+        return nov
+    if kind == "partial-month":
+        return data.sel(time=slice("2007-11-01", "2007-11-20"))
+    if kind == "monthly-steps":
+        return (
+            data.sel(time="2007-11").resample(time="MS").sum().assign(lsm=nov["lsm"], z=nov["z"])
+        )
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "match"),
+    [
+        ("wrong-grid", r"grid does not match the twin \(variable 'lat'"),
+        ("missing-variable", r"variable 'swvl1' is missing"),
+        ("gap", r"first month 2007-12 does not follow the twin's cursor 2007-10 \(gap"),
+        ("already-ingested", r"2007-10 does not follow .* \(already ingested"),
+        ("nan-only", r"variable 'tp' is entirely NaN"),
+        ("nan-over-land", r"variable 'swvl1' is entirely NaN over land in 2007-11"),
+        ("partial-month", r"do not cover whole months \(variable 'time'"),
+        ("monthly-steps", r"variable 'time'.*daily"),
+    ],
+)
+def test_rejected_new_data(
+    kind: str, match: str, twin_dir: Path, data: xr.Dataset, tmp_path: Path
+) -> None:
+    path = write_netcdf(_bad(kind, data), tmp_path / f"bad-{kind}.nc")
+    before = snapshot(twin_dir)
+    with pytest.raises(DataError, match=match) as info:
+        DroughtTwin.open(twin_dir).update(path)
+    assert str(path) in str(info.value)
+    assert snapshot(twin_dir) == before
+    assert TwinStore.open(twin_dir).verify() == []
+
+
+def test_missing_file_is_rejected(twin_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="file not found"):
+        DroughtTwin.open(twin_dir).update(tmp_path / "nope.nc")
+
+
+# --------------------------------------------------------------------------------- simulate
+
+
+def test_simulate_leaves_twin_unchanged_and_drier_means_lower_spi(twin_dir: Path) -> None:
+    twin = DroughtTwin.open(twin_dir)
+    before = snapshot(twin_dir, skip_lock=False)
+    hist = twin.history()
+    lat, lon = hist.lat.values, hist.lon.values
+    region = Region(lat_min=lat[2], lat_max=lat[8], lon_min=lon[3], lon_max=lon[9])
+    diff = twin.simulate(Scenario(precip_scale=0.5, temp_shift=2.0, region=region, months=3))
+    assert snapshot(twin_dir, skip_lock=False) == before
+    inside = (
+        (diff.lat >= lat[2]) & (diff.lat <= lat[8]) & (diff.lon >= lon[3]) & (diff.lon <= lon[9])
+    )
+    d = diff["spi_3"].isel(lead=0)
+    land = np.isfinite(d)
+    assert float(d.where(inside & land).max()) < 0  # drier everywhere in the box
+    assert float(abs(d.where(~inside & land)).max()) == 0  # unchanged outside
+    assert float(diff["delta_spi_1"].where(inside & land).max()) < 0
+    np.testing.assert_allclose(
+        diff["spi_3"], diff["scenario_spi_3"] - diff["baseline_spi_3"], atol=1e-6
+    )
+    wetter = twin.simulate({"precip_scale": 1.5, "months": 2})
+    assert float(wetter["spi_3"].isel(lead=0).mean()) > 0
+    neutral = twin.simulate(Scenario())
+    assert float(abs(neutral["spi_3"]).max()) == 0
+
+
+def test_temperature_shift_lowers_water_balance_only(twin_dir: Path) -> None:
+    twin = DroughtTwin.open(twin_dir)
+    diff = twin.simulate(Scenario(temp_shift=3.0, start="2007-09", end="2007-10"))
+    assert float(abs(diff["delta_spi_1"]).max()) == 0  # SPI sees precipitation only
+    assert diff.attrs["modified_months"] == "2007-09..2007-10"
+
+
+def test_scenario_rejects_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="precip_scal"):
+        Scenario.model_validate({"precip_scal": 0.5})
+    with pytest.raises(ValueError, match="either"):
+        Scenario(months=2, start="2007-01")
+
+
+# -------------------------------------------------------------------------------------- CLI
+
+
+def test_twin_command_update_simulate_status(
+    twin_dir: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert twin_command("update", twin_dir, ["--data", str(files["2007-11"])]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cursor"] == "2007-11" and not out["noop"]
+    assert twin_command("update", twin_dir, ["--data", str(files["2007-11"]), "--wait"]) == 0
+    assert json.loads(capsys.readouterr().out)["noop"]
+    args = ["--precip-scale", "0.5", "--region", "49", "49.6", "5.2", "5.8", "--months", "2"]
+    assert twin_command("simulate", twin_dir, args) == 0
+    sim = json.loads(capsys.readouterr().out)
+    assert sim["variables"]["spi_3"]["mean"] < 0
+    assert twin_command("status", twin_dir, []) == 0
+    text = capsys.readouterr().out
+    assert "cursor       2007-11" in text and "spi_3 lead 1" in text
+
+
+def _has_hydrology_domain() -> bool:
+    from twins.domains import domains
+
+    return "hydrology" in domains()
+
+
+@pytest.mark.skipif(not _has_hydrology_domain(), reason="hydrology entry point not installed")
+def test_cli_twin_commands(twin_dir: Path, files: dict[str, Path]) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "twins", "twin", *args],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=120,
+        )
+
+    up = run("update", str(twin_dir), "--data", str(files["2007-11"]))
+    assert up.returncode == 0, up.stderr
+    assert json.loads(up.stdout.strip().splitlines()[-1])["cursor"] == "2007-11"
+    sim = run("simulate", str(twin_dir), "--precip-scale", "0.5", "--months", "2")
+    assert sim.returncode == 0, sim.stderr
+    st = run("status", str(twin_dir))
+    assert st.returncode == 0 and "2007-11" in st.stdout
+    bad = run("update", str(twin_dir), "--data", str(files["2007-11"]).replace("11", "13"))
+    assert bad.returncode != 0 and "twins: error:" in bad.stderr
+
+
+# ------------------------------------------------------------------------------------ crash
+
+
+def _worker(twin_dir: Path, data: Path, *point: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(twin_dir), str(data), *point],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_env(),
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_during_update_leaves_twin_intact_and_retry_matches(
+    template: Path, tmp_path: Path, files: dict[str, Path]
+) -> None:
+    """Kill an update at each commit step and at random instants; the twin stays intact and the
+    retry produces exactly the products of an uninterrupted update."""
+    ref_dir = tmp_path / "reference"
+    shutil.copytree(template, ref_dir)
+    t0 = time.perf_counter()
+    proc = _worker(ref_dir, files["2007-11"])
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    ready = time.perf_counter()
+    assert proc.wait(timeout=120) == 0
+    duration = time.perf_counter() - ready
+    reference = _products(ref_dir, 1)
+    assert set(reference) == {"alerts_2007-11.nc", "history.nc"}
+
+    rng = random.Random(20241105)
+    trials: list[tuple[str, float]] = [("point", 0.0)] * 4 + [("random", 0.0)] * 3
+    points = iter(["staged", "renamed", "history", "committed"])
+    outcomes = []
+    for i, (mode, _) in enumerate(trials):
+        directory = tmp_path / f"trial{i}"
+        shutil.copytree(template, directory)
+        if mode == "point":
+            point = next(points)
+            proc = _worker(directory, files["2007-11"], point)
+            assert proc.wait(timeout=120) == -signal.SIGKILL
+        else:
+            proc = _worker(directory, files["2007-11"])
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.0, duration * 1.1))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        store = TwinStore.open(directory)
+        state = store.state
+        assert state.version in (0, 1)
+        assert store.verify() == []
+        outcomes.append(state.version)
+        if state.version == 0:
+            assert state.cursor == "2007-10"
+        else:
+            assert state.cursor == "2007-11"
+            assert _products(directory, 1) == reference
+        retry = DroughtTwin.open(directory).update(files["2007-11"])
+        assert retry.noop == (state.version == 1)
+        assert retry.version == 1 and retry.cursor == "2007-11"
+        assert TwinStore.open(directory).verify() == []
+        assert _products(directory, 1) == reference
+        assert not list((directory / "staging").iterdir())
+    assert 0 in outcomes and 1 in outcomes, outcomes
+    assert time.perf_counter() - t0 < 120
