@@ -76,6 +76,8 @@ def load_cleaner(path: str | Path) -> Cleaner:
         raise DataError(f"cleaner file {path} cannot be read: {exc}") from None
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind not in _LOADERS:
+        import gravwave.cascade  # noqa: F401 - registers the network and cascade kinds
+    if kind not in _LOADERS:
         known = ", ".join(sorted(_LOADERS)) or "none"
         raise DataError(f"cleaner file {path}: unknown kind {kind!r} (known: {known})")
     return _LOADERS[kind](state)

@@ -1,0 +1,344 @@
+"""The noise-cleaning network as a core :class:`~twins.task.Task` (trained by ``twins train``).
+
+Data: a synthetic span (:mod:`gravwave.synthetic`) or a multi-channel HDF5 file
+(:func:`gravwave.io.read_multichannel_hdf5`, strain first in ``channels``). Optionally a
+fitted Wiener cleaner's prediction is subtracted from the strain first (cascade: the
+network learns the residual). The target is the strain band-passed to the network's
+band (zero-phase order-8 Butterworth) divided by its standard deviation on the training
+part; witnesses are standardised with statistics of the training part only. Both travel
+with the model in ``<run_dir>/normalisation.pt``.
+
+Splits are time-ordered: training windows from the start of the span, validation windows
+from its last ``val_fraction``; the test split is a separate synthetic segment or
+``test_span`` of the file (else the validation windows). Samples are windows indexed by
+``(segment, offset)`` over in-memory arrays, built on access.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+from torch.utils.data import Dataset
+
+from gravwave.losses import ASDRatioLoss
+from gravwave.models import DeepClean
+from gravwave.preprocess import Standardizer, bandpass
+from twins.errors import DataError
+from twins.task import Splits, Task
+
+log = logging.getLogger(__name__)
+
+NORMALISATION_FILE = "normalisation.pt"
+
+
+class NoiseCleaningParams(BaseModel):
+    """Parameters of :class:`NoiseCleaning`.
+
+    Attributes:
+        synthetic: :class:`~gravwave.synthetic.SyntheticParams` fields (exclusive with
+            ``path``).
+        segment: Synthetic segment for training and validation.
+        test_segment: Synthetic segment for the test split.
+        path: Multi-channel HDF5 file (exclusive with ``synthetic``).
+        channels: Strain first, then witnesses; default all channels of the source.
+        span: ``(start, end)`` in s from the start of the data used for training and
+            validation; default everything.
+        test_span: ``(start, end)`` in s of a file's test span (default: the validation part).
+        sample_rate: Working rate in Hz (the data must already be at it).
+        window: Window length in s (samples a multiple of the network stride).
+        stride: Stride of training windows in s.
+        val_stride: Stride of validation and test windows in s.
+        val_fraction: Share of the span, at its end, used for validation.
+        band: The network's band(s) in Hz.
+        wiener: Path of a fitted Wiener cleaner whose prediction is subtracted first.
+        widths: DeepClean encoder widths.
+        kernel_size: DeepClean kernel.
+        dilations: DeepClean bottleneck dilations.
+        res_kernel_size: DeepClean bottleneck kernel.
+        loss_fftlength: Welch segment of the loss in s.
+        loss_overlap: Welch overlap of the loss in s.
+        loss_average: ``"mean"`` or ``"median"`` Welch.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    synthetic: dict[str, Any] | None = None
+    segment: int = Field(0, ge=0)
+    test_segment: int = Field(1, ge=0)
+    path: str | None = None
+    channels: list[str] | None = None
+    span: tuple[float, float] | None = None
+    test_span: tuple[float, float] | None = None
+    sample_rate: float = Field(4096.0, gt=0)
+    window: float = Field(8.0, gt=0)
+    stride: float = Field(0.25, gt=0)
+    val_stride: float = Field(4.0, gt=0)
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    band: list[tuple[float, float]] = [(49.0, 51.0)]
+    wiener: str | None = None
+    widths: list[int] = [8, 16, 32, 64]
+    kernel_size: int = 7
+    dilations: list[int] = [1, 2, 4, 8, 16]
+    res_kernel_size: int = 3
+    loss_fftlength: float = Field(2.0, gt=0)
+    loss_overlap: float = Field(1.0, ge=0)
+    loss_average: str = "mean"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NoiseCleaningParams:
+        if (self.synthetic is None) == (self.path is None):
+            raise ValueError("give exactly one data source: synthetic or path")
+        if self.synthetic is not None and self.segment == self.test_segment:
+            raise ValueError("segment and test_segment must differ (separate test span)")
+        return self
+
+
+class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Windows ``(witnesses (channel, window), target (window,))`` over in-memory segments.
+
+    Sample ``i`` maps to ``(segment, offset)``; nothing is copied until it is accessed.
+
+    Args:
+        segments: ``(witnesses (channel, time), target (time,), start, stop)`` tuples;
+            windows lie inside ``[start, stop)`` samples of each.
+        window: Window length in samples.
+        stride: Stride in samples.
+    """
+
+    def __init__(
+        self,
+        segments: list[tuple[torch.Tensor, torch.Tensor, int, int]],
+        window: int,
+        stride: int,
+    ) -> None:
+        self.segments, self.window, self.stride = segments, window, stride
+        counts = [max(0, (stop - start - window) // stride + 1) for _, _, start, stop in segments]
+        self.offsets = np.cumsum([0, *counts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def index(self, i: int) -> tuple[int, int]:
+        """``(segment, first sample)`` of sample ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        seg = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return seg, self.segments[seg][2] + (i - int(self.offsets[seg])) * self.stride
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seg, o = self.index(i)
+        w, t, _, _ = self.segments[seg]
+        return w[:, o : o + self.window], t[o : o + self.window]
+
+
+class NoiseCleaning(Task):
+    """Train a DeepClean network on the (Wiener-residual) strain in one band."""
+
+    Params = NoiseCleaningParams
+    params: NoiseCleaningParams
+
+    # -- data ---------------------------------------------------------------------------
+    def _load(self, which: str) -> tuple[str, list[str], np.ndarray, np.ndarray]:
+        """``(strain name, witness names, witnesses (C, T), strain (T,))`` float64."""
+        p = self.params
+        if p.synthetic is not None:
+            from gravwave.synthetic import SyntheticParams, generate
+
+            seg = generate(
+                SyntheticParams(**p.synthetic), p.segment if which == "train" else p.test_segment
+            )
+            data = {seg.strain.name: seg.strain, **seg.witnesses}
+            names = p.channels or [seg.strain.name, *seg.witnesses]
+            span = p.span if which == "train" else None
+        else:
+            from gravwave.io import read_multichannel_hdf5
+
+            data = read_multichannel_hdf5(p.path, p.channels)  # type: ignore[arg-type]
+            names = p.channels or list(data)
+            span = p.span if which == "train" else p.test_span
+        missing = [c for c in names if c not in data]
+        if missing:
+            raise DataError(f"channel(s) {missing} not in the data; have {list(data)}")
+        fs = float(data[names[0]].sample_rate.value)
+        if abs(fs - p.sample_rate) > 1e-6:
+            raise DataError(
+                f"data at {fs} Hz, task expects {p.sample_rate} Hz",
+                hint="resample with gravwave.io.prepare first",
+            )
+        arrs = np.stack([np.asarray(data[c].value, dtype=np.float64) for c in names])
+        if span is not None:
+            a, b = round(span[0] * fs), round(span[1] * fs)
+            if not 0 <= a < b <= arrs.shape[1]:
+                raise DataError(f"span {span} s is outside the {arrs.shape[1] / fs} s of data")
+            arrs = arrs[:, a:b]
+        return names[0], names[1:], arrs[1:], arrs[0]
+
+    def _target(
+        self, witnesses: np.ndarray, strain: np.ndarray, cut: int | None = None
+    ) -> np.ndarray:
+        """Strain minus the Wiener prediction (if any), band-passed to the network band.
+
+        With ``cut``, ``[0, cut)`` and ``[cut, end)`` are processed separately so that no
+        validation sample reaches the training target through the zero-phase filters.
+        """
+        if cut is not None:
+            return np.concatenate(
+                [
+                    self._target(witnesses[:, :cut], strain[:cut]),
+                    self._target(witnesses[:, cut:], strain[cut:]),
+                ]
+            )
+        p = self.params
+        resid = strain
+        if p.wiener:
+            from gravwave.cleaner import load_cleaner
+
+            resid = strain - load_cleaner(p.wiener).noise(witnesses)
+        return bandpass(resid, p.band, p.sample_rate)
+
+    def prepare(self) -> dict[str, Any]:
+        """Load, normalise (training part only) and cache everything the splits need."""
+        if hasattr(self, "_cache"):
+            return self._cache
+        p = self.params
+        strain_name, chans, w, s = self._load("train")
+        n = w.shape[1]
+        n_val_start = int(n * (1 - p.val_fraction))
+        y = self._target(w, s, n_val_start)
+        scaler = Standardizer().fit(w[:, :n_val_start])
+        scale = float(np.std(y[:n_val_start]))
+        if not scale > 0:
+            raise DataError("the band-passed training target is zero; check band and data")
+        segs = {
+            "train": (
+                torch.from_numpy(scaler.transform(w).astype(np.float32)),
+                torch.from_numpy((y / scale).astype(np.float32)),
+            )
+        }
+        if p.synthetic is not None or p.test_span is not None:
+            _, _, wt, st = self._load("test")
+            yt = self._target(wt, st)
+            segs["test"] = (
+                torch.from_numpy(scaler.transform(wt).astype(np.float32)),
+                torch.from_numpy((yt / scale).astype(np.float32)),
+            )
+        self._cache = {
+            "strain_channel": strain_name,
+            "witness_channels": chans,
+            "standardizer": scaler,
+            "target_scale": scale,
+            "val_start": n_val_start,
+            "n": n,
+            "segments": segs,
+        }
+        self._save_normalisation()
+        return self._cache
+
+    def normalisation(self) -> dict[str, Any]:
+        """What a cleaner needs beside the weights (plain values, ``weights_only`` safe)."""
+        c, p = self.prepare(), self.params
+        return {
+            "format": 1,
+            "strain_channel": c["strain_channel"],
+            "witness_channels": list(c["witness_channels"]),
+            "standardizer": c["standardizer"].state_dict(),
+            "target_scale": c["target_scale"],
+            "sample_rate": p.sample_rate,
+            "bands": [list(b) for b in p.band],
+            "model_kwargs": self._model_kwargs(len(c["witness_channels"])),
+        }
+
+    def _save_normalisation(self) -> None:
+        path = Path(self.workdir) / NORMALISATION_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(self.normalisation(), tmp)
+        os.replace(tmp, path)
+
+    def splits(self) -> Splits:
+        c, p = self.prepare(), self.params
+        fs = p.sample_rate
+        win = round(p.window * fs)
+        stride, vstride = round(p.stride * fs), round(p.val_stride * fs)
+        w, y = c["segments"]["train"]
+        train = WindowDataset([(w, y, 0, c["val_start"])], win, stride)
+        val = WindowDataset([(w, y, c["val_start"], c["n"])], win, vstride)
+        if "test" in c["segments"]:
+            wt, yt = c["segments"]["test"]
+            test = WindowDataset([(wt, yt, 0, wt.shape[1])], win, vstride)
+        else:
+            test = val
+        if len(train) == 0 or len(val) == 0:
+            raise DataError(
+                f"the span holds no training or validation window of {p.window} s "
+                f"(val_fraction {p.val_fraction})"
+            )
+        return Splits(train, val, test)
+
+    # -- model and loss -------------------------------------------------------------------
+    def _model_kwargs(self, n_channels: int) -> dict[str, Any]:
+        p = self.params
+        return {
+            "in_channels": n_channels,
+            "widths": list(p.widths),
+            "kernel_size": p.kernel_size,
+            "dilations": list(p.dilations),
+            "res_kernel_size": p.res_kernel_size,
+        }
+
+    def build_model(self) -> nn.Module:
+        return DeepClean(**self._model_kwargs(len(self.prepare()["witness_channels"])))
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """In-band ASD-ratio loss (a mean over the batch's windows)."""
+        if not hasattr(self, "_loss"):
+            p = self.params
+            self._loss = ASDRatioLoss(
+                p.sample_rate,
+                p.band,
+                p.loss_fftlength,
+                p.loss_overlap,
+                average=p.loss_average,
+            )
+        return self._loss.batch_loss(model, batch)
+
+
+def load_network(run_dir: str | Path, window: float = 8.0, overlap: float = 0.5) -> Any:
+    """Build a :class:`~gravwave.cascade.NetworkCleaner` from a finished training run.
+
+    Args:
+        run_dir: ``<workdir>/<name>`` of the run (holds ``model.pt`` and the normalisation).
+        window: Offline cleaning window in s.
+        overlap: Offline overlap fraction.
+
+    Raises:
+        DataError: Missing files.
+    """
+    from gravwave.cascade import NetworkCleaner
+
+    run_dir = Path(run_dir)
+    for name in ("model.pt", NORMALISATION_FILE):
+        if not (run_dir / name).is_file():
+            raise DataError(f"{run_dir / name} not found: did the training run finish?")
+    best = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    norm = torch.load(run_dir / NORMALISATION_FILE, map_location="cpu", weights_only=True)
+    model = DeepClean(**norm["model_kwargs"])
+    model.load_state_dict(best["model"])
+    return NetworkCleaner(
+        model,
+        Standardizer.from_state_dict(norm["standardizer"]),
+        norm["target_scale"],
+        norm["strain_channel"],
+        norm["witness_channels"],
+        norm["sample_rate"],
+        [tuple(b) for b in norm["bands"]],
+        window=window,
+        overlap=overlap,
+    )

@@ -1,0 +1,120 @@
+"""The noise-cleaning task: lazy windows, time-ordered normalisation, training end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gwpy.timeseries import TimeSeries, TimeSeriesDict
+
+from gravwave.io import write_multichannel_hdf5
+from gravwave.task import NoiseCleaning, NoiseCleaningParams, WindowDataset, load_network
+from twins.config import load_config
+from twins.train.run import train_process
+
+FS = 512.0
+
+
+def test_windows_equal_direct_slices() -> None:
+    a = torch.arange(30.0).reshape(3, 10)
+    b = torch.arange(100.0, 160.0).reshape(3, 20)
+    ds = WindowDataset([(a, a[0], 0, 10), (b, b[1], 5, 20)], window=4, stride=3)
+    assert len(ds) == 3 + 4  # (10 - 4) // 3 + 1 and (15 - 4) // 3 + 1
+    for i in range(len(ds)):
+        seg, o = ds.index(i)
+        w, t = ds[i]
+        src = (a, a[0]) if seg == 0 else (b, b[1])
+        torch.testing.assert_close(w, src[0][:, o : o + 4])
+        torch.testing.assert_close(t, src[1][o : o + 4])
+    assert ds.index(3) == (1, 5)
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+
+
+def _write(path: Path, strain: np.ndarray, wit: np.ndarray) -> Path:
+    d = TimeSeriesDict()
+    d["V1:h"] = TimeSeries(strain, sample_rate=FS, t0=0)
+    for i, x in enumerate(wit):
+        d[f"w{i}"] = TimeSeries(x, sample_rate=FS, t0=0)
+    return write_multichannel_hdf5(path, d)
+
+
+def test_normalisation_ignores_the_validation_part(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = int(64 * FS)
+    wit, strain = rng.standard_normal((3, n)), rng.standard_normal(n)
+    cut = int(n * 0.75)
+    wit2, strain2 = wit.copy(), strain.copy()
+    wit2[:, cut:] = 50 + 9 * wit2[:, cut:]  # a wildly different validation part
+    strain2[cut:] *= 30
+    tasks = []
+    for k, (w, s) in enumerate([(wit, strain), (wit2, strain2)]):
+        params = NoiseCleaningParams(
+            path=str(_write(tmp_path / f"d{k}.h5", s, w)),
+            sample_rate=FS,
+            window=4.0,
+            stride=1.0,
+            val_fraction=0.25,
+            band=[(40.0, 60.0)],
+        )
+        task = NoiseCleaning(params, workdir=tmp_path / f"run{k}")
+        tasks.append(task)
+    c0, c1 = tasks[0].prepare(), tasks[1].prepare()
+    assert c0["val_start"] == cut
+    np.testing.assert_array_equal(c0["standardizer"].mean, c1["standardizer"].mean)
+    np.testing.assert_array_equal(c0["standardizer"].std, c1["standardizer"].std)
+    assert c0["target_scale"] == c1["target_scale"]
+    np.testing.assert_allclose(c0["standardizer"].mean, wit[:, :cut].mean(axis=1))
+    # training windows are identical; validation windows differ
+    s0, s1 = tasks[0].splits(), tasks[1].splits()
+    torch.testing.assert_close(s0.train[len(s0.train) - 1], s1.train[len(s1.train) - 1])
+    assert not torch.equal(s0.val[0][0], s1.val[0][0])
+    assert (tmp_path / "run0" / "normalisation.pt").is_file()
+
+
+def test_trains_through_train_process(tmp_path: Path) -> None:
+    params = {
+        "synthetic": {"duration": 48, "sample_rate": 1024, "n_distractors": 1},
+        "sample_rate": 1024,
+        "window": 4.0,
+        "stride": 1.0,
+        "val_fraction": 0.25,
+        "widths": [4, 8],
+        "dilations": [1],
+        "loss_fftlength": 1.0,
+        "loss_overlap": 0.5,
+    }
+    cfg = load_config(
+        None,
+        base={
+            "name": "dc",
+            "workdir": str(tmp_path),
+            "task": {"target": "gravwave.task:NoiseCleaning", "params": params},
+            "train": {
+                "epochs": 2,
+                "batch_size": 4,
+                "max_steps_per_epoch": 3,
+                "optimizer": {"name": "adam", "lr": 3e-3},
+                "progress": False,
+            },
+            "distributed": {"backend": "local"},
+            "tracking": {"enabled": False},
+            "energy": {"enabled": False},
+        },
+    )
+    summary = train_process(cfg)
+    assert summary["steps"] == 6 and np.isfinite(summary["test_loss"])
+    assert 0 < summary["best_val_loss"] < 1.5
+    net = load_network(cfg.run_dir, window=4.0)
+    assert net.witness_channels[0] == "V1:ENV_CEB_MAG_X" and len(net.witness_channels) == 4
+    noise = net.noise(np.random.default_rng(0).standard_normal((4, 9000)))
+    assert noise.shape == (9000,) and np.isfinite(noise).all()
+
+
+def test_params_are_strict() -> None:
+    with pytest.raises(ValueError, match="exactly one data source"):
+        NoiseCleaningParams()
+    with pytest.raises(ValueError, match="extra"):
+        NoiseCleaningParams(path="x.h5", bogus=1)

@@ -1,0 +1,360 @@
+"""The Virgo noise twin: ordered ingest, idempotency, quality records, drift and refit, rollback,
+locking, rejected inputs and SIGKILL crash safety."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from gwpy.timeseries import TimeSeries, TimeSeriesDict
+
+from gravwave import synthetic as syn
+from gravwave.cleaner import WienerCleaner, register_cleaner
+from gravwave.io import read_multichannel_hdf5, write_multichannel_hdf5
+from gravwave.metrics import range_gain_share
+from gravwave.twin import NoiseTwin, glitch_flags
+from twins.errors import ConfigError, DataError
+from twins.twin import TwinLockedError
+
+DUR = 32.0
+T0 = 1262304018.0
+WRITER = Path(__file__).with_name("_noise_twin_writer.py")
+POLICY = {"register_models": False, "min_refit_seconds": DUR, "buffer_seconds": 3 * DUR}
+
+
+def _params(**kw: Any) -> syn.SyntheticParams:
+    return syn.SyntheticParams(**{"duration": DUR, "seed": 4, "t0": T0, **kw})
+
+
+def _fit(seg: syn.SyntheticSegment, n_taps: int = 128) -> WienerCleaner:
+    chans = list(seg.witnesses)
+    cl = WienerCleaner(syn.STRAIN_CHANNEL, chans, 4096, [seg.params.linear_band], n_taps=n_taps)
+    return cl.fit(np.stack([seg.witnesses[c].value for c in chans]), seg.strain.value)
+
+
+@pytest.fixture(scope="module")
+def cleaner() -> WienerCleaner:
+    """A Wiener cleaner fitted on a segment before the twin's stream (no drift)."""
+    return _fit(syn.generate(_params(t0=T0 - 4 * DUR), 0))
+
+
+@pytest.fixture(scope="module")
+def segments() -> list[syn.SyntheticSegment]:
+    p = _params()
+    return [syn.generate(p, k) for k in range(3)]
+
+
+def _snapshot(d: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path in sorted(d.rglob("*")):
+        rel = path.relative_to(d).as_posix()
+        if path.is_file() and rel != ".lock":
+            st = path.stat()
+            out[rel] = (st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+def _cleaned_ts(twin: NoiseTwin, version: int | None = None) -> TimeSeries:
+    return next(iter(read_multichannel_hdf5(twin.cleaned_path(version)).values()))
+
+
+def _cleaned(twin: NoiseTwin, version: int | None = None) -> np.ndarray:
+    return _cleaned_ts(twin, version).value
+
+
+def test_ordered_ingest_quality_idempotency_buffer(
+    tmp_path: Path, cleaner: WienerCleaner, segments: list[syn.SyntheticSegment]
+) -> None:
+    twin = NoiseTwin.init(tmp_path / "t", cleaner, {**POLICY, "buffer_seconds": 2 * DUR})
+    assert twin.cursor is None
+    recs = [twin.process(s.strain, s.witnesses) for s in segments]
+    assert twin.cursor == pytest.approx(T0 + 3 * DUR)
+    assert [r["version"] for r in recs] == [1, 2, 3]
+    q = twin.quality()
+    assert q["gps_start"] == pytest.approx(T0 + 2 * DUR) and q["duration"] == DUR
+    assert set(q["asd_ratio"]) == {"142-162"}
+    assert 0.2 < q["asd_ratio"]["142-162"] < 0.5  # oracle ~0.32
+    assert abs(q["out_of_band_ratio"] - 1) < 0.01
+    assert q["range_cleaned_mpc"] > q["range_raw_mpc"] > 40
+    assert q["glitches"] == [] and q["degraded"] is False
+    assert recs[0]["events"] == ["reference_set"]
+    # The cleaned strain is the input minus the cleaner's prediction.
+    raw = segments[2].strain.value
+    assert 0 < np.std(raw - _cleaned(twin)) < np.std(raw)
+    # Rolling buffer: bounded to buffer_seconds, newest last.
+    st = twin.status()
+    assert st["buffer_segments"] == 2 and st["buffer_seconds"] == pytest.approx(2 * DUR)
+    assert twin.store.state.extra["buffer"][-1]["t0"] == pytest.approx(T0 + 2 * DUR)
+    # The same segment again: a no-op leaving the directory unchanged.
+    before = _snapshot(twin.path)
+    again = twin.process(segments[1].strain, segments[1].witnesses)
+    assert again["noop"] is True and again["version"] == 2
+    assert _snapshot(twin.path) == before
+    assert twin.store.verify() == []
+
+
+def test_out_of_order_overlap_gap_rejected(
+    tmp_path: Path, cleaner: WienerCleaner, segments: list[syn.SyntheticSegment]
+) -> None:
+    twin = NoiseTwin.init(tmp_path / "t", cleaner, POLICY)
+    twin.process(segments[0].strain, segments[0].witnesses)
+    before = _snapshot(twin.path)
+    with pytest.raises(DataError, match="a gap"):
+        twin.process(segments[2].strain, segments[2].witnesses)
+    shifted = segments[1].strain.copy()
+    shifted.t0 = shifted.t0.value - 8.0  # overlaps the consumed segment
+    wit = TimeSeriesDict()
+    for c, ts in segments[1].witnesses.items():
+        w = ts.copy()
+        w.t0 = shifted.t0
+        wit[c] = w
+    with pytest.raises(DataError, match="before the twin's cursor"):
+        twin.process(shifted, wit)
+    assert _snapshot(twin.path) == before
+
+
+def _bad(seg: syn.SyntheticSegment, what: str) -> tuple[TimeSeries, TimeSeriesDict]:
+    strain = seg.strain.copy()
+    wit = TimeSeriesDict((c, ts.copy()) for c, ts in seg.witnesses.items())
+    ch = syn.MAG_CHANNEL
+    if what == "missing":
+        del wit[ch]
+    elif what == "nan":
+        wit[ch].value[1000] = np.nan
+    elif what == "rate":
+        wit[ch] = wit[ch].resample(2048)
+    elif what == "twin_rate":
+        strain = strain.resample(2048)
+        wit = TimeSeriesDict((c, ts.resample(2048)) for c, ts in wit.items())
+    elif what == "short":
+        strain = strain.crop(strain.t0.value, strain.t0.value + 8)
+        wit = TimeSeriesDict((c, ts.crop(ts.t0.value, ts.t0.value + 8)) for c, ts in wit.items())
+    elif what == "length":
+        wit[ch] = wit[ch].crop(wit[ch].t0.value, wit[ch].t0.value + 30)
+    return strain, wit
+
+
+@pytest.mark.parametrize(
+    ("what", "match"),
+    [
+        ("missing", "channel V1:ENV_CEB_MAG_X not found"),
+        ("nan", "V1:ENV_CEB_MAG_X: 1 NaN/inf samples"),
+        ("rate", "sample-rate mismatch: channel V1:ENV_CEB_MAG_X at 2048 Hz"),
+        ("twin_rate", "data at 2048 Hz, the twin's cleaner works at 4096 Hz"),
+        ("short", "span of 8 s is shorter"),
+        ("length", "length mismatch: channel V1:ENV_CEB_MAG_X"),
+    ],
+)
+def test_rejected_inputs_change_nothing(
+    tmp_path: Path,
+    cleaner: WienerCleaner,
+    segments: list[syn.SyntheticSegment],
+    what: str,
+    match: str,
+) -> None:
+    twin = NoiseTwin.init(tmp_path / "t", cleaner, POLICY)
+    before = _snapshot(twin.path)
+    strain, wit = _bad(segments[0], what)
+    with pytest.raises(DataError, match=match):
+        twin.process(strain, wit, source="seg.h5")
+    assert _snapshot(twin.path) == before
+
+
+def test_bad_policy_and_files(tmp_path: Path, cleaner: WienerCleaner) -> None:
+    with pytest.raises(ConfigError, match="degrade_treshold"):
+        NoiseTwin.init(tmp_path / "t", cleaner, {"degrade_treshold": 0.1})
+    twin = NoiseTwin.init(tmp_path / "u", cleaner, POLICY)
+    with pytest.raises(DataError, match="not found"):
+        twin.process_file(tmp_path / "missing.h5")
+    (tmp_path / "x.txt").write_text("no")
+    with pytest.raises(DataError, match="unknown segment file type"):
+        twin.process_file(tmp_path / "x.txt")
+
+
+def test_process_file_and_lock(
+    tmp_path: Path, cleaner: WienerCleaner, segments: list[syn.SyntheticSegment]
+) -> None:
+    twin = NoiseTwin.init(tmp_path / "t", cleaner, POLICY)
+    seg = TimeSeriesDict({syn.STRAIN_CHANNEL: segments[0].strain, **segments[0].witnesses})
+    f = write_multichannel_hdf5(tmp_path / "seg0.h5", seg)
+    # Another writer holds the lock.
+    with twin.store.transaction("someone-else"), pytest.raises(TwinLockedError, match="locked"):
+        twin.process_file(f)
+    rec = twin.process_file(f)
+    assert rec["version"] == 2 and twin.cursor == pytest.approx(T0 + DUR)
+
+
+def test_glitch_flags_find_loud_glitch() -> None:
+    rng = np.random.default_rng(0)
+    fs, n = 4096.0, 4096 * 16
+    x = rng.standard_normal(n)
+    t = (np.arange(n) - 9 * 4096) / fs
+    x += 8.0 * np.exp(-((t / 0.01) ** 2)) * np.sin(2 * np.pi * 200 * t)
+    flags = glitch_flags(x, fs, 100.0, threshold=6.0)
+    assert len(flags) == 1 and abs(flags[0]["gps_peak"] - 109.0) < 0.02
+    assert glitch_flags(rng.standard_normal(n), fs, 0.0) == []
+
+
+@pytest.mark.slow
+def test_drift_episode_refit_recovers(tmp_path: Path, cleaner: WienerCleaner) -> None:
+    """A drifting coupling gain: degradation detected, refit, share of the oracle recovered."""
+    p = _params(drift=8.0)  # +7 % coupling gain per 32-s segment
+    twin = NoiseTwin.init(tmp_path / "t", cleaner, POLICY)
+    shares, recs = [], []
+    for k in range(7):
+        seg = syn.generate(p, k)
+        recs.append(twin.process(seg.strain, seg.witnesses))
+        shares.append(range_gain_share(seg.strain, _cleaned_ts(twin), seg.oracle))
+        if k == 6:
+            frozen = seg.strain.value - cleaner.noise(
+                np.stack([seg.witnesses[c].value for c in cleaner.witness_channels])
+            )
+            no_update = range_gain_share(seg.strain, seg.strain.copy() * 0 + frozen, seg.oracle)
+    events = [r["events"] for r in recs]
+    detected = next(k for k, e in enumerate(events) if "degraded" in e)
+    accepted = next(k for k, e in enumerate(events) if "refit_accepted" in e)
+    assert detected < accepted <= detected + 2
+    refit = recs[accepted]["refit"]
+    assert refit["candidate_ratio"]["142-162"] < refit["current_ratio"]["142-162"] - 0.05
+    assert twin.store.state.model_ref == f"versions/v{accepted + 1:06d}/products/cleaner.pt"
+    after = shares[accepted + 1]
+    assert after >= 0.8 * shares[0], (shares, after)
+    assert after > no_update
+
+
+class _TrapCleaner(WienerCleaner):
+    """Good in memory; once saved and loaded, it predicts the noise with the wrong sign."""
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "kind": "test-trap"}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WienerCleaner:
+        good = WienerCleaner.from_state({**state, "kind": "wiener"})
+        good.filter.taps = -good.filter.taps
+        return good
+
+
+register_cleaner("test-trap")(_TrapCleaner)
+
+
+def _refit_with(factory: Any) -> Any:
+    def refit(current: Any, witnesses: np.ndarray, strain: np.ndarray) -> Any:
+        new = factory(
+            current.strain_channel,
+            current.witness_channels,
+            current.sample_rate,
+            current.bands,
+            n_taps=64,
+        )
+        return new.fit(witnesses, strain)
+
+    return refit
+
+
+@pytest.mark.slow
+def test_worse_refit_rejected_or_rolled_back_and_manual_rollback(
+    tmp_path: Path, cleaner: WienerCleaner
+) -> None:
+    p = _params(linear_gain=6.0)  # a step in coupling gain: x2 from the start of the stream
+    segs = [syn.generate(p, k) for k in range(4)]
+
+    def bad_refit(current: Any, witnesses: np.ndarray, strain: np.ndarray) -> Any:
+        return _refit_with(WienerCleaner)(current, witnesses, -strain)  # anti-cleaner
+
+    policy = {**POLICY, "degrade_threshold": 0.05}
+    twin = NoiseTwin.init(tmp_path / "a", cleaner, policy, refit_fn=bad_refit)
+    # The reference comes from a no-drift segment, then the coupling doubles.
+    base = syn.generate(_params(t0=T0 - DUR), 0)
+    twin.process(base.strain, base.witnesses)
+    recs = [twin.process(s.strain, s.witnesses) for s in segs[:3]]
+    assert recs[0]["degraded"] and recs[1]["refit"]["status"] == "rejected"
+    assert twin.store.state.model_ref == "versions/v000000/products/cleaner.pt"
+
+    # A refit that looks good when evaluated but is bad once deployed: rolled back on probation.
+    twin2 = NoiseTwin.init(tmp_path / "b", cleaner, policy, refit_fn=_refit_with(_TrapCleaner))
+    twin2.process(base.strain, base.witnesses)
+    recs = [twin2.process(s.strain, s.witnesses) for s in segs[:3]]
+    assert recs[1]["refit"]["status"] == "accepted"
+    assert "rolled_back" in recs[2]["events"]
+    assert recs[2]["cleaned_with"] == "versions/v000000/products/cleaner.pt"
+    assert recs[2]["asd_ratio"]["142-162"] < 0.6
+    assert twin2.store.state.model_ref == "versions/v000000/products/cleaner.pt"
+
+    # Manual rollback to the model of an earlier version.
+    twin3 = NoiseTwin.init(tmp_path / "c", cleaner, policy)
+    twin3.process(base.strain, base.witnesses)
+    for s in segs[:3]:
+        twin3.process(s.strain, s.witnesses)
+    refs = {r.model_ref for r in twin3.history()}
+    assert len(refs) == 2  # the good refit was accepted
+    out = twin3.rollback(1)
+    assert out["model_ref"] == "versions/v000000/products/cleaner.pt"
+    assert twin3.store.state.model_ref == out["model_ref"]
+    assert twin3.store.history()[-1].action == "rollback"
+    assert twin3.store.verify() == []
+
+
+def _kill_trial(twin_dir: Path, seg_file: Path, delay: float) -> bool:
+    proc = subprocess.Popen(
+        [sys.executable, str(WRITER), str(twin_dir), str(seg_file)],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    return proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_sigkill_mid_segment_then_retry_gives_same_output(
+    tmp_path: Path, cleaner: WienerCleaner, segments: list[syn.SyntheticSegment]
+) -> None:
+    files = []
+    for k in (0, 1):
+        seg = segments[k]
+        d = TimeSeriesDict({syn.STRAIN_CHANNEL: seg.strain, **seg.witnesses})
+        files.append(write_multichannel_hdf5(tmp_path / f"seg{k}.h5", d))
+    ref_dir = tmp_path / "reference"
+    ref = NoiseTwin.init(ref_dir, cleaner, POLICY)
+    ref.process_file(files[0])
+    base = tmp_path / "base"
+    shutil.copytree(ref_dir, base)
+    tic = time.perf_counter()
+    ref.process_file(files[1])
+    uninterrupted = _cleaned(ref)
+    quality = ref.quality()
+    t_run = time.perf_counter() - tic
+    rng = random.Random(20240917)
+    killed = 0
+    for trial in range(4):
+        d = tmp_path / f"trial{trial}"
+        shutil.copytree(base, d)
+        killed += _kill_trial(d, files[1], rng.uniform(0.3, 0.3 + 3 * t_run))
+        twin = NoiseTwin.open(d)
+        assert twin.store.verify() == []
+        assert twin.store.state.version in (1, 2)
+        rec = twin.process_file(files[1])
+        np.testing.assert_array_equal(_cleaned(twin), uninterrupted)
+        assert rec["asd_ratio"] == quality["asd_ratio"]
+        assert twin.store.state.version == 2 and twin.store.verify() == []
+        assert not list((d / "staging").iterdir())
+    assert killed >= 1
+    assert json.loads((ref_dir / "twin.json").read_text())["version"] == 2
