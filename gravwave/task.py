@@ -296,6 +296,40 @@ class NoiseCleaning(Task):
     def build_model(self) -> nn.Module:
         return DeepClean(**self._model_kwargs(len(self.prepare()["witness_channels"])))
 
+    def figures(self, model: nn.Module, split: str, out_dir: Path) -> list[Path]:
+        """ASD of the network's target ("raw") and of what it leaves ("cleaned": target minus
+        the band-passed prediction) on up to eight windows of ``split``; one PNG."""
+        from gwpy.timeseries import TimeSeries
+
+        from gravwave.metrics import plot_asd
+
+        data = getattr(self.splits(), split)
+        n = min(len(data), 8)
+        if n == 0:
+            return []
+        model.eval()
+        targets, preds = [], []
+        with torch.no_grad():
+            for i in range(0, len(data), max(1, len(data) // n))[:n]:
+                x, y = data[i]
+                targets.append(y.numpy())
+                preds.append(model(x[None].float())[0].numpy())
+        fs = self.params.sample_rate
+        # the cleaner band-passes the prediction before subtracting it; so does the figure
+        pred = np.concatenate([bandpass(q, self.params.band, fs) for q in preds])
+        target = TimeSeries(np.concatenate(targets), sample_rate=fs)
+        resid = TimeSeries(np.concatenate(targets) - pred, sample_rate=fs)
+        fig = plot_asd(
+            target,
+            cleaned=resid,
+            bands=self.params.band,
+            title=f"network target vs residual ({split}, scaled units)",
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"asd_{split}.png"
+        fig.savefig(path, dpi=90)
+        return [path]
+
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """In-band ASD-ratio loss (a mean over the batch's windows)."""
         if not hasattr(self, "_loss"):

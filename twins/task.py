@@ -91,6 +91,12 @@ class Task(ABC):
         selection; :func:`twins.train.run.train_process` appends them."""
         return []
 
+    def figures(self, model: nn.Module, split: str, out_dir: Path) -> list[Path]:
+        """Write the domain's diagnostic figures (PNG) of a trained model on ``split``
+        into ``out_dir``; :func:`twins.train.run.train_process` logs them to MLflow.
+        The default writes none."""
+        return []
+
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Domain metrics of a trained model on ``split``; the default has none."""
         return {}

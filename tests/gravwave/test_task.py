@@ -107,6 +107,7 @@ def test_trains_through_train_process(tmp_path: Path) -> None:
     summary = train_process(cfg)
     assert summary["steps"] == 6 and np.isfinite(summary["test_loss"])
     assert 0 < summary["best_val_loss"] < 1.5
+    assert [Path(f).name for f in summary["figures"]] == ["asd_test.png"]  # for MLflow
     net = load_network(cfg.run_dir, window=4.0)
     assert net.witness_channels[0] == "V1:ENV_CEB_MAG_X" and len(net.witness_channels) == 4
     noise = net.noise(np.random.default_rng(0).standard_normal((4, 9000)))

@@ -133,6 +133,9 @@ def train_process(
             )
             tracker.log_metrics({**test, **domain, **summary["energy"]}, result.epochs)
             tracker.log_text(to_yaml(cfg), "config.yaml")
+            for fig in task.figures(model, "test", run_dir / "figures"):
+                tracker.log_artifact(fig, "figures")
+            summary["figures"] = sorted(str(p) for p in (run_dir / "figures").glob("*.png"))
             version = None
             if cfg.tracking.register_model:
                 example = task.example_batch(2)
