@@ -75,6 +75,8 @@ class PerOutputBest(Callback):
     Args:
         names: Output names (for logging and metrics), length ``n_outputs``.
         batch_size: Batch size of the validation pass (default: the trainer's).
+        patience: Stop training when no output has improved for this many validations
+            (0: never stop).
 
     Attributes:
         best: Best validation RMSE per output.
@@ -82,9 +84,11 @@ class PerOutputBest(Callback):
         history: ``(step, [rmse per output])`` of every validation.
     """
 
-    def __init__(self, names: list[str], batch_size: int | None = None) -> None:
+    def __init__(self, names: list[str], batch_size: int | None = None, patience: int = 0) -> None:
         self.names = list(names)
         self.batch_size = batch_size
+        self.patience = patience
+        self.bad = 0
         self.best = [math.inf] * len(names)
         self.best_step = [0] * len(names)
         self.states: list[dict[str, torch.Tensor] | None] = [None] * len(names)
@@ -105,6 +109,7 @@ class PerOutputBest(Callback):
         )
         self.history.append((trainer.step, rmse))
         state: dict[str, torch.Tensor] | None = None
+        improved = False
         for i, r in enumerate(rmse):
             metrics[f"val_rmse_{self.names[i]}"] = r
             if r < self.best[i]:
@@ -113,6 +118,12 @@ class PerOutputBest(Callback):
                         k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()
                     }
                 self.best[i], self.best_step[i], self.states[i] = r, trainer.step, state
+                improved = True
+        self.bad = 0 if improved else self.bad + 1
+        if self.patience and self.bad >= self.patience:
+            trainer.should_stop = True
+            if trainer.strategy.is_main:
+                log.info("PerOutputBest: no output improved for %d validations", self.bad)
 
     def selection(self) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
         """Distinct selected states and the member index of each output."""
@@ -148,9 +159,11 @@ class PerOutputBest(Callback):
             "best": list(self.best),
             "best_step": list(self.best_step),
             "states": list(self.states),
+            "bad": self.bad,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = [float(x) for x in state["best"]]
         self.best_step = [int(x) for x in state["best_step"]]
         self.states = list(state["states"])
+        self.bad = int(state.get("bad", 0))

@@ -64,7 +64,16 @@ class DroughtParams(BaseModel):
         val_subsample: Validate on a ``k x k`` subsample offset by ``k // 2`` (disjoint from
             the training cells when both are >= 2).
         tile: Tile size of the ConvLSTM.
+        skip: Add a linear path from the issue month's inputs to the outputs (zero at
+            initialisation) beside the LSTM head; it carries the near-linear soil-moisture
+            persistence that the LSTM learns slowly.
+        members: Seed-ensemble size of the LSTM: independently initialised networks trained
+            side by side on the same batches, each on its own loss, averaged at forecast
+            time (selection per output applies to the ensemble mean).
         per_output_best: Keep the best validation state per output.
+        output_patience: Stop training when no output's validation RMSE has improved for
+            this many validations (0: never; use it instead of the trainer's joint early
+            stop, which stops on the mean loss and discards per-output gains).
         cache: Cache the prepared cube in the run directory.
     """
 
@@ -85,7 +94,10 @@ class DroughtParams(BaseModel):
     subsample: int = Field(1, ge=1)
     val_subsample: int = Field(1, ge=1)
     tile: int = Field(16, ge=2)
+    skip: bool = False
+    members: int = Field(1, ge=1)
     per_output_best: bool = True
+    output_patience: int = Field(0, ge=0)
     cache: bool = True
 
     @field_validator("path", mode="before")
@@ -207,13 +219,29 @@ class DroughtForecast(Task):
         if p.model == "convlstm":
             net = TileConvLSTM(n_dyn, n_sta, n_out, p.hidden, residual=p.hybrid)
         else:
-            net = CellLSTM(n_dyn, n_sta, n_out, p.hidden, p.dropout, residual=p.hybrid)
+            net = CellLSTM(
+                n_dyn,
+                n_sta,
+                n_out,
+                p.hidden,
+                p.dropout,
+                residual=p.hybrid,
+                members=p.members,
+                skip=p.skip,
+            )
         return PerOutputSelect(net, n_out)
 
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
-        """Mean squared error over the finite targets of the batch (NaN targets masked)."""
+        """Mean squared error over the finite targets of the batch (NaN targets masked).
+
+        A seed ensemble in training returns ``(batch, n_out, members)``: the loss is then the
+        mean of the members' losses (each member is fitted on its own).
+        """
         inputs, target = batch
-        return masked_mse(model(*inputs), target)
+        pred = model(*inputs)
+        if pred.dim() == target.dim() + 1:
+            target = target.unsqueeze(-1).expand_as(pred)
+        return masked_mse(pred, target)
 
     def callbacks(self) -> list[Any]:
         """Trainer callbacks the task contributes: the per-output best-state keeper."""
@@ -221,7 +249,7 @@ class DroughtForecast(Task):
             return []
         from hydrology.callbacks import PerOutputBest
 
-        return [PerOutputBest(self.outputs)]
+        return [PerOutputBest(self.outputs, patience=self.params.output_patience)]
 
     def fingerprint(self) -> str:
         """Hash of the task parameters and the identity of the data."""
@@ -241,18 +269,33 @@ class DroughtForecast(Task):
         p = self.params
         return evaluate_run(model, self.cube(), p.seq_len, p.model, split, out_dir)
 
+    def figures(self, model: nn.Module, split: str, out_dir: Path) -> list[Path]:
+        """The skill and drought maps :meth:`evaluate` wrote for ``split`` (PNG), written
+        now if it has not run."""
+        out_dir = Path(out_dir)
+        if not any(out_dir.glob("*.png")):
+            self.skill_table(model, split, out_dir)
+        return sorted(out_dir.glob("*.png"))
+
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Headline skill of the model and baselines on a split, flat for MLflow.
 
         Keys ``{split}_{target}_l{lead}_{method}_{metric}``: median RMSE / NSE / KGE_nb
-        across cells and pooled CSI at index < -1.
+        across cells and pooled CSI at index < -1. The full skill table is also written to
+        ``skill_{split}.csv`` in the run directory, and skill and drought maps to
+        ``figures/`` there (in the same pass; :meth:`figures` returns them).
         """
         from hydrology.evaluate import headline
 
         if split not in ("train", "val", "test"):
             raise DataError(f"unknown split {split!r}")
-        table = self.skill_table(model, split)
+        fig_dir = Path(self.workdir) / "figures" if self.workdir is not None else None
+        table = self.skill_table(model, split, fig_dir)
         self.last_table = table
+        if self.workdir is not None:  # the full table beside model.pt (read by the demo)
+            path = Path(self.workdir) / f"skill_{split}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(path, index=False)
         out: dict[str, float] = {}
         for (tgt, lead, method), row in headline(table).iterrows():
             for metric, val in row.items():

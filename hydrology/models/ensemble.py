@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from hydrology.models.convlstm import ConvLSTMForecaster
+from hydrology.models.lstm import CellLSTM
 
 
 class PerOutputSelect(nn.Module):
@@ -69,8 +70,25 @@ def member_count(state: Mapping[str, torch.Tensor]) -> int:
     return max(ids) + 1 if ids else 0
 
 
+def net_member_count(state: Mapping[str, torch.Tensor]) -> int:
+    """Seed-ensemble members of the wrapped :class:`CellLSTM` (1 for a single network)."""
+    ids = {int(k.split(".")[2]) for k in state if k.startswith("net.nets.")}
+    return max(ids) + 1 if ids else 1
+
+
 def load_selected(model: PerOutputSelect, state: Mapping[str, torch.Tensor]) -> PerOutputSelect:
-    """Load a (possibly member-holding) state dict into a freshly built wrapper, strictly."""
+    """Load a (possibly member-holding) state dict into a freshly built wrapper, strictly.
+
+    A :class:`CellLSTM` whose seed-ensemble size or linear skip differs from the state's
+    is rebuilt like the state first (so a forecaster rebuilt from its basic architecture
+    loads an ensemble with skip paths).
+    """
+    net = model.net
+    if isinstance(net, CellLSTM):
+        k_net = net_member_count(state)
+        skip = any(k.startswith("net.") and k.endswith("skip.weight") for k in state)
+        if net.n_members != k_net or net.skip_linear != skip:
+            model.net = net.resized(k_net, skip)
     k = member_count(state)
     if k:
         model.set_members(k)

@@ -19,6 +19,32 @@ def test_cell_lstm_shapes_and_residual_starts_at_baseline() -> None:
         res(dyn, sta)
 
 
+def test_cell_lstm_seed_ensemble_members_and_mean() -> None:
+    from hydrology.models.ensemble import PerOutputSelect, load_selected
+
+    dyn, sta, base = torch.randn(5, 12, 4), torch.randn(5, 2), torch.randn(5, 6)
+    torch.manual_seed(0)
+    ens = CellLSTM(4, 2, 6, dropout=0.0, residual=True, members=3, skip=True)
+    torch.testing.assert_close(ens.eval()(dyn, sta, base), base)  # starts at the baseline
+    for m in ens.nets:  # give the members distinct corrections
+        nn.init.normal_(m.head.weight)
+        nn.init.normal_(m.skip.weight)
+    ens.train()
+    every = ens(dyn, sta, base)
+    assert every.shape == (5, 6, 3)  # one forecast per member while training
+    ens.eval()
+    torch.testing.assert_close(ens(dyn, sta, base), every.mean(-1))
+    with torch.no_grad():
+        ens.train()
+        assert ens(dyn, sta, base).shape == (5, 6)  # no gradients: the mean
+    # a wrapper rebuilt from the single-network architecture loads the ensemble
+    state = PerOutputSelect(ens, 6).state_dict()
+    fresh = load_selected(PerOutputSelect(CellLSTM(4, 2, 6, dropout=0.0, residual=True), 6), state)
+    fresh.eval()
+    ens.eval()
+    torch.testing.assert_close(fresh(dyn, sta, base), ens(dyn, sta, base))
+
+
 def test_cell_lstm_learns_a_lagged_sum() -> None:
     # target = mean of the last 3 months of feature 0 + static offset: needs memory and statics
     g = torch.Generator().manual_seed(0)

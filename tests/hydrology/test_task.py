@@ -46,6 +46,8 @@ def test_trains_through_core_and_reports_baselines(trained) -> None:
     for method in ("model", "persistence", "climatology", "analogue"):
         assert np.isfinite(m[f"test_spi_3_l1_{method}_rmse"])
     assert np.isfinite(m["test_ssmi_1_l1_model_rmse"])
+    names = {Path(f).name for f in summary["figures"]}  # logged to MLflow by train_process
+    assert {"rmse_spi_3_l1.png", "nse_spi_3_l1.png", "drought_obs_spi_3.png"} <= names
     # plumbing-level sanity only (tiny is too short for skill claims): beats climatology
     assert m["test_spi_3_l1_model_rmse"] < m["test_spi_3_l1_climatology_rmse"]
 
@@ -86,6 +88,30 @@ def test_per_output_selection_picks_each_outputs_best_state() -> None:
     reloaded = load_selected(PerOutputSelect(CellLSTM(3, 1, 2, hidden=4), 2), model.state_dict())
     reloaded.eval()
     torch.testing.assert_close(reloaded(dyn, sta), out)
+
+
+def test_per_output_best_stops_when_no_output_improves(monkeypatch) -> None:
+    import types
+
+    import hydrology.callbacks as cbmod
+
+    scores = iter([[1.0, 1.0], [0.9, 1.1], [0.95, 1.05], [0.92, 1.2], [0.91, 1.0]])
+    monkeypatch.setattr(cbmod, "per_output_rmse", lambda *a, **k: next(scores))
+    model = PerOutputSelect(CellLSTM(3, 1, 2, hidden=4), 2)
+    trainer = types.SimpleNamespace(
+        val_data=[0],
+        bare_model=model,
+        batch_size=4,
+        step=0,
+        should_stop=False,
+        strategy=types.SimpleNamespace(is_main=True),
+    )
+    cb = PerOutputBest(["x", "y"], patience=2)
+    for step in range(1, 5):
+        trainer.step = step
+        cb.on_validation_end(trainer, {})
+        assert trainer.should_stop == (step == 4)  # steps 3 and 4 improve neither output
+    assert cb.best_step == [2, 1] and cb.state_dict()["bad"] == 2
 
 
 def test_model_forecaster_round_trip_and_shape(trained, tmp_path: Path) -> None:
