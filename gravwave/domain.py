@@ -205,8 +205,22 @@ def demo(workdir: Path, overrides: list[str]) -> int:
 
 
 def twin_command(cmd: str, twin_dir: Path, args: list[str]) -> int:
-    """``twins twin update|simulate DIR ...`` for a noise twin; prints one JSON object."""
+    """``twins twin update|simulate|status DIR ...`` for a noise twin.
+
+    ``update`` and ``simulate`` print one JSON object; ``status`` prints the twin's state and
+    its last quality record. ``update`` returns :data:`twins.twin.EXIT_NOTHING_NEW` when the
+    segment was already processed.
+    """
     from gravwave.twin import NoiseTwin
+    from twins.twin import EXIT_NOTHING_NEW, format_status
+
+    if cmd == "status":
+        twin = NoiseTwin.open(twin_dir)
+        print(format_status(twin.store))
+        last = twin.status().get("last_quality")
+        if last:
+            print(f"last quality {json.dumps(last, default=str)}")
+        return 0
 
     ap = argparse.ArgumentParser(prog=f"twins twin {cmd} {twin_dir}")
     ap.add_argument("--data", help="segment file: multi-channel HDF5 (.h5) or GWF (.gwf)")
@@ -222,8 +236,9 @@ def twin_command(cmd: str, twin_dir: Path, args: list[str]) -> int:
             raise ConfigError("twins twin update needs --data FILE", "give a segment file")
         channels = ns.channels.split(",") if ns.channels else None
         result = twin.process_file(ns.data, channels, wait=ns.wait)
-    else:
-        result = twin.simulate(ns.data, ns.cleaner, ns.gain_scale)
+        print(json.dumps(result, default=str))
+        return EXIT_NOTHING_NEW if result.get("noop") else 0
+    result = twin.simulate(ns.data, ns.cleaner, ns.gain_scale)
     print(json.dumps(result, default=str))
     return 0
 

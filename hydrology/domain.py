@@ -84,6 +84,10 @@ def twin_command(cmd: str, twin_dir: Path, args: list[str]) -> int:
     if cmd == "update":
         result = twin.update([Path(p) for p in ns.data], wait=ns.wait)
         print(json.dumps(result.to_dict()))
+        if result.noop:
+            from twins.twin import EXIT_NOTHING_NEW
+
+            return EXIT_NOTHING_NEW
     elif cmd == "simulate":
         region = None
         if ns.region is not None:

@@ -212,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("env", help="what this process sees: launcher, ranks, threads, energy")
     sp.set_defaults(func=cmd_env)
+
+    from twins.launch.cli import register as register_launch  # light: no torch import
+
+    register_launch(sub)
     return p
 
 

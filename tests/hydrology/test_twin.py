@@ -30,7 +30,7 @@ from hydrology.twin import (
     alert_categories,
 )
 from twins.errors import DataError
-from twins.twin import TwinLockedError, TwinStore
+from twins.twin import EXIT_NOTHING_NEW, TwinLockedError, TwinStore
 
 WORKER = Path(__file__).with_name("_drought_twin_worker.py")
 INDICES = ("spi_1", "spi_3", "spi_6", "ssmi_1")
@@ -337,7 +337,8 @@ def test_twin_command_update_simulate_status(
     assert twin_command("update", twin_dir, ["--data", str(files["2007-11"])]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["cursor"] == "2007-11" and not out["noop"]
-    assert twin_command("update", twin_dir, ["--data", str(files["2007-11"]), "--wait"]) == 0
+    again = twin_command("update", twin_dir, ["--data", str(files["2007-11"]), "--wait"])
+    assert again == EXIT_NOTHING_NEW  # the same month again: nothing new, for schedulers
     assert json.loads(capsys.readouterr().out)["noop"]
     args = ["--precip-scale", "0.5", "--region", "49", "49.6", "5.2", "5.8", "--months", "2"]
     assert twin_command("simulate", twin_dir, args) == 0

@@ -155,3 +155,23 @@ def test_help_is_fast_and_env_reports(tmp_path: Path) -> None:
 
     if not available_sources():  # as on the development VMs
         assert "energy        unavailable (no RAPL or NVML)" in out
+
+
+def test_toy_twin_update_exit_codes(tmp_path: Path) -> None:
+    """0 = updated, EXIT_NOTHING_NEW = the same input again (for cron / Slurm / CronJobs)."""
+    from twins.examples.toy_twin import init_twin
+    from twins.twin import EXIT_NOTHING_NEW, TwinStore
+
+    twins("demo", "--domain", "toy", "--workdir", "w", "train.epochs=1", cwd=tmp_path)
+    twin = tmp_path / "w" / "twin"
+    assert twins("twin", "update", str(twin), "--steps", "5", cwd=tmp_path).returncode == 0
+    # rewind a copy of the twin's cursor by re-initialising it, then feed the same steps twice
+    fresh = tmp_path / "fresh"
+    init_twin(fresh, tmp_path / "w" / "toy-demo")
+    first = twins("twin", "update", str(fresh), "--steps", "5", cwd=tmp_path, check=False)
+    assert first.returncode == 0
+    store = TwinStore.open(fresh)
+    with store.transaction("rewind") as txn:  # move the cursor back: the same steps come again
+        txn.update_state(cursor=str(int(store.state.cursor) - 5))
+    again = twins("twin", "update", str(fresh), "--steps", "5", cwd=tmp_path, check=False)
+    assert again.returncode == EXIT_NOTHING_NEW, again.stderr

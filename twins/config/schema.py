@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from twins.launch.models import LaunchConfig
+
 
 class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors, values are validated on assignment."""
@@ -147,6 +149,7 @@ class RunConfig(StrictModel):
         name: Run name (used for the run directory and the MLflow run).
         seed: Global seed (weights, shuffling, dropout).
         workdir: Directory for checkpoints, the default MLflow store and reports.
+        launch: Slurm / Kubernetes settings for ``twins launch``.
     """
 
     name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -157,6 +160,7 @@ class RunConfig(StrictModel):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
 
     @property
     def run_dir(self) -> Path:

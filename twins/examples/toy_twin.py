@@ -23,7 +23,7 @@ from twins.config import RunConfig, config_hash, load_config, validate
 from twins.domains import Domain
 from twins.examples.toy import ToyParams, default_config, generate_series
 from twins.task import build_task
-from twins.twin import TwinStore, format_status
+from twins.twin import EXIT_NOTHING_NEW, TwinStore, format_status
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,9 @@ def twin_command(cmd: str, twin_dir: Path, args: list[str]) -> int:
     ap.add_argument("--wait", action="store_true")
     ns = ap.parse_args(args)
     if cmd == "update":
-        print(json.dumps(update_twin(twin_dir, ns.steps, wait=ns.wait)))
+        result = update_twin(twin_dir, ns.steps, wait=ns.wait)
+        print(json.dumps(result))
+        return EXIT_NOTHING_NEW if result.get("noop") else 0
     else:
         print(json.dumps(simulate_twin(twin_dir, ns.steps, ns.driver_scale)))
     return 0

@@ -36,7 +36,13 @@ from twins.twin.store import (
     key_hash,
 )
 
+#: Exit status of ``twins twin update`` when the input was already ingested (nothing new);
+#: 0 means updated, and failures keep the CLI's codes (1 runtime, 2 config, 3 data, 4 twin,
+#: 75 locked). Schedulers (cron, systemd timers, Slurm, CronJobs) branch on these.
+EXIT_NOTHING_NEW = 10
+
 __all__ = [
+    "EXIT_NOTHING_NEW",
     "FORMAT",
     "LockHolder",
     "ProductNotFoundError",

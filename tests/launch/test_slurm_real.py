@@ -1,0 +1,104 @@
+"""A real Slurm job: sbatch a rendered torchrun script (2 tasks) and check its outputs.
+
+Needs slurmctld/slurmd/munged (see ``conftest.py``: installed only as root under CI or
+``TWINS_INSTALL_SLURM=1``, otherwise skipped with the reason).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from twins.config import load_config
+from twins.launch.models import SlurmConfig
+from twins.launch.slurm import render_sbatch, submit
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slurm]
+
+TIMEOUT_S = 120
+
+
+def _state(cluster, job_id: str) -> tuple[str, str]:  # noqa: ANN001
+    r = cluster.run("scontrol", "show", "job", job_id)
+    state = re.search(r"JobState=(\S+)", r.stdout)
+    run_time = re.search(r"RunTime=(\S+)", r.stdout)
+    return (state.group(1) if state else "UNKNOWN", run_time.group(1) if run_time else "")
+
+
+def _seconds(hms: str) -> int:
+    days, _, rest = hms.rpartition("-")
+    h, m, s = (int(x) for x in rest.split(":"))
+    return (int(days) if days else 0) * 86400 + h * 3600 + m * 60 + s
+
+
+@pytest.mark.timeout(400)
+def test_torchrun_job_trains_and_logs(slurm_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    from mlflow.tracking import MlflowClient
+
+    from twins.dryrun import dry_run
+
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(
+        f"name: slurm2\nworkdir: {tmp_path}\n"
+        "train:\n  epochs: 1\n  batch_size: 32\n  progress: false\n"
+        "task:\n  params:\n    length: 600\n    hidden: 16\n"
+        "tracking:\n  experiment: slurm\n"
+    )
+    cfg = load_config(cfg_path, [])
+    t0 = time.perf_counter()
+    report = dry_run(cfg, workers=2, steps=3, nodes=1, config_path=str(cfg_path))
+    dry_s = time.perf_counter() - t0
+    slurm = SlurmConfig(
+        tasks_per_node=2,
+        python=sys.executable,
+        chdir=tmp_path,
+        output=str(tmp_path / "job-%j.out"),
+        env={"MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    script = render_sbatch("torchrun", cfg_path, slurm, report, run_name=cfg.name)
+    (tmp_path / "job.sbatch").write_text(script)
+    assert subprocess.run(["bash", "-n", str(tmp_path / "job.sbatch")]).returncode == 0
+    if shutil.which("shellcheck"):
+        sc = subprocess.run(["shellcheck", str(tmp_path / "job.sbatch")], capture_output=True)
+        assert sc.returncode == 0, sc.stdout.decode()
+
+    t_submit = time.perf_counter()
+    job_id = submit(script, env=slurm_cluster.env)
+    assert job_id.isdigit()
+    state, run_time = "PENDING", ""
+    while time.perf_counter() - t_submit < TIMEOUT_S:
+        state, run_time = _state(slurm_cluster, job_id)
+        if state in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}:
+            break
+        time.sleep(1)
+    wall = time.perf_counter() - t_submit
+    out = tmp_path / f"job-{job_id}.out"
+    log = out.read_text() if out.exists() else "(no job output)"
+    assert state == "COMPLETED", f"job {job_id} {state}\n{log[-4000:]}\n{slurm_cluster.logs()}"
+
+    summary = json.loads((tmp_path / "slurm2" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["launcher"] == "torchrun"  # torchrun wins over the srun step's variables
+    assert summary["epochs"] == 1 and summary["test_loss"] > 0
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["twins.world_size"] == "2"
+    assert client.get_metric_history(run.info.run_id, "train_loss")
+
+    measured = _seconds(run_time) if run_time else wall
+    requested = re.search(r"--time=(\S+)", script)
+    print(
+        f"\nslurm job {job_id}: projected {report.total_s:.3f} s compute "
+        f"(requested {requested.group(1) if requested else '?'}), "
+        f"measured {measured:.0f} s in Slurm ({wall:.1f} s submit-to-done), "
+        f"ratio measured/projected {measured / max(report.total_s, 1e-9):.1f}; "
+        f"dry run {dry_s:.1f} s"
+    )
