@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     from twins.launch.cli import register as register_launch  # light: no torch import
 
     register_launch(sub)
+    from twins.tune.cli import register as register_tune  # light: ray/torch load on use
+
+    register_tune(sub)
     return p
 
 

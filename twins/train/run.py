@@ -40,14 +40,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def open_tracker(cfg: RunConfig, strategy: Strategy, tags: dict[str, str] | None = None) -> Any:
-    """A started MLflow tracker on rank 0 (when enabled), a no-op tracker elsewhere."""
+def open_tracker(
+    cfg: RunConfig,
+    strategy: Strategy,
+    tags: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> Any:
+    """A started MLflow tracker on rank 0 (when enabled), a no-op tracker elsewhere; nested
+    under ``parent_run_id`` when given (Tune trials under their study run)."""
     from twins.track import NullTracker, Tracker, resolve_tracking_uri
 
     if not (cfg.tracking.enabled and strategy.is_main):
         return NullTracker()
     uri = resolve_tracking_uri(cfg.tracking.uri, cfg.workdir)
-    tracker = Tracker(uri, cfg.tracking.experiment, run_name=cfg.name, tags=tags)
+    tracker = Tracker(
+        uri, cfg.tracking.experiment, run_name=cfg.name, tags=tags, parent_run_id=parent_run_id
+    )
     tracker.start()
     return tracker
 
@@ -58,6 +66,7 @@ def train_process(
     strategy: Strategy | None = None,
     extra_callbacks: tuple[Callback, ...] = (),
     progress: bool | None = None,
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on the test split, save and track, in this process.
 
@@ -67,6 +76,7 @@ def train_process(
         strategy: Pre-built strategy (Ray workers pass one); default detects it.
         extra_callbacks: More callbacks (tests use them to interrupt a run).
         progress: Force the progress bar on or off (default: when stderr is a TTY).
+        parent_run_id: Nest the MLflow run under this run (Tune trials).
 
     Returns:
         The summary written to ``summary.json`` (identical on every rank).
@@ -95,7 +105,7 @@ def train_process(
         "twins.launcher": strategy.env.launcher,
         "twins.resumed": str(resume),
     }
-    tracker = open_tracker(cfg, strategy, tags)
+    tracker = open_tracker(cfg, strategy, tags, parent_run_id)
     energy = EnergyCallback(cfg.energy.rapl_root, cfg.energy.estimate_watts_per_core)
     callbacks: list[Callback] = [energy] if cfg.energy.enabled else []
     params = {**to_dict(cfg), "data_fingerprint": fingerprint}
