@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -68,26 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``tune`` or ``report`` without the rest of the ``twins`` command."""
-    from twins.cli import QUIET_ENV, _setup_logging
+    """``python -m twins.tune.cli tune|report ...``: the same as ``twins tune|report ...``."""
+    from twins.cli import main as twins_main
 
-    for k, v in QUIET_ENV.items():
-        os.environ.setdefault(k, v)
-    parser = argparse.ArgumentParser(prog="twins")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="store_true")
-    register(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(argv)
-    _setup_logging(-1 if args.quiet else args.verbose)
-    from twins.errors import TwinsError
-
-    try:
-        return int(args.func(args) or 0)
-    except TwinsError as exc:
-        print(f"twins: error: {exc}", file=sys.stderr)
-        if exc.hint:
-            print(f"twins: hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+    return twins_main(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
