@@ -164,6 +164,7 @@ class Trainer:
         self.best_step = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
+        self.last_val: dict[str, float] = {}
         self.should_stop = False
 
     # -- properties -----------------------------------------------------------------
@@ -208,6 +209,7 @@ class Trainer:
         if self.val_data is None:
             return {}
         metrics = self.evaluate(self.val_data, "val")
+        self.last_val = dict(metrics)
         value = metrics.get(self.monitor, math.nan)
         if value < self.best:
             self.best, self.best_step = value, self.step
@@ -340,7 +342,8 @@ class Trainer:
             metrics.update(self._train_epoch())
             if not self.val_every and not self.should_stop:
                 metrics.update(self.validate())
-            elif self.val_data is not None:
+            elif self.val_data is not None:  # validated within the epoch: report the latest
+                metrics.update(self.last_val or self.validate())
                 metrics[f"best_{self.monitor}"] = self.best
             if self.scheduler is not None:
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from twins.config import RunConfig, to_yaml
 from twins.errors import ConfigError, TwinsError
 from twins.train.callbacks import Callback
@@ -324,6 +326,12 @@ def _close_orphans(tracker: Any) -> None:
         log.warning("could not close the interrupted trials' MLflow runs: %s", exc)
 
 
+def best_yaml_text(best_cfg: RunConfig, title: str, overrides: dict[str, Any]) -> str:
+    """``best.yaml``: a commented header (title and the sampled values) and the full config."""
+    sampled = yaml.safe_dump(overrides, default_flow_style=False).strip().splitlines()
+    return "".join(f"# {line}\n" for line in [title, *sampled]) + to_yaml(best_cfg)
+
+
 def run_study(
     cfg: RunConfig,
     tune_cfg: TuneConfig,
@@ -452,8 +460,6 @@ def _finish(
     session_s: float,
 ) -> StudyResult:
     """Write the table, best config and metadata; log them to the study run; end it."""
-    import yaml
-
     df = results.get_dataframe()
     space_cols = {f"config/{k}": k for k in tune_cfg.space}
     keep = ["trial_id", tune_cfg.metric, "training_iteration", "trial_cpu_s", "trial_energy_j"]
@@ -476,8 +482,9 @@ def _finish(
     best_cfg = apply_sample(cfg, overrides, "<best trial>")
     best_cfg = best_cfg.model_copy(update={"name": f"{cfg.name}-best"})
     paths["best"].write_text(
-        f"# best of study {cfg.name}: {tune_cfg.metric} {best_metric:.6g}\n"
-        f"# {yaml.safe_dump(overrides, default_flow_style=True).strip()}\n" + to_yaml(best_cfg)
+        best_yaml_text(
+            best_cfg, f"best of study {cfg.name}: {tune_cfg.metric} {best_metric:.6g}", overrides
+        )
     )
     trial_epochs = int(table["training_iteration"].fillna(0).sum()) if len(table) else 0
     wall_s = float(meta.get("wall_s", 0.0)) + session_s

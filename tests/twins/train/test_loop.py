@@ -158,6 +158,8 @@ def test_validation_every_n_steps_keeps_best_state(tmp_path: Path) -> None:
     assert seen == list(range(5, result.steps + 1, 5))
     assert result.best_step in seen
     assert "best_val_loss" in result.history[-1]
+    # the epoch reports the latest validation too (what Tune's scheduler reads each epoch)
+    assert result.history[-1]["val_loss"] == trainer.last_val["val_loss"]
 
 
 def test_model_learns_toward_the_noise_floor(tmp_path: Path) -> None:

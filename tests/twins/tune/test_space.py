@@ -152,3 +152,21 @@ def test_cli_register_adds_both_commands() -> None:
     assert args.overrides == ["train.epochs=2"]
     args = parser.parse_args(["report", "hpo", "runs/toy-study", "--seeds", "4"])
     assert args.func is cmd_report and args.seeds == 4 and args.kind == "hpo"
+
+
+def test_best_yaml_with_long_sampled_values_loads_back(tmp_path: Path) -> None:
+    """The header lists every sampled value as a comment, however long (was a YAML bug)."""
+    from twins.config import load_config
+    from twins.tune.study import best_yaml_text
+
+    cfg = load_config(None, ["name=s-best"])
+    overrides = {
+        "task.params.dropout": 0.2917986243935994,
+        "task.params.hidden": 32,
+        "train.batch_size": 128,
+        "train.optimizer.lr": 0.002018348701669498,
+    }
+    path = tmp_path / "best.yaml"
+    path.write_text(best_yaml_text(cfg, "best of study s: best_val_loss 0.77242", overrides))
+    assert load_config(path) == cfg
+    assert path.read_text().startswith("# best of study s")
