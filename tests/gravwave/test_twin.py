@@ -358,3 +358,35 @@ def test_sigkill_mid_segment_then_retry_gives_same_output(
         assert not list((d / "staging").iterdir())
     assert killed >= 1
     assert json.loads((ref_dir / "twin.json").read_text())["version"] == 2
+
+
+def test_twin_cli_update_repeat_simulate_status(
+    tmp_path: Path,
+    cleaner: WienerCleaner,
+    segments: list[syn.SyntheticSegment],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``twins twin update|simulate|status`` on a noise twin, through the core CLI."""
+    from twins.cli import main
+    from twins.twin import EXIT_NOTHING_NEW
+
+    twin_dir = tmp_path / "t"
+    NoiseTwin.init(twin_dir, cleaner, POLICY)
+    seg = TimeSeriesDict({syn.STRAIN_CHANNEL: segments[0].strain, **segments[0].witnesses})
+    f = write_multichannel_hdf5(tmp_path / "seg0.h5", seg)
+    capsys.readouterr()
+    assert main(["twin", "update", str(twin_dir), "--data", str(f)]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert not rec.get("noop") and rec["version"] == 1 and rec["asd_ratio_mean"] < 1
+    assert main(["twin", "update", str(twin_dir), "--data", str(f)]) == EXIT_NOTHING_NEW
+    assert json.loads(capsys.readouterr().out)["noop"]
+    before = _snapshot(twin_dir)
+    assert main(["twin", "simulate", str(twin_dir), "--gain-scale", "1.5"]) == 0
+    sim = json.loads(capsys.readouterr().out)
+    assert sim["gain_scale"] == 1.5 and "current" in sim
+    assert _snapshot(twin_dir) == before  # a what-if changes nothing
+    assert main(["twin", "status", str(twin_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "kind         gravwave" in out and "last quality" in out
+    assert main(["twin", "update", str(twin_dir)]) == 2  # no --data: config error, one line
+    assert "needs --data" in capsys.readouterr().err
