@@ -10,7 +10,8 @@ zlib-compressed as :func:`hydrology.synthetic.write_netcdf` does), then times, a
 * **pipeline**: the drought model's own path: :func:`hydrology.io.open_grids` (canonical
   form), load, land mask, monthly inputs with unit conversion, per-calendar-month
   z-scores (:class:`hydrology.dataset.Scaler`) and one epoch of shuffled batches (256) of
-  ``(cell, 36-month window)`` samples drawn by index arithmetic (no materialised windows).
+  ``(cell, 36-month window)`` samples gathered with :func:`hydrology.dataset.gather_windows`,
+  the gather of ``CellDataset.__getitems__`` (no materialised windows).
 
 Prints the median times and the throughput ratio plain_time / pipeline_time (goal >= 0.8).
 """
@@ -28,7 +29,7 @@ import netCDF4
 import numpy as np
 import torch
 
-from hydrology.dataset import INPUT_VARS, Scaler, _flat
+from hydrology.dataset import INPUT_VARS, Scaler, _flat, gather_windows
 from hydrology.forecast import monthly_inputs
 from hydrology.io import land_mask, open_grids
 from hydrology.synthetic import SyntheticParams, generate, write_netcdf
@@ -56,13 +57,14 @@ def pipeline(path: Path, seed: int = 0) -> tuple[float, int, dict[str, float]]:
         ``(seconds, samples, seconds per stage)``.
 
     Every step is the package's own code path for the drought model: ``open_grids``
-    (canonical form), ``land_mask``, ``monthly_inputs`` (units converted with xclim),
+    (canonical form), ``land_mask``, ``monthly_inputs`` (sparse monthly sums, xclim unit factors),
     ``Scaler`` (per-calendar-month z-scores from the first 70 % of the record), then
-    ``(cell, 36-month window)`` batches gathered by index arithmetic as ``CellDataset`` does.
+    ``(cell, 36-month window)`` batches gathered as ``CellDataset.__getitems__`` does.
     """
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
-    ds = open_grids(path, variables=list(VARS), chunks={}, check_values=False).load()
+    # chunks=None as DroughtForecast.load_dataset opens one file (the cube loads it anyway)
+    ds = open_grids(path, variables=list(VARS), chunks=None, check_values=False).load()
     cells = np.flatnonzero(land_mask(ds).values.ravel())
     stages["open+load+mask"] = time.perf_counter() - t0
     monthly = monthly_inputs(ds)
@@ -76,12 +78,11 @@ def pipeline(path: Path, seed: int = 0) -> tuple[float, int, dict[str, float]]:
     n_t = data.shape[1] - WINDOW
     n = cells.size * n_t
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    offs = torch.arange(WINDOW)
     total = 0.0
     for s in range(0, n, BATCH):
         idx = order[s : s + BATCH]
-        c, t = idx // n_t, idx % n_t
-        batch = data[c[:, None], t[:, None] + offs]  # (batch, window, var)
+        c, t = idx // n_t, idx % n_t + WINDOW - 1
+        batch = gather_windows(data, c, t, WINDOW)  # (batch, window, var), as CellDataset
         total += float(batch[:, -1, 0].sum())
     stages["normalise+epoch"] = time.perf_counter() - t0 - sum(stages.values())
     return time.perf_counter() - t0, n, stages
@@ -107,8 +108,9 @@ def main() -> None:
             st.append(stages)
     mp, mq = statistics.median(tp), statistics.median(tq)
     log.info("plain netCDF4 read:   %.3f s", mp)
-    log.info("pipeline (open, mask, monthly, normalise, 1 epoch of %d samples): %.3f s",
-             samples, mq)
+    log.info(
+        "pipeline (open, mask, monthly, normalise, 1 epoch of %d samples): %.3f s", samples, mq
+    )
     for k in st[0]:
         log.info("  %-22s %.3f s", k, statistics.median(s[k] for s in st))
     io = statistics.median(s["open+load+mask"] for s in st)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from hydrology.models.ensemble import PerOutputSelect
+from twins.train.batching import collate
 from twins.train.callbacks import Callback
 from twins.train.loop import move_to
 from twins.train.sampler import shard_indices
@@ -51,7 +52,7 @@ def per_output_rmse(
             list(shard_indices(len(data), trainer.strategy.rank, trainer.strategy.world_size)),
         )
     acc: torch.Tensor | None = None
-    for inputs, target in DataLoader(data, batch_size=batch_size):
+    for inputs, target in DataLoader(data, batch_size=batch_size, collate_fn=collate):
         inputs, target = move_to(inputs, device), move_to(target, device)
         pred = model(*inputs)
         valid = torch.isfinite(target)

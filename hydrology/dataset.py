@@ -44,11 +44,13 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset
 
+from hydrology.aggregate import monthly_mean
 from hydrology.baselines import overlap_analogue
 from hydrology.forecast import monthly_inputs
 from hydrology.indices import CLIP, CLIPPING_POLICY, DroughtIndices, IndexSpec
 from hydrology.io import land_mask
 from twins.errors import DataError
+from twins.train.batching import Collated
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +494,7 @@ def build_cube(
                 e = np.clip(_flat(esp)[:, cells], -CLIP, CLIP)
                 baseline[: nt - k, :, o] = np.nan_to_num(e[k:], nan=0.0)
     if "drought_mask" in ds:
-        dm = ds["drought_mask"].astype("float32").resample(time="MS").mean()
+        dm = monthly_mean(ds["drought_mask"].astype("float32"))
         in_drought = _flat(dm)[:, cells] > 0.5
     else:
         spi3 = indices["spi_3"] if "spi_3" in indices else indices[targets[0]]
@@ -583,6 +585,32 @@ def cube_hash(*parts: Any) -> str:
 Sample = tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def gather_windows(
+    values: torch.Tensor, cell: torch.Tensor, issue: torch.Tensor, seq_len: int
+) -> torch.Tensor:
+    """``values[cell[i], issue[i] - seq_len + 1 : issue[i] + 1]`` for every ``i``, in one gather.
+
+    The table is seen as overlapping rows of ``seq_len * F`` values (an ``unfold`` view, no
+    copy), one per ``(cell, start month)``, so a batch is one ``index_select`` of contiguous
+    windows: about 4x faster than advanced indexing with a ``(B, seq_len)`` index.
+
+    Args:
+        values: Contiguous ``(cell, time, F)`` table, e.g. the cube's dynamic features.
+        cell: ``(B,)`` int64 cell positions.
+        issue: ``(B,)`` int64 issue time indices, each ``>= seq_len - 1``.
+        seq_len: Window length in time steps (months).
+
+    Returns:
+        ``(B, seq_len, F)`` windows ending at the issue months (a copy).
+    """
+    if not values.is_contiguous():
+        raise ValueError("gather_windows needs a contiguous (cell, time, F) table")
+    n_time, n_feat = values.shape[1], values.shape[2]
+    rows = values.view(-1).unfold(0, seq_len * n_feat, n_feat)
+    start = cell * n_time + issue - (seq_len - 1)
+    return rows.index_select(0, start).view(cell.numel(), seq_len, n_feat)
+
+
 class CellDataset(Dataset[Sample]):
     """Lazy ``(cell, issue month)`` samples of one split.
 
@@ -611,10 +639,10 @@ class CellDataset(Dataset[Sample]):
             )
         valid = np.isfinite(cube.target[self.cell_pos, self.t0 : self.t0 + self.n_t]).any(-1)
         self.keep = np.flatnonzero(valid.ravel())
-        self._dyn = torch.from_numpy(cube.dynamic)
+        self._dyn = torch.from_numpy(np.ascontiguousarray(cube.dynamic))
         self._sta = torch.from_numpy(cube.static)
-        self._base = torch.from_numpy(cube.baseline)
-        self._tgt = torch.from_numpy(cube.target)
+        self._base = torch.from_numpy(np.ascontiguousarray(cube.baseline))
+        self._tgt = torch.from_numpy(np.ascontiguousarray(cube.target))
 
     def __len__(self) -> int:
         return int(self.keep.size)
@@ -628,6 +656,23 @@ class CellDataset(Dataset[Sample]):
         c, t = self.locate(i)
         dyn = self._dyn[c, t - self.seq_len + 1 : t + 1]
         return (dyn, self._sta[c], self._base[c, t]), self._tgt[c, t]
+
+    def __getitems__(self, indices: Sequence[int]) -> Collated:
+        """A whole batch in one gather per field (the DataLoader's batched fetch).
+
+        Returns:
+            :class:`~twins.train.batching.Collated` holding exactly what ``default_collate``
+            makes of ``[self[i] for i in indices]``: ``((dynamic (B, seq, F), static (B, S),
+            baseline (B, n_out)), target (B, n_out))``.
+        """
+        flat = torch.from_numpy(self.keep[np.asarray(indices, dtype=np.int64)])
+        c = torch.from_numpy(self.cell_pos)[flat // self.n_t]
+        t = self.t0 + flat % self.n_t
+        dyn = gather_windows(self._dyn, c, t, self.seq_len)
+        ct = c * self._dyn.shape[1] + t
+        base = self._base.reshape(-1, self._base.shape[2]).index_select(0, ct)
+        tgt = self._tgt.reshape(-1, self._tgt.shape[2]).index_select(0, ct)
+        return Collated(((dyn, self._sta.index_select(0, c), base), tgt))
 
 
 class TileDataset(Dataset[Sample]):

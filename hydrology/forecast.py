@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from hydrology.aggregate import monthly_mean
 from hydrology.indices import monthly_precip_rate, monthly_soil_moisture, monthly_water_balance
 from twins.errors import DataError
 
@@ -40,11 +41,11 @@ def monthly_inputs(ds: xr.Dataset) -> xr.Dataset:
         raise DataError("monthly inputs need precipitation 'tp'")
     out = {"pr": monthly_precip_rate(ds["tp"])}
     if "pev" in ds:
-        out["wb"] = monthly_water_balance(ds["tp"], ds["pev"])
+        out["wb"] = monthly_water_balance(ds["tp"], ds["pev"], precip_rate=out["pr"])
     if "swvl1" in ds:
         out["sm"] = monthly_soil_moisture(ds["swvl1"])
     if "t2m" in ds:
-        t = ds["t2m"].resample(time="MS").mean()
+        t = monthly_mean(ds["t2m"])
         t.attrs.update(ds["t2m"].attrs)
         out["t2m"] = t
     res = xr.Dataset(out)

@@ -49,6 +49,7 @@ from xclim.indices import (
 )
 from xclim.indices.stats import preprocess_standardized_index, standardized_index_fit_params
 
+from hydrology.aggregate import monthly_mean
 from twins.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -99,14 +100,61 @@ def _is_amount(da: xr.DataArray) -> bool:
     return dim in ({"[length]": 1}, {"[mass]": 1, "[length]": -2})
 
 
+def _rate_factor(da: xr.DataArray) -> tuple[float, dict] | None:
+    """Factor from ``da``'s units (an amount per step or a flux) to mm/d, and the rate attrs.
+
+    Returns None when ``da`` is an amount on irregular steps (e.g. calendar months), whose
+    rate needs each step's own duration.
+    """
+    times = da["time"].values
+    step = None
+    if _is_amount(da):
+        if times.size < 2:
+            return None
+        steps = np.diff(times)
+        if np.any(steps != steps[0]):
+            return None
+        step = steps[0]
+    probe = {k: str(da.attrs[k]) for k in ("units", "standard_name") if k in da.attrs}
+    factor, attrs = _unit_factor(tuple(sorted(probe.items())), times[:2] if step else None)
+    return factor, dict(da.attrs) | attrs
+
+
+def _unit_factor(
+    attrs: tuple[tuple[str, str], ...], times: np.ndarray | None
+) -> tuple[float, dict]:
+    """xclim's conversion of a unit value (amount over ``times``' step, or flux) to mm/d."""
+    key = (attrs, None if times is None else str(times[1] - times[0]))
+    if key not in _FACTORS:
+        coords = None if times is None else {"time": times}
+        probe = xr.DataArray(np.ones(2), dims="time", coords=coords, attrs=dict(attrs))
+        rate = probe if times is None else amount2rate(probe, sampling_rate_from_coord=True)
+        rate = convert_units_to(rate, "mm/d", context="hydro")
+        _FACTORS[key] = (float(rate.values[0]), dict(rate.attrs))
+    factor, out = _FACTORS[key]
+    return factor, dict(out)
+
+
+_FACTORS: dict[tuple, tuple[float, dict]] = {}
+
+
 def _to_monthly_rate(da: xr.DataArray) -> xr.DataArray:
-    """Amount per step or flux -> monthly (MS) mean rate in mm/d, float64."""
+    """Amount per step or flux -> monthly (MS) mean rate in mm/d, float64.
+
+    Regular steps are averaged first and converted once (the conversion is a factor);
+    irregular steps are converted step by step, then averaged.
+    """
     if "time" not in da.dims:
         raise DataError(f"variable {da.name!r} has no 'time' dimension", hint="see io.canonical")
-    rate = amount2rate(da, sampling_rate_from_coord=True) if _is_amount(da) else da
-    rate = convert_units_to(rate, "mm/d", context="hydro").astype("float64")
-    attrs = dict(rate.attrs)
-    monthly = rate.resample(time="MS").mean(keep_attrs=True)
+    conv = _rate_factor(da)
+    if conv is None:
+        rate = amount2rate(da, sampling_rate_from_coord=True) if _is_amount(da) else da
+        rate = convert_units_to(rate, "mm/d", context="hydro")
+        attrs = dict(rate.attrs)
+        monthly = monthly_mean(rate)
+    else:
+        factor, attrs = conv
+        monthly = monthly_mean(da) * factor
     monthly.attrs = attrs | {"units": "mm d-1", "cell_methods": "time: mean within months"}
     return monthly
 
@@ -128,22 +176,33 @@ def monthly_precip_rate(tp: xr.DataArray) -> xr.DataArray:
     return out
 
 
-def monthly_water_balance(tp: xr.DataArray, pev: xr.DataArray) -> xr.DataArray:
+def monthly_water_balance(
+    tp: xr.DataArray, pev: xr.DataArray, precip_rate: xr.DataArray | None = None
+) -> xr.DataArray:
     """Monthly mean climatic water balance P - PET.
 
     Args:
         tp: Precipitation amount, dims ``(time, ...)`` (see :func:`monthly_precip_rate`).
         pev: Potential evaporation amount with ECMWF sign (negative = evaporation), same
             grid and steps as ``tp``; any length units.
+        precip_rate: ``monthly_precip_rate(tp)`` when the caller already has it (saves
+            aggregating ``tp`` twice).
 
     Returns:
         P - PET = ``tp + pev`` as a mean daily rate per month in mm/d, float64, freq "MS".
     """
     if "units" not in pev.attrs:
         raise DataError("variable 'pev' has no 'units' attribute", hint="ERA5 pev is in 'm'")
-    pev_c = convert_units_to(pev, tp.attrs.get("units", "m"), context="hydro")
-    wb = (tp + pev_c).assign_attrs(units=tp.attrs.get("units"))
-    out = _to_monthly_rate(wb)
+    if "units" not in tp.attrs:
+        raise DataError("variable 'tp' has no 'units' attribute", hint="ERA5 tp is in 'm'")
+    # P and PET are averaged over their own valid steps (ERA5 masks both on the same cells).
+    p = _to_monthly_rate(tp) if precip_rate is None else precip_rate
+    out = p + _to_monthly_rate(pev)
+    out.attrs = {
+        "units": "mm d-1",
+        "long_name": "climatic water balance P - PET",
+        "cell_methods": p.attrs["cell_methods"],
+    }
     out.name = "wb"
     return out
 
@@ -158,7 +217,7 @@ def monthly_soil_moisture(swvl1: xr.DataArray) -> xr.DataArray:
         Monthly means in m3 m-3, float64, freq "MS".
     """
     attrs = dict(swvl1.attrs)
-    out = swvl1.astype("float64").resample(time="MS").mean()
+    out = monthly_mean(swvl1)
     out.attrs = attrs | {"units": attrs.get("units", "m3 m-3")}
     out.name = "swvl1"
     return out
@@ -520,7 +579,7 @@ class DroughtIndices:
         if "spi" in kinds:
             out["spi"] = monthly_precip_rate(ds["tp"])
         if "spei" in kinds:
-            out["spei"] = monthly_water_balance(ds["tp"], ds["pev"])
+            out["spei"] = monthly_water_balance(ds["tp"], ds["pev"], precip_rate=out.get("spi"))
         if "ssmi" in kinds:
             out["ssmi"] = monthly_soil_moisture(ds["swvl1"])
         return out

@@ -51,6 +51,28 @@ def test_lazy_sample_equals_direct_slice(cube: DroughtCube) -> None:
     assert tgt.shape == (len(cube.targets) * len(cube.leads),)
 
 
+def test_batched_fetch_equals_collated_samples(cube: DroughtCube) -> None:
+    """__getitems__ (one gather per field) == default_collate of the samples, bit for bit,
+    also through a Subset of a cell subsample and a DataLoader with the trainer's collate."""
+    from torch.utils.data import DataLoader, Subset, default_collate
+
+    from twins.train.batching import collate
+
+    ds = CellDataset(cube, "val", seq_len=12, cell_pos=subsample_cells(cube, 2, offset=1))
+    idx = [len(ds) - 1, 0, 5, 5, 17]
+    ref = default_collate([ds[i] for i in idx])
+    got = collate(ds.__getitems__(idx))
+    leaves = torch.utils._pytree.tree_leaves
+    for a, b in zip(leaves(got), leaves(ref), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    sub = Subset(ds, [3, 1, 4, 1, 5])
+    (dyn, sta, base), tgt = next(iter(DataLoader(sub, batch_size=5, collate_fn=collate)))
+    (rdyn, rsta, rbase), rtgt = default_collate([ds[i] for i in (3, 1, 4, 1, 5)])
+    assert torch.equal(dyn, rdyn) and torch.equal(sta, rsta) and torch.equal(base, rbase)
+    torch.testing.assert_close(tgt, rtgt, rtol=0, atol=0, equal_nan=True)
+
+
 def test_split_targets_stay_inside_their_period(cube: DroughtCube) -> None:
     for name in ("train", "val", "test"):
         ds = CellDataset(cube, name, seq_len=12)

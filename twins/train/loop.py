@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from twins.train.batching import collate
 from twins.train.callbacks import Callback
 from twins.train.checkpoint import atomic_torch_save, load_checkpoint, rng_state, set_rng_state
 from twins.train.dist import Strategy
@@ -103,7 +104,8 @@ class Trainer:
         max_steps_per_epoch: Cap on steps per epoch, or ``None``.
         num_workers: DataLoader worker processes.
         batch_size_fn: Counts samples in a batch.
-        collate_fn: Collates samples into a batch.
+        collate_fn: Collates samples into a batch (default: :func:`~twins.train.batching.collate`,
+            which passes a dataset's own :class:`~twins.train.batching.Collated` batches through).
         config_yaml: Resolved config stored in checkpoints.
     """
 
@@ -127,7 +129,7 @@ class Trainer:
         max_steps_per_epoch: int | None = None,
         num_workers: int = 0,
         batch_size_fn: Callable[[Any], int] = default_batch_size,
-        collate_fn: Callable[[list[Any]], Any] = default_collate,
+        collate_fn: Callable[[Any], Any] = collate,
         config_yaml: str = "",
     ) -> None:
         self.strategy = strategy
