@@ -45,6 +45,7 @@ from scipy.special import ndtr, ndtri
 
 __all__ = [
     "PRESETS",
+    "NamedEvent",
     "SyntheticParams",
     "era5_style",
     "generate",
@@ -55,6 +56,26 @@ logger = logging.getLogger(__name__)
 
 G0 = 9.80665  # standard gravity [m s-2], geopotential = G0 * elevation
 LAPSE_RATE = 0.0065  # [K m-1]
+
+
+class NamedEvent(BaseModel):
+    """A drought event at a fixed date and place (the recipe's "2003" and "2018" droughts).
+
+    Attributes:
+        start: First day (ISO date).
+        days: Duration [days].
+        strength: Peak forcing [latent standard deviations].
+        lat_frac: Centre as a fraction of the grid from south (0) to north (1).
+        lon_frac: Centre as a fraction of the grid from west (0) to east (1).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str
+    days: int = Field(ge=1)
+    strength: float = Field(gt=0)
+    lat_frac: float = Field(0.5, ge=0, le=1)
+    lon_frac: float = Field(0.5, ge=0, le=1)
 
 
 class SyntheticParams(BaseModel):
@@ -98,6 +119,9 @@ class SyntheticParams(BaseModel):
     drainage_rate: float = Field(0.03, ge=0, lt=1, description="Fraction drained per day.")
 
     n_events: int = Field(6, ge=0, description="Random drought events anywhere in the record.")
+    named_events: list[NamedEvent] = Field(
+        default_factory=list, description="Events at fixed dates and places (no random draw)."
+    )
     event_periods: list[tuple[str, str]] | None = Field(
         None,
         description="Periods (start, end) that each get one guaranteed event placed inside; "
@@ -119,6 +143,8 @@ class SyntheticParams(BaseModel):
         if self.event_strength[0] <= 0 or self.event_strength[0] > self.event_strength[1]:
             raise ValueError("event_strength must be (min, max) with 0 < min <= max")
         pd.Timestamp(self.start)
+        for ev in self.named_events:
+            pd.Timestamp(ev.start)
         for a, b in self.event_periods or []:
             if pd.Timestamp(a) > pd.Timestamp(b):
                 raise ValueError(f"event period {a}..{b} ends before it starts")
@@ -139,7 +165,10 @@ PRESETS: dict[str, SyntheticParams] = {
         event_strength=(0.9, 1.3),
     ),
     # Demo: 50 x 50 cells, 1991-2020; one event guaranteed in each decade and in each split
-    # of the drought model (train 1991-2010, validation 2011-2014, test 2015-2020).
+    # of the drought model (train 1991-2010, validation 2011-2014, test 2015-2020), plus 6
+    # random ones. (The recipe's named 2003/2018 events, NamedEvent, with one guaranteed
+    # validation event gave a validation period with 28 % drought cell-months against 6 % in
+    # training: model selection then rewards a dry bias. This layout has 8.7 / 10.6 / 4.5 %.)
     "demo": SyntheticParams(
         nlat=50,
         nlon=50,
@@ -228,9 +257,28 @@ def _extraterrestrial_radiation(lat_deg: np.ndarray, doy: np.ndarray) -> np.ndar
 def _place_events(
     p: SyntheticParams, rng: np.random.Generator, times: pd.DatetimeIndex, land: np.ndarray
 ) -> list[dict[str, Any]]:
-    """Draw the drought events: one inside each guaranteed period, then ``n_events`` random."""
+    """The drought events: the named ones, then one drawn inside each guaranteed period, then
+    ``n_events`` random ones."""
     nt = times.size
     t0 = times[0]
+    radius = p.event_radius * max(p.nlat, p.nlon)
+    events = []
+    for ev in p.named_events:
+        start = (pd.Timestamp(ev.start) - t0).days
+        if start < 0 or start >= nt:
+            logger.warning("named event at %s lies outside the record; skipped", ev.start)
+            continue
+        events.append(
+            {
+                "start": str(times[start].date()),
+                "start_index": int(start),
+                "days": int(ev.days),
+                "lat_index": int(round(ev.lat_frac * (p.nlat - 1))),
+                "lon_index": int(round(ev.lon_frac * (p.nlon - 1))),
+                "radius_cells": float(radius),
+                "strength": float(ev.strength),
+            }
+        )
     if p.event_periods is None:
         edges = np.linspace(0, nt, 4).astype(int)
         periods = [(int(edges[k]), int(edges[k + 1]) - 1) for k in range(3)]
@@ -247,8 +295,6 @@ def _place_events(
     land_idx = np.argwhere(land)
     if land_idx.size == 0:
         land_idx = np.argwhere(np.ones_like(land))
-    radius = p.event_radius * max(p.nlat, p.nlon)
-    events = []
     for ia, ib in periods:
         span = ib - ia + 1
         days = int(min(rng.integers(p.event_days[0], p.event_days[1] + 1), span))
