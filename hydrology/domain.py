@@ -134,6 +134,7 @@ def _train(workdir: Path, overrides: list[str], preset: str) -> tuple[Any, Path 
         return PersistenceForecaster(("spi_3", "ssmi_1")), None, None
     cfg = load_config(str(config), [f"workdir={workdir}", *overrides])
     tic = time.perf_counter()
+    (cfg.run_dir / "skill_test.csv").unlink(missing_ok=True)  # never report a stale table
     summary = train_process(cfg)
     log.info(
         "trained %s in %.0f s: test loss %.4g, model version %s",
@@ -150,10 +151,17 @@ def _train(workdir: Path, overrides: list[str], preset: str) -> tuple[Any, Path 
     table = None
     try:
         from hydrology.evaluate import headline
-        from twins.task import build_task
 
-        task: Any = build_task(cfg)
-        table = headline(task.skill_table(forecaster.model, "test"))
+        saved = cfg.run_dir / "skill_test.csv"
+        if saved.is_file():  # train_process scored the saved model already (task.evaluate)
+            import pandas as pd
+
+            table = headline(pd.read_csv(saved))
+        else:
+            from twins.task import build_task
+
+            task: Any = build_task(cfg)
+            table = headline(task.skill_table(forecaster.model, "test"))
     except Exception as exc:  # the skill table is a report, not a requirement
         log.warning("skill table unavailable: %s", exc)
     return forecaster, model_file, table

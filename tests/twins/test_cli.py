@@ -59,6 +59,10 @@ def test_drought_demo_through_the_cli(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert "Traceback" not in proc.stderr
+    # the skill table comes from the test scoring train_process already did
+    assert "skill table unavailable" not in proc.stderr
+    assert "skill (test split" in proc.stdout and "analogue" in proc.stdout
+    assert any((tmp_path / "out").glob("*/skill_test.csv"))
     twin = tmp_path / "out" / "drought-twin"
     status = twins("twin", "status", str(twin), cwd=tmp_path).stdout
     assert "hydrology" in status
