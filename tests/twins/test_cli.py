@@ -179,3 +179,44 @@ def test_toy_twin_update_exit_codes(tmp_path: Path) -> None:
         txn.update_state(cursor=str(int(store.state.cursor) - 5))
     again = twins("twin", "update", str(fresh), "--steps", "5", cwd=tmp_path, check=False)
     assert again.returncode == EXIT_NOTHING_NEW, again.stderr
+
+
+def test_distributed_workers_exit_without_finalisation(monkeypatch, tmp_path: Path) -> None:
+    """Ranks leave with os._exit after flushing (gloo threads abort at finalisation)."""
+    from twins import cli
+
+    for k in ("WORLD_SIZE", "RANK", "SLURM_PROCID", "SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(k, raising=False)
+    assert not cli._is_distributed_worker()
+    monkeypatch.setenv("SLURM_PROCID", "0")  # a batch script, not a step: stays local
+    assert not cli._is_distributed_worker()
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    assert cli._is_distributed_worker()
+    monkeypatch.delenv("SLURM_PROCID")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert cli._is_distributed_worker()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    assert not cli._is_distributed_worker()
+    # a rank's output and exit status survive the early exit
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "twins", "env"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "launcher      torchrun (rank 1/2" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "twins", "train", str(tmp_path / "missing.yaml")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "missing.yaml" in bad.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,28 @@ def train_process(
     Raises:
         TwinsError: ``resume`` without a checkpoint.
     """
+    owns_strategy = strategy is None
     strategy = strategy or make_strategy(
         cfg.distributed.backend, cfg.distributed.use_gpu, cfg.distributed.timeout_s
     )
+    try:
+        return _train(cfg, strategy, resume, extra_callbacks, progress, parent_run_id)
+    finally:
+        if owns_strategy:
+            # Destroy the process group we created: left to interpreter exit, gloo's threads
+            # can abort the process ("terminate called without an active exception").
+            strategy.shutdown()
+
+
+def _train(
+    cfg: RunConfig,
+    strategy: Strategy,
+    resume: bool,
+    extra_callbacks: Sequence[Callback],
+    progress: bool | None,
+    parent_run_id: str | None,
+) -> dict[str, Any]:
+    """:func:`train_process` with its strategy made."""
     run_dir = cfg.run_dir
     ckpt = run_dir / "checkpoints" / "last.pt"
     if resume and not ckpt.is_file():
