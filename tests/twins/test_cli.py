@@ -202,21 +202,18 @@ def test_distributed_workers_exit_without_finalisation(monkeypatch, tmp_path: Pa
     assert not cli._is_distributed_worker()
     # a rank's output and exit status survive the early exit
     env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "twins", "env"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def rank(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "twins", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    proc = rank("env")
     assert proc.returncode == 0 and "launcher      torchrun (rank 1/2" in proc.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "twins", "train", str(tmp_path / "missing.yaml")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = rank("train", str(tmp_path / "missing.yaml"))
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr
