@@ -31,7 +31,8 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=logging.WARNING, format=fmt, datefmt="%H:%M:%S", stream=sys.stderr)
     for name in ("twins", "hydrology", "gravwave"):
         logging.getLogger(name).setLevel(level)
-    for noisy in ("mlflow", "alembic", "ray", "urllib3", "matplotlib"):
+    # pint warns "Redefining ..." each time xclim and cf_xarray extend its unit registry
+    for noisy in ("mlflow", "alembic", "ray", "urllib3", "matplotlib", "pint"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
