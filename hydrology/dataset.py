@@ -225,12 +225,47 @@ def month_features(months: np.ndarray) -> np.ndarray:
     return np.stack([np.sin(ang), np.cos(ang)], axis=-1).astype(np.float32)
 
 
+def regional_mean(
+    values: np.ndarray, cells: np.ndarray, shape: tuple[int, int], sigma: float
+) -> np.ndarray:
+    """Gaussian-weighted mean over land cells of a ``(time, cell)`` field.
+
+    A large-scale drought state: the weather decorrelates over ~``corr_length`` cells while a
+    drought's footprint is wider, so a regional mean of an index separates the two better
+    than a single cell can.
+
+    Args:
+        values: ``(time, cell)`` field (e.g. SPI-3), NaN where unknown.
+        cells: Flat land-cell indices into ``lat * lon``, ``(cell,)``.
+        shape: ``(lat, lon)`` grid shape.
+        sigma: Kernel standard deviation [cells]; sea and NaN cells carry no weight.
+
+    Returns:
+        ``(time, cell)`` float32 regional means (NaN where no finite land is in reach).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    nt = values.shape[0]
+    ok = np.isfinite(values)
+    grid = np.zeros((nt, shape[0] * shape[1]), np.float64)
+    weight = np.zeros_like(grid)
+    grid[:, cells] = np.where(ok, values, 0.0)
+    weight[:, cells] = ok
+    k = (0, sigma, sigma)
+    num = gaussian_filter(grid.reshape(nt, *shape), k, mode="constant", truncate=3.0)
+    den = gaussian_filter(weight.reshape(nt, *shape), k, mode="constant", truncate=3.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den > 1e-6, num / den, np.nan).reshape(nt, -1)[:, cells]
+    return out.astype(np.float32)
+
+
 def dynamic_features(
     monthly: xr.Dataset,
     indices: xr.Dataset,
     targets: Sequence[str],
     cells: np.ndarray,
     scaler: Scaler,
+    regional: Sequence[float] = (),
 ) -> np.ndarray:
     """Dynamic model inputs for the land cells.
 
@@ -240,17 +275,24 @@ def dynamic_features(
         targets: Index names used as inputs.
         cells: Flat land-cell indices, ``(cell,)``.
         scaler: Training-period statistics.
+        regional: Kernel widths [cells] of regional means of every target index
+            (:func:`regional_mean`), appended after the indices.
 
     Returns:
-        ``(cell, time, F)`` float32, ``F = len(INPUT_VARS) + len(targets) + 2``; NaN -> 0.
+        ``(cell, time, F)`` float32, ``F = len(INPUT_VARS) + len(targets) * (1 +
+        len(regional)) + 2``; NaN -> 0.
     """
     months = monthly.time.dt.month.values
     x = np.stack([_flat(monthly[v])[:, cells] for v in INPUT_VARS], axis=1)
     z = scaler.transform(x, months)  # (time, V, cell)
     idx = np.stack([_flat(indices[t])[:, cells] for t in targets], axis=1)
-    idx = np.clip(idx, -CLIP, CLIP)
+    idx = np.clip(idx, -CLIP, CLIP).astype(np.float32)
+    shape = (monthly.sizes["lat"], monthly.sizes["lon"])
+    n_t = len(targets)
+    reg = [regional_mean(idx[:, j], cells, shape, s) for s in regional for j in range(n_t)]
+    reg_arr = np.stack(reg, axis=1) if reg else np.zeros((len(months), 0, cells.size), np.float32)
     mf = np.broadcast_to(month_features(months)[:, :, None], (len(months), 2, cells.size))
-    feats = np.concatenate([z, idx.astype(np.float32), mf], axis=1)  # (time, F, cell)
+    feats = np.concatenate([z, idx, reg_arr, mf], axis=1)  # (time, F, cell)
     return np.nan_to_num(np.ascontiguousarray(feats.transpose(2, 0, 1)), nan=0.0)
 
 
@@ -425,6 +467,7 @@ def build_cube(
     leads: Sequence[int] = (1, 2, 3),
     require_val_drought: bool = True,
     drought_cell_share: float = 0.05,
+    regional: Sequence[float] = (),
 ) -> DroughtCube:
     """Build the monthly sample cube from a canonical daily (or monthly) dataset.
 
@@ -438,6 +481,8 @@ def build_cube(
         require_val_drought: Raise when the validation period has no drought month.
         drought_cell_share: A month is a drought month when at least this share of land
             cells is in drought (``drought_mask`` monthly mean > 0.5, else SPI-3 < -1.5).
+        regional: Kernel widths [cells] of regional-mean index inputs (see
+            :func:`dynamic_features`).
 
     Returns:
         The :class:`DroughtCube`.
@@ -469,7 +514,7 @@ def build_cube(
     di = DroughtIndices(list(targets), str(train[0].date()), cal_end).fit(ds)
     indices = di.transform(ds)
     scaler = Scaler.fit(monthly, cells, train)
-    dynamic = dynamic_features(monthly, indices, targets, cells, scaler)
+    dynamic = dynamic_features(monthly, indices, targets, cells, scaler, regional)
     static = static_features(monthly, cells, scaler)
 
     nt, n = times.size, cells.size
@@ -504,7 +549,14 @@ def build_cube(
         "targets": list(targets),
         "leads": [int(k) for k in leads],
         "splits": {k: [str(a.date()), str(b.date())] for k, (a, b) in sp.items()},
-        "dynamic_features": [*[f"{v}_z" for v in INPUT_VARS], *targets, "month_sin", "month_cos"],
+        "dynamic_features": [
+            *[f"{v}_z" for v in INPUT_VARS],
+            *targets,
+            *[f"{t}_r{s:g}" for s in regional for t in targets],
+            "month_sin",
+            "month_cos",
+        ],
+        "regional_sigmas": [float(s) for s in regional],
         "static_features": ["z_std", "lsm"],
         "clipping": {"indices": CLIPPING_POLICY, "index_clip": CLIP, "input_z_clip": Z_CLIP},
         "calibration_period": [di.cal_start, di.cal_end],

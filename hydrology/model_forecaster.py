@@ -117,6 +117,7 @@ class ModelForecaster:
         self.lat = blob["lat"].numpy()
         self.lon = blob["lon"].numpy()
         self.static = blob["static"].numpy()
+        self.regional = tuple(float(x) for x in blob.get("regional", ()))
         self.model = self._build(blob)
         self.model.eval()
 
@@ -174,6 +175,7 @@ class ModelForecaster:
             "train_pr": torch.from_numpy(train_pr),
             "spi": spi,
             "clipping": cube.meta["clipping"]["indices"],
+            "regional": [float(x) for x in cube.meta.get("regional_sigmas", [])],
             "splits": cube.meta["splits"],
         }
         return cls(blob)
@@ -271,7 +273,7 @@ class ModelForecaster:
             raise DataError("monthly history is not on the grid the model was trained on")
         hist = monthly.isel(time=slice(-self.history_months, None))
         issue = pd.Timestamp(hist.time.values[-1])
-        dyn = dynamic_features(hist, hist, self.targets, self.cells, self.scaler)
+        dyn = dynamic_features(hist, hist, self.targets, self.cells, self.scaler, self.regional)
         base = self._baseline(hist, issue)
         n_out = base.shape[0]
         if self.kind == "convlstm":

@@ -54,6 +54,8 @@ class DroughtParams(BaseModel):
         splits: ``{train|val|test: [first month, last month]}``; default per preset.
         require_val_drought: Refuse a validation period without drought months.
         seq_len: Months of input history (issue month included).
+        regional: Kernel widths [cells] of regional-mean inputs of every target index
+            (Gaussian over land; e.g. ``[6, 12]``); empty = none.
         targets: Target indices.
         leads: Lead times in months.
         model: ``lstm`` (per cell) or ``convlstm`` (space-time tiles).
@@ -85,6 +87,7 @@ class DroughtParams(BaseModel):
     splits: dict[str, tuple[str, str]] | None = None
     require_val_drought: bool = True
     seq_len: int = Field(36, ge=1, le=120)
+    regional: list[float] = Field(default_factory=list)
     targets: list[str] = Field(default_factory=lambda: ["spi_3", "ssmi_1"])
     leads: list[int] = Field(default_factory=lambda: [1, 2, 3])
     model: Literal["lstm", "convlstm"] = "lstm"
@@ -104,6 +107,13 @@ class DroughtParams(BaseModel):
     @classmethod
     def _listify(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("regional")
+    @classmethod
+    def _regional(cls, v: list[float]) -> list[float]:
+        if any(not s > 0 for s in v):
+            raise ValueError(f"regional kernel widths must be > 0 cells, got {v}")
+        return v
 
     @field_validator("leads")
     @classmethod
@@ -147,9 +157,10 @@ class DroughtForecast(Task):
 
     def _cube_key(self) -> str:
         p = self.params
-        return cube_hash(
-            self._data_identity(), p.resolved_splits(), p.targets, p.leads, p.require_val_drought
-        )
+        parts = [p.resolved_splits(), p.targets, p.leads, p.require_val_drought]
+        if p.regional:  # (absent from the hash of cubes without regional inputs, as before)
+            parts.append(list(p.regional))
+        return cube_hash(self._data_identity(), *parts)
 
     def load_dataset(self) -> Any:
         """The canonical daily dataset (synthetic preset or the configured files)."""
@@ -177,7 +188,12 @@ class DroughtForecast(Task):
             self._cube: DroughtCube = DroughtCube.load(path)
             return self._cube
         self._cube = build_cube(
-            self.load_dataset(), p.resolved_splits(), p.targets, p.leads, p.require_val_drought
+            self.load_dataset(),
+            p.resolved_splits(),
+            p.targets,
+            p.leads,
+            p.require_val_drought,
+            regional=p.regional,
         )
         if p.cache:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -73,6 +73,31 @@ def test_batched_fetch_equals_collated_samples(cube: DroughtCube) -> None:
     torch.testing.assert_close(tgt, rtgt, rtol=0, atol=0, equal_nan=True)
 
 
+def test_regional_mean_against_a_direct_weighted_sum() -> None:
+    """Gaussian-weighted land mean == the explicit sum over land cells within 3 sigma."""
+    from hydrology.dataset import regional_mean
+
+    rng = np.random.default_rng(3)
+    shape, sigma = (7, 9), 1.5
+    land = rng.random(shape[0] * shape[1]) < 0.7
+    cells = np.flatnonzero(land)
+    values = rng.normal(size=(4, cells.size))
+    values[1, 3] = np.nan  # an unknown cell carries no weight
+    got = regional_mean(values, cells, shape, sigma)
+    r = int(3.0 * sigma + 0.5)  # scipy's truncate=3.0 window
+    yy, xx = np.divmod(cells, shape[1])
+    ref = np.empty_like(values)
+    for t in range(values.shape[0]):
+        for i in range(cells.size):
+            dy, dx = yy - yy[i], xx - xx[i]
+            w = np.exp(-(dy**2 + dx**2) / (2 * sigma**2)) * (abs(dy) <= r) * (abs(dx) <= r)
+            ok = np.isfinite(values[t])
+            ref[t, i] = np.sum(w[ok] * values[t, ok]) / np.sum(w[ok])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    const = regional_mean(np.full((2, cells.size), 0.4), cells, shape, 4.0)
+    np.testing.assert_allclose(const, 0.4, rtol=1e-6)
+
+
 def test_split_targets_stay_inside_their_period(cube: DroughtCube) -> None:
     for name in ("train", "val", "test"):
         ds = CellDataset(cube, name, seq_len=12)

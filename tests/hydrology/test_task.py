@@ -115,7 +115,24 @@ def test_per_output_best_stops_when_no_output_improves(monkeypatch) -> None:
 
 
 def test_model_forecaster_round_trip_and_shape(trained, tmp_path: Path) -> None:
-    cfg, _, _ = trained
+    _check_round_trip(trained[0], tmp_path)
+
+
+@pytest.mark.slow
+def test_regional_inputs_train_and_forecast_the_same(tmp_path: Path) -> None:
+    """With regional-mean inputs the cube, the trained model and the twin's forecaster
+    compute the same features (the forecast equals the in-task prediction)."""
+    cfg = _cfg(tmp_path, "task.params.regional=[2,4]", "train.epochs=1")
+    train_process(cfg, progress=False)
+    cube = build_task(cfg).cube()
+    names = cube.meta["dynamic_features"]
+    assert names[6:10] == ["spi_3_r2", "ssmi_1_r2", "spi_3_r4", "ssmi_1_r4"]
+    assert cube.dynamic.shape[-1] == len(names) == 12
+    fc = _check_round_trip(cfg, tmp_path)
+    assert fc.regional == (2.0, 4.0)
+
+
+def _check_round_trip(cfg, tmp_path: Path) -> ModelForecaster:
     fc = ModelForecaster.from_run(cfg.run_dir)
     path = fc.save(tmp_path / "forecaster.pt")
     fc2 = ModelForecaster.load(path)
@@ -150,6 +167,7 @@ def test_model_forecaster_round_trip_and_shape(trained, tmp_path: Path) -> None:
     np.testing.assert_allclose(
         out["ssmi_1"].values.reshape(3, -1)[2, cube.cells], ref[:, 0, 5], atol=1e-4
     )
+    return fc2
 
 
 def test_esp_forecast_matches_overlap_analogue(trained) -> None:
