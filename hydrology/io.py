@@ -348,7 +348,11 @@ def _as_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
 
 
 def _engine(path: Path) -> str:
-    return "zarr" if path.suffix == ".zarr" or (path / ".zgroup").exists() else "netcdf4"
+    """``"zarr"`` for a Zarr store (``.zarr`` suffix, or v2 ``.zgroup`` / v3 ``zarr.json``
+    metadata inside a directory), else ``"netcdf4"``."""
+    if path.suffix == ".zarr" or (path / ".zgroup").exists() or (path / "zarr.json").exists():
+        return "zarr"
+    return "netcdf4"
 
 
 def _select(ds: xr.Dataset, variables: Sequence[str] | None) -> xr.Dataset:

@@ -308,3 +308,44 @@ def test_time_index_types() -> None:
     with pytest.raises(DataError, match="noleap: gap in time"):
         validate(ds.isel(time=np.r_[0:10, 11:400]), "noleap")
     assert pd.Index(ds.indexes["time"]).size == 400
+
+
+# --------------------------------------------------------------------------- Zarr
+
+# Stores written without consolidated metadata (xarray says so, then reads them anyway);
+# ERA5's string coordinate `expver` has no Zarr v3 dtype specification yet (zarr warns).
+_UNCONSOLIDATED = pytest.mark.filterwarnings(
+    "ignore:Failed to open Zarr store with consolidated", "ignore:The data type"
+)
+
+
+@_UNCONSOLIDATED
+def test_zarr_store_opens_like_netcdf(small: xr.Dataset, era5_file: Path, tmp_path: Path) -> None:
+    pytest.importorskip("zarr")
+    store = tmp_path / "era5.zarr"
+    era5_style(small).to_zarr(store, consolidated=False)
+    ds = open_grids(store)
+    ref = open_grids(era5_file)
+    assert ds["tp"].dims == ("time", "lat", "lon") and isinstance(ds["tp"].data, dsa.Array)
+    for v in ("tp", "t2m", "swvl1", "lsm"):
+        np.testing.assert_array_equal(ds[v].values, ref[v].values)
+    assert ds["e"].attrs["evaporation_sign"] == "negative"
+    # a store without the .zarr suffix is recognised by its metadata
+    plain = tmp_path / "era5_store"
+    store.rename(plain)
+    assert open_grids(plain, variables=["tp"])["tp"].shape == small["tp"].shape
+
+
+@_UNCONSOLIDATED
+def test_many_yearly_zarr_stores_and_a_rejection(small: xr.Dataset, tmp_path: Path) -> None:
+    pytest.importorskip("zarr")
+    stores = []
+    for year, part in era5_style(small).groupby("valid_time.year"):
+        stores.append(tmp_path / f"era5_{year}.zarr")
+        part.to_zarr(stores[-1], consolidated=False)
+    ds = open_grids(str(tmp_path / "era5_*.zarr"))
+    assert ds.sizes["time"] == small.sizes["time"]
+    np.testing.assert_array_equal(ds["swvl1"].values, small["swvl1"].values)
+    bad = tmp_path / "no_tp.zarr"
+    era5_style(small).drop_vars("tp").to_zarr(bad, consolidated=False)
+    _raises(bad, "'tp'", variables=["tp"])
