@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 
-def twins(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+def twins(
+    *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "twins", *args],
         cwd=cwd,
@@ -201,17 +203,10 @@ def test_distributed_workers_exit_without_finalisation(monkeypatch, tmp_path: Pa
     monkeypatch.setenv("RANK", "0")
     assert not cli._is_distributed_worker()
     # a rank's output and exit status survive the early exit
-    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    rank_env = {"WORLD_SIZE": "2", "RANK": "1"}
 
     def rank(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "twins", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return twins(*args, cwd=tmp_path, check=False, env=rank_env)
 
     proc = rank("env")
     assert proc.returncode == 0 and "launcher      torchrun (rank 1/2" in proc.stdout
