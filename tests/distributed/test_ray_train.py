@@ -104,6 +104,27 @@ def test_ray_joins_an_existing_cluster_with_address(tmp_path: Path) -> None:
 
         summary = json.loads((tmp_path / "joined" / "summary.json").read_text())
         assert summary["launcher"] == "ray" and summary["world_size"] == 2
+        # a Tune study joins the same cluster: its trials run there, the study is written here
+        space = Path(__file__).resolve().parents[2] / "twins" / "tune" / "spaces" / "toy.yaml"
+        rc = main(
+            [
+                "tune",
+                str(space),
+                f"workdir={tmp_path}",
+                "name=joined-study",
+                "task.params.length=300",
+                "train.epochs=2",
+                "tune.num_samples=2",
+                "tracking.enabled=false",
+                "--address",
+                f"127.0.0.1:{port}",
+            ]
+        )
+        assert rc == 0
+        study = tmp_path / "joined-study"
+        rows = (study / "trials.csv").read_text().strip().splitlines()
+        assert len(rows) == 3, rows  # header + 2 trials
+        assert (study / "best.yaml").is_file()
     finally:
         subprocess.run(
             [str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120
