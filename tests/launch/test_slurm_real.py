@@ -1,4 +1,4 @@
-"""A real Slurm job: sbatch a rendered torchrun script (2 tasks) and check its outputs.
+"""Real Slurm jobs: sbatch the rendered torchrun (2 tasks) and Ray scripts, check outputs.
 
 Needs slurmctld/slurmd/munged (see ``conftest.py``: installed only as root under CI or
 ``TWINS_INSTALL_SLURM=1``, otherwise skipped with the reason).
@@ -38,6 +38,17 @@ def _seconds(hms: str) -> int:
     return (int(days) if days else 0) * 86400 + h * 3600 + m * 60 + s
 
 
+def _wait(cluster, job_id: str) -> tuple[str, str, float]:  # noqa: ANN001
+    t0 = time.perf_counter()
+    state, run_time = "PENDING", ""
+    while time.perf_counter() - t0 < TIMEOUT_S:
+        state, run_time = _state(cluster, job_id)
+        if state in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}:
+            break
+        time.sleep(1)
+    return state, run_time, time.perf_counter() - t0
+
+
 @pytest.mark.timeout(400)
 def test_torchrun_job_trains_and_logs(slurm_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     from mlflow.tracking import MlflowClient
@@ -69,16 +80,9 @@ def test_torchrun_job_trains_and_logs(slurm_cluster, tmp_path: Path) -> None:  #
         sc = subprocess.run(["shellcheck", str(tmp_path / "job.sbatch")], capture_output=True)
         assert sc.returncode == 0, sc.stdout.decode()
 
-    t_submit = time.perf_counter()
     job_id = submit(script, env=slurm_cluster.env)
     assert job_id.isdigit()
-    state, run_time = "PENDING", ""
-    while time.perf_counter() - t_submit < TIMEOUT_S:
-        state, run_time = _state(slurm_cluster, job_id)
-        if state in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}:
-            break
-        time.sleep(1)
-    wall = time.perf_counter() - t_submit
+    state, run_time, wall = _wait(slurm_cluster, job_id)
     out = tmp_path / f"job-{job_id}.out"
     log = out.read_text() if out.exists() else "(no job output)"
     assert state == "COMPLETED", f"job {job_id} {state}\n{log[-4000:]}\n{slurm_cluster.logs()}"
@@ -102,3 +106,36 @@ def test_torchrun_job_trains_and_logs(slurm_cluster, tmp_path: Path) -> None:  #
         f"ratio measured/projected {measured / max(report.total_s, 1e-9):.1f}; "
         f"dry run {dry_s:.1f} s"
     )
+
+
+@pytest.mark.timeout(400)
+def test_ray_job_starts_its_cluster_and_trains(slurm_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    """The --kind ray script: Ray head in the allocation, then twins train --backend ray."""
+    from twins.dryrun import dry_run
+
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(
+        f"name: slurmray\nworkdir: {tmp_path}\n"
+        "train:\n  epochs: 1\n  batch_size: 32\n  progress: false\n"
+        "task:\n  params:\n    length: 600\n    hidden: 16\n"
+        "tracking:\n  enabled: false\n"
+    )
+    cfg = load_config(cfg_path, [])
+    report = dry_run(cfg, workers=2, steps=3, nodes=1, config_path=str(cfg_path))
+    slurm = SlurmConfig(
+        tasks_per_node=2,
+        python=sys.executable,
+        chdir=tmp_path,
+        output=str(tmp_path / "job-%j.out"),
+        env={"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"},
+    )
+    script = render_sbatch("ray", cfg_path, slurm, report, run_name=cfg.name)
+    job_id = submit(script, env=slurm_cluster.env)
+    state, _, wall = _wait(slurm_cluster, job_id)
+    out = tmp_path / f"job-{job_id}.out"
+    log = out.read_text() if out.exists() else "(no job output)"
+    assert state == "COMPLETED", f"job {job_id} {state}\n{log[-4000:]}\n{slurm_cluster.logs()}"
+    summary = json.loads((tmp_path / "slurmray" / "summary.json").read_text())
+    assert summary["launcher"] == "ray" and summary["world_size"] == 2
+    assert summary["epochs"] == 1 and summary["test_loss"] > 0
+    print(f"\nslurm ray job {job_id}: {wall:.1f} s submit-to-done")
