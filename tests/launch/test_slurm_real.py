@@ -139,3 +139,50 @@ def test_ray_job_starts_its_cluster_and_trains(slurm_cluster, tmp_path: Path) ->
     assert summary["launcher"] == "ray" and summary["world_size"] == 2
     assert summary["epochs"] == 1 and summary["test_loss"] > 0
     print(f"\nslurm ray job {job_id}: {wall:.1f} s submit-to-done")
+
+
+@pytest.mark.timeout(400)
+def test_twin_update_job_updates_and_queues_its_next_run(
+    slurm_cluster,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """The --kind twin-update script updates the twin and resubmits itself for later."""
+    from twins.cli import main
+
+    assert (
+        main(["demo", "--domain", "toy", "--workdir", str(tmp_path / "out"), "train.epochs=1"])
+        == 0
+    )
+    twin = tmp_path / "out" / "twin"
+
+    def version() -> int:
+        status = slurm_cluster.run(sys.executable, "-m", "twins", "twin", "status", str(twin))
+        found = re.search(r"^version\s+(\d+)", status.stdout, re.M)
+        assert found, status.stdout + status.stderr
+        return int(found.group(1))
+
+    before = version()
+    slurm = SlurmConfig(
+        python=sys.executable,
+        chdir=tmp_path,
+        output=str(tmp_path / "upd-%j.out"),
+        twin_every="1hour",
+        job_name="twins-toy-update",
+    )
+    script = render_sbatch("twin-update", tmp_path / "run.yaml", slurm, twin_dir=twin)
+    job_id = submit(script, env=slurm_cluster.env)
+    state, _, _ = _wait(slurm_cluster, job_id)
+    out = tmp_path / f"upd-{job_id}.out"
+    log = out.read_text() if out.exists() else "(no job output)"
+    assert state == "COMPLETED", f"job {job_id} {state}\n{log[-4000:]}\n{slurm_cluster.logs()}"
+    assert version() == before + 1
+    queued = slurm_cluster.run(
+        "squeue", "--noheader", "--name=twins-toy-update", "--format=%i %T %r"
+    )
+    try:
+        rows = [r.split() for r in queued.stdout.splitlines()]
+        assert len(rows) == 1 and rows[0][0] != job_id and rows[0][1] == "PENDING", rows
+        assert rows[0][2] in {"BeginTime", "Dependency"}, rows
+    finally:
+        for r in queued.stdout.splitlines():
+            slurm_cluster.run("scancel", r.split()[0])
