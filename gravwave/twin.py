@@ -85,9 +85,13 @@ class TwinPolicy(BaseModel):
             (the newest segment is held out for evaluation and not counted).
         refit: ``"wiener"`` refits the linear stage (a :class:`WienerCleaner` with the same
             configuration, or ``cleaner.refit_linear(witnesses, strain)`` for cleaners that
-            offer it); ``"cascade"`` calls ``cleaner.refit(witnesses, strain)`` (the cascade's
-            retraining, >= 1024 s of data recommended). A ``refit_fn`` given to
+            offer it); ``"cascade"`` retrains a whole :class:`~gravwave.cascade.CascadeCleaner`
+            (Wiener stage and network, :func:`~gravwave.cascade.fit_cascade`) on the buffered
+            data; >= 1024 s of data recommended. A ``refit_fn`` given to
             :class:`NoiseTwin` overrides both.
+        cascade_refit: Extra :class:`gravwave.cascade.CascadeParams` fields of a
+            ``refit="cascade"`` retraining (e.g. ``epochs``, ``max_steps_per_epoch``,
+            ``window``); bands and taps always come from the current cascade.
         improve_margin: A candidate must lower the mean in-band ratio by this relative amount.
         oob_tolerance: Largest accepted deviation of the out-of-band ratio from 1.
         probation_segments: Segments after an accepted refit during which the previous cleaner
@@ -113,6 +117,7 @@ class TwinPolicy(BaseModel):
     buffer_seconds: float = Field(256.0, gt=0)
     min_refit_seconds: float = Field(32.0, gt=0)
     refit: Literal["wiener", "cascade"] = "wiener"
+    cascade_refit: dict[str, Any] = Field(default_factory=dict)
     improve_margin: float = Field(0.02, ge=0, lt=1)
     oob_tolerance: float = Field(0.02, gt=0)
     probation_segments: int = Field(1, ge=0)
@@ -325,7 +330,7 @@ def default_refit(policy: TwinPolicy) -> RefitFn:
                     f"refit='cascade' needs a CascadeCleaner, not {type(current).__name__}",
                     "use refit='wiener' or pass a refit_fn",
                 )
-            return _retrain_cascade(current, witnesses, strain)
+            return _retrain_cascade(current, witnesses, strain, policy.cascade_refit)
         if isinstance(current, WienerStage):
             return stage(current)
         if isinstance(current, CascadeCleaner):
@@ -338,8 +343,18 @@ def default_refit(policy: TwinPolicy) -> RefitFn:
     return refit
 
 
-def _retrain_cascade(current: Any, witnesses: np.ndarray, strain: np.ndarray) -> Cleaner:
-    """Retrain the whole cascade (Wiener stage + network) on the data, in a temp directory."""
+def _retrain_cascade(
+    current: Any, witnesses: np.ndarray, strain: np.ndarray, extra: Mapping[str, Any]
+) -> Cleaner:
+    """Retrain the whole cascade (Wiener stage + network) on the data, in a temp directory.
+
+    Args:
+        current: The :class:`gravwave.cascade.CascadeCleaner` in use (gives channels, bands,
+            taps and sample rate).
+        witnesses: ``(channel, time)`` witness data at the strain rate.
+        strain: ``(time,)`` strain.
+        extra: More :class:`gravwave.cascade.CascadeParams` fields (training budget).
+    """
     import shutil
     import tempfile
 
@@ -351,11 +366,12 @@ def _retrain_cascade(current: Any, witnesses: np.ndarray, strain: np.ndarray) ->
         (c, TimeSeries(witnesses[i], sample_rate=fs, name=c))
         for i, c in enumerate(current.witness_channels)
     )
-    params = CascadeParams(
-        linear_bands=[tuple(b) for b in current.wiener.bands],
-        network_band=tuple(current.network.bands[0]),
-        n_taps=current.wiener.wiener.filter.n_taps,
-    )
+    fixed = {
+        "linear_bands": [tuple(b) for b in current.wiener.bands],
+        "network_band": tuple(current.network.bands[0]),
+        "n_taps": current.wiener.wiener.filter.n_taps,
+    }
+    params = CascadeParams(**{**dict(extra), **fixed})
     tmp = tempfile.mkdtemp(prefix="gravwave-refit-")
     try:
         return fit_cascade(ts, wit, params, workdir=tmp)

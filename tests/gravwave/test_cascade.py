@@ -102,3 +102,51 @@ def test_short_cascade_beats_wiener_alone_and_keeps_signals(tmp_path: Path) -> N
         before = matched_filter_snr(raw, inj, inj["gps"])
         after = matched_filter_snr(cleaned, inj, inj["gps"])
         assert after / before >= 0.98
+
+
+@pytest.mark.slow
+def test_twin_cascade_refit_retrains_both_stages_on_new_coupling(tmp_path: Path) -> None:
+    """TwinPolicy(refit="cascade"): the whole cascade is retrained on the buffered data with
+    the current bands, taps and channels, and cleans the new coupling it was refitted on."""
+    from gravwave.twin import TwinPolicy, default_refit
+
+    torch.set_num_threads(2)
+    current = _small_cascade()
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, int(48 * FS)))
+    # the coupling drifted: now witness "c" leaks into strain inside the linear band
+    y = 0.1 * rng.standard_normal(x.shape[1]) + np.convolve(x[2], [0.5, -0.2], mode="same")
+    policy = TwinPolicy(
+        refit="cascade",
+        cascade_refit={
+            "window": 4.0,
+            "stride": 1.0,
+            "epochs": 1,
+            "max_steps_per_epoch": 2,
+            "batch_size": 4,
+            "val_fraction": 0.2,
+            "network": {"loss_fftlength": 1.0, "loss_overlap": 0.5, "val_stride": 2.0},
+            "n_taps": 999,  # ignored: taps and bands always come from the current cascade
+        },
+    )
+    new = default_refit(policy)(current, x, y)
+    assert isinstance(new, CascadeCleaner) and new is not current
+    assert new.witness_channels == current.witness_channels
+    assert new.wiener.bands == current.wiener.bands
+    assert new.network.bands == current.network.bands
+    assert new.wiener.wiener.filter.n_taps == current.wiener.wiener.filter.n_taps
+    from gwpy.timeseries import TimeSeries
+
+    def ratio(cleaner: CascadeCleaner) -> float:
+        def ts(v: np.ndarray) -> TimeSeries:
+            return TimeSeries(v, sample_rate=FS)
+
+        return asd_ratio(ts(y - cleaner.noise(x)), ts(y), [tuple(current.wiener.bands[0])])
+
+    before, after = ratio(current), ratio(new)
+    log.info(
+        "linear-band ASD ratio on the drifted coupling: old %.3f, refitted %.3f", before, after
+    )
+    assert after < 0.5 < before
+    with pytest.raises(Exception, match="needs a CascadeCleaner"):
+        default_refit(policy)(current.wiener.wiener, x, y)
