@@ -104,22 +104,33 @@ def test_ray_joins_an_existing_cluster_with_address(tmp_path: Path) -> None:
 
         summary = json.loads((tmp_path / "joined" / "summary.json").read_text())
         assert summary["launcher"] == "ray" and summary["world_size"] == 2
-        # a Tune study joins the same cluster: its trials run there, the study is written here
+        # the same through RAY_ADDRESS alone (what a KubeRay driver pod gets)
+        os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+        try:
+            rc = main(["train", str(cfg), "name=joined-env", "--backend", "ray", "--workers", "2"])
+        finally:
+            del os.environ["RAY_ADDRESS"]
+        assert rc == 0
+        assert (tmp_path / "joined-env" / "summary.json").is_file()
+        # a Tune study joins the same cluster through RAY_ADDRESS (as KubeRay drivers do):
+        # its trials run there, the study is written here
         space = Path(__file__).resolve().parents[2] / "twins" / "tune" / "spaces" / "toy.yaml"
-        rc = main(
-            [
-                "tune",
-                str(space),
-                f"workdir={tmp_path}",
-                "name=joined-study",
-                "task.params.length=300",
-                "train.epochs=2",
-                "tune.num_samples=2",
-                "tracking.enabled=false",
-                "--address",
-                f"127.0.0.1:{port}",
-            ]
-        )
+        os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+        try:
+            rc = main(
+                [
+                    "tune",
+                    str(space),
+                    f"workdir={tmp_path}",
+                    "name=joined-study",
+                    "task.params.length=300",
+                    "train.epochs=2",
+                    "tune.num_samples=2",
+                    "tracking.enabled=false",
+                ]
+            )
+        finally:
+            del os.environ["RAY_ADDRESS"]
         assert rc == 0
         study = tmp_path / "joined-study"
         rows = (study / "trials.csv").read_text().strip().splitlines()

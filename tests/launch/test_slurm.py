@@ -71,7 +71,9 @@ def test_ray_recipe() -> None:
     tune = render_sbatch(
         "ray", "run.yaml", FULL.model_copy(update={"ray_command": "tune"}), REPORT
     )
-    assert "-m twins tune run.yaml" in tune
+    assert '-m twins tune run.yaml --address "$RAY_ADDRESS"' in tune
+    # on exit Ray is stopped on every node (a killed head leaves a stale cluster record)
+    assert 'srun --nodes="$SLURM_NNODES"' in s and "stop --force" in s
 
 
 def test_twin_update_recurs_and_ignores_training_projection() -> None:

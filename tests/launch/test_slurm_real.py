@@ -137,6 +137,8 @@ def test_ray_job_starts_its_cluster_and_trains(slurm_cluster, tmp_path: Path) ->
     assert state == "COMPLETED", f"job {job_id} {state}\n{log[-4000:]}\n{slurm_cluster.logs()}"
     summary = json.loads((tmp_path / "slurmray" / "summary.json").read_text())
     assert summary["launcher"] == "ray" and summary["world_size"] == 2
+    # Ray was stopped, not just killed: no stale record for a later ray.init() to join
+    assert not Path("/tmp/ray/ray_current_cluster").exists()
     assert summary["epochs"] == 1 and summary["test_loss"] > 0
     print(f"\nslurm ray job {job_id}: {wall:.1f} s submit-to-done")
 

@@ -194,7 +194,7 @@ def _ray_body(slurm: SlurmConfig, args: str, workers: int) -> list[str]:
     if slurm.ray_command == "train":
         cmd = f'{twins} train {args} --backend ray --address "$RAY_ADDRESS" --workers {workers}'
     else:
-        cmd = f"{twins} tune {args}"
+        cmd = f'{twins} tune {args} --address "$RAY_ADDRESS"'
     return [
         'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
         "# Ray wants an IP; the recipe of Ray's own Slurm guide",
@@ -202,7 +202,12 @@ def _ray_body(slurm: SlurmConfig, args: str, workers: int) -> list[str]:
         "| awk '{print $1}')",
         f"port={slurm.ray_port}",
         'export RAY_ADDRESS="$head_ip:$port"',
-        "cleanup() { jobs -p | xargs -r kill 2>/dev/null || true; }",
+        "# stop Ray on every node (it also drops the node's cluster record), then the steps",
+        "cleanup() {",
+        '    srun --nodes="$SLURM_NNODES" --ntasks="$SLURM_NNODES" --ntasks-per-node=1 '
+        f"--overlap {ray} stop --force >/dev/null 2>&1 || true",
+        "    jobs -p | xargs -r kill 2>/dev/null || true",
+        "}",
         "trap cleanup EXIT",
         f'srun --nodes=1 --ntasks=1 --overlap -w "$head" {ray} start --head '
         f'--node-ip-address="$head_ip" --port="$port" {start} &',

@@ -78,10 +78,12 @@ def run_on_ray(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
 
         prepare_store(resolve_tracking_uri(cfg.tracking.uri, cfg.workdir), cfg.tracking.experiment)
     started = False
+    # RAY_ADDRESS (set by KubeRay drivers and our Slurm script) means "join this cluster"
+    address = d.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         try:
-            if d.address:
-                ray.init(address=d.address, logging_level="ERROR", log_to_driver=False)
+            if address:
+                ray.init(address=address, logging_level="ERROR", log_to_driver=False)
             else:
                 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
                 cpus = max(1, math.ceil(d.workers * d.cpus_per_worker))
@@ -92,7 +94,7 @@ def run_on_ray(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
                     log_to_driver=False,
                 )
         except Exception as exc:  # noqa: BLE001 - ray raises many kinds
-            where = d.address or "a local Ray"
+            where = address or "a local Ray"
             raise TwinsError(
                 f"cannot start or join {where}: {exc}",
                 "check distributed.address or start `ray start --head`",

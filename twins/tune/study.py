@@ -271,6 +271,8 @@ def _start_ray(address: str | None, num_cpus: int | None) -> bool:
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", THREAD_TIMEOUT_S)
     if ray.is_initialized():
         return False
+    # RAY_ADDRESS (set by KubeRay drivers and our Slurm script) means "join this cluster"
+    address = address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR"}
     if address:
         env = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"]}
