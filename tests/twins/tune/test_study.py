@@ -100,18 +100,26 @@ def test_resume_without_study_is_an_error(tmp_path: Path) -> None:
         run_study(cfg, tune_cfg, resume=True)
 
 
-def test_optuna_searcher_needs_optuna(tmp_path: Path) -> None:
+def test_optuna_searcher_needs_optuna(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ray.tune")
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("optuna is installed")
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
     cfg, tune_cfg = load_study(SPACE, [f"workdir={tmp_path}", "tune.searcher=optuna"])
     with pytest.raises(ConfigError, match="optuna is not installed"):
         run_study(cfg, tune_cfg)
     assert not (tmp_path / cfg.name).exists()
+
+
+def test_optuna_study_proposes_and_finishes(ray_cluster: None, tmp_path: Path) -> None:
+    """TPE (Optuna through Ray Tune) runs the study end to end, seeded."""
+    pytest.importorskip("optuna")
+    overrides = [f"workdir={tmp_path}", *OVERRIDES, "tune.searcher=optuna", "tune.num_samples=3"]
+    cfg, tune_cfg = load_study(SPACE, overrides)
+    result = run_study(cfg, tune_cfg)
+    assert result.trials == 3 and result.errors == 0
+    rows = result.table.read_text().strip().splitlines()
+    assert len(rows) == 4  # header + 3 trials
+    best = load_config(result.best_config)
+    assert best.train.optimizer.lr == pytest.approx(result.best_overrides["train.optimizer.lr"])
 
 
 def _terminated(experiment: Path) -> bool:
