@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,23 +50,28 @@ def _wait(cluster, job_id: str) -> tuple[str, str, float]:  # noqa: ANN001
     return state, run_time, time.perf_counter() - t0
 
 
-@pytest.mark.timeout(400)
-def test_torchrun_job_trains_and_logs(slurm_cluster, tmp_path: Path) -> None:  # noqa: ANN001
-    from mlflow.tracking import MlflowClient
-
+def _toy_run(tmp_path: Path, name: str, tracking: str) -> tuple[Path, Any, Any, float]:
+    """A 1-epoch toy run config, loaded, and its 2-worker dry run (and the dry run's time)."""
     from twins.dryrun import dry_run
 
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(
-        f"name: slurm2\nworkdir: {tmp_path}\n"
+        f"name: {name}\nworkdir: {tmp_path}\n"
         "train:\n  epochs: 1\n  batch_size: 32\n  progress: false\n"
         "task:\n  params:\n    length: 600\n    hidden: 16\n"
-        "tracking:\n  experiment: slurm\n"
+        f"tracking:\n  {tracking}\n"
     )
     cfg = load_config(cfg_path, [])
     t0 = time.perf_counter()
     report = dry_run(cfg, workers=2, steps=3, nodes=1, config_path=str(cfg_path))
-    dry_s = time.perf_counter() - t0
+    return cfg_path, cfg, report, time.perf_counter() - t0
+
+
+@pytest.mark.timeout(400)
+def test_torchrun_job_trains_and_logs(slurm_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    from mlflow.tracking import MlflowClient
+
+    cfg_path, cfg, report, dry_s = _toy_run(tmp_path, "slurm2", "experiment: slurm")
     slurm = SlurmConfig(
         tasks_per_node=2,
         python=sys.executable,
@@ -111,17 +117,7 @@ def test_torchrun_job_trains_and_logs(slurm_cluster, tmp_path: Path) -> None:  #
 @pytest.mark.timeout(400)
 def test_ray_job_starts_its_cluster_and_trains(slurm_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     """The --kind ray script: Ray head in the allocation, then twins train --backend ray."""
-    from twins.dryrun import dry_run
-
-    cfg_path = tmp_path / "run.yaml"
-    cfg_path.write_text(
-        f"name: slurmray\nworkdir: {tmp_path}\n"
-        "train:\n  epochs: 1\n  batch_size: 32\n  progress: false\n"
-        "task:\n  params:\n    length: 600\n    hidden: 16\n"
-        "tracking:\n  enabled: false\n"
-    )
-    cfg = load_config(cfg_path, [])
-    report = dry_run(cfg, workers=2, steps=3, nodes=1, config_path=str(cfg_path))
+    cfg_path, cfg, report, _ = _toy_run(tmp_path, "slurmray", "enabled: false")
     slurm = SlurmConfig(
         tasks_per_node=2,
         python=sys.executable,
