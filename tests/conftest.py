@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 # Must be set before torch is imported anywhere: libgomp reads it at load time. On these
 # VMs active spin-waiting makes torch steps 10-100x slower at random (reference/stack.md).
@@ -24,3 +27,25 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def _dir_snapshot(directory: Path, *, skip_lock: bool = False) -> dict[str, object]:
+    """Every entry below ``directory``: ``(size, mtime_ns, sha256)`` of files, "dir" for dirs."""
+    out: dict[str, object] = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if skip_lock and rel == ".lock":
+            continue
+        if path.is_file():
+            st = path.stat()
+            out[rel] = (st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).digest())
+        else:
+            out[rel] = "dir"
+    return out
+
+
+@pytest.fixture
+def dir_snapshot() -> Callable[..., dict[str, object]]:
+    """``dir_snapshot(directory, skip_lock=False)``: compare before/after to prove that an
+    operation wrote nothing (sizes, mtimes and content hashes of every entry)."""
+    return _dir_snapshot

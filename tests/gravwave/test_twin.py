@@ -3,7 +3,6 @@ locking, rejected inputs and SIGKILL crash safety."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -55,16 +54,6 @@ def segments() -> list[syn.SyntheticSegment]:
     return [syn.generate(p, k) for k in range(3)]
 
 
-def _snapshot(d: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path in sorted(d.rglob("*")):
-        rel = path.relative_to(d).as_posix()
-        if path.is_file() and rel != ".lock":
-            st = path.stat()
-            out[rel] = (st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
-    return out
-
-
 def _cleaned_ts(twin: NoiseTwin, version: int | None = None) -> TimeSeries:
     return next(iter(read_multichannel_hdf5(twin.cleaned_path(version)).values()))
 
@@ -74,7 +63,10 @@ def _cleaned(twin: NoiseTwin, version: int | None = None) -> np.ndarray:
 
 
 def test_ordered_ingest_quality_idempotency_buffer(
-    tmp_path: Path, cleaner: WienerCleaner, segments: list[syn.SyntheticSegment]
+    tmp_path: Path,
+    cleaner: WienerCleaner,
+    segments: list[syn.SyntheticSegment],
+    dir_snapshot,
 ) -> None:
     twin = NoiseTwin.init(tmp_path / "t", cleaner, {**POLICY, "buffer_seconds": 2 * DUR})
     assert twin.cursor is None
@@ -97,19 +89,22 @@ def test_ordered_ingest_quality_idempotency_buffer(
     assert st["buffer_segments"] == 2 and st["buffer_seconds"] == pytest.approx(2 * DUR)
     assert twin.store.state.extra["buffer"][-1]["t0"] == pytest.approx(T0 + 2 * DUR)
     # The same segment again: a no-op leaving the directory unchanged.
-    before = _snapshot(twin.path)
+    before = dir_snapshot(twin.path, skip_lock=True)
     again = twin.process(segments[1].strain, segments[1].witnesses)
     assert again["noop"] is True and again["version"] == 2
-    assert _snapshot(twin.path) == before
+    assert dir_snapshot(twin.path, skip_lock=True) == before
     assert twin.store.verify() == []
 
 
 def test_out_of_order_overlap_gap_rejected(
-    tmp_path: Path, cleaner: WienerCleaner, segments: list[syn.SyntheticSegment]
+    tmp_path: Path,
+    cleaner: WienerCleaner,
+    segments: list[syn.SyntheticSegment],
+    dir_snapshot,
 ) -> None:
     twin = NoiseTwin.init(tmp_path / "t", cleaner, POLICY)
     twin.process(segments[0].strain, segments[0].witnesses)
-    before = _snapshot(twin.path)
+    before = dir_snapshot(twin.path, skip_lock=True)
     with pytest.raises(DataError, match="a gap"):
         twin.process(segments[2].strain, segments[2].witnesses)
     shifted = segments[1].strain.copy()
@@ -121,7 +116,7 @@ def test_out_of_order_overlap_gap_rejected(
         wit[c] = w
     with pytest.raises(DataError, match="before the twin's cursor"):
         twin.process(shifted, wit)
-    assert _snapshot(twin.path) == before
+    assert dir_snapshot(twin.path, skip_lock=True) == before
 
 
 def _bad(seg: syn.SyntheticSegment, what: str) -> tuple[TimeSeries, TimeSeriesDict]:
@@ -162,13 +157,14 @@ def test_rejected_inputs_change_nothing(
     segments: list[syn.SyntheticSegment],
     what: str,
     match: str,
+    dir_snapshot,
 ) -> None:
     twin = NoiseTwin.init(tmp_path / "t", cleaner, POLICY)
-    before = _snapshot(twin.path)
+    before = dir_snapshot(twin.path, skip_lock=True)
     strain, wit = _bad(segments[0], what)
     with pytest.raises(DataError, match=match):
         twin.process(strain, wit, source="seg.h5")
-    assert _snapshot(twin.path) == before
+    assert dir_snapshot(twin.path, skip_lock=True) == before
 
 
 def test_bad_policy_and_files(tmp_path: Path, cleaner: WienerCleaner) -> None:
@@ -365,6 +361,7 @@ def test_twin_cli_update_repeat_simulate_status(
     cleaner: WienerCleaner,
     segments: list[syn.SyntheticSegment],
     capsys: pytest.CaptureFixture[str],
+    dir_snapshot,
 ) -> None:
     """``twins twin update|simulate|status`` on a noise twin, through the core CLI."""
     from twins.cli import main
@@ -380,11 +377,11 @@ def test_twin_cli_update_repeat_simulate_status(
     assert not rec.get("noop") and rec["version"] == 1 and rec["asd_ratio_mean"] < 1
     assert main(["twin", "update", str(twin_dir), "--data", str(f)]) == EXIT_NOTHING_NEW
     assert json.loads(capsys.readouterr().out)["noop"]
-    before = _snapshot(twin_dir)
+    before = dir_snapshot(twin_dir, skip_lock=True)
     assert main(["twin", "simulate", str(twin_dir), "--gain-scale", "1.5"]) == 0
     sim = json.loads(capsys.readouterr().out)
     assert sim["gain_scale"] == 1.5 and "current" in sim
-    assert _snapshot(twin_dir) == before  # a what-if changes nothing
+    assert dir_snapshot(twin_dir, skip_lock=True) == before  # a what-if changes nothing
     assert main(["twin", "status", str(twin_dir)]) == 0
     out = capsys.readouterr().out
     assert "kind         gravwave" in out and "last quality" in out

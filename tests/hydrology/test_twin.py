@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -80,20 +79,6 @@ def twin_dir(template: Path, tmp_path: Path) -> Path:
     return target
 
 
-def snapshot(directory: Path, skip_lock: bool = True) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if skip_lock and rel == ".lock":
-            continue
-        if path.is_file():
-            st = path.stat()
-            out[rel] = (st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).digest())
-        else:
-            out[rel] = "dir"
-    return out
-
-
 def _products(twin_dir: Path, version: int) -> dict[str, bytes]:
     pdir = twin_dir / "versions" / f"v{version:06d}" / "products"
     return {p.relative_to(pdir).as_posix(): p.read_bytes() for p in sorted(pdir.rglob("*.nc"))}
@@ -140,14 +125,14 @@ def test_update_advances_cursor_and_matches_full_recompute(
     assert r2.alerts_file.is_file() and r2.alerts_file.name == "alerts_2007-12.nc"
 
 
-def test_same_month_twice_is_a_noop(twin_dir: Path, files: dict[str, Path]) -> None:
+def test_same_month_twice_is_a_noop(twin_dir: Path, files: dict[str, Path], dir_snapshot) -> None:
     twin = DroughtTwin.open(twin_dir)
     first = twin.update(files["2007-11"])
-    before = snapshot(twin_dir)
+    before = dir_snapshot(twin_dir, skip_lock=True)
     again = twin.update(files["2007-11"])
     assert again.noop and again.version == first.version and again.cursor == "2007-11"
     assert again.alerts == first.alerts
-    assert snapshot(twin_dir) == before
+    assert dir_snapshot(twin_dir, skip_lock=True) == before
 
 
 def test_several_months_at_once(
@@ -270,14 +255,14 @@ def _bad(kind: str, data: xr.Dataset) -> xr.Dataset:
     ],
 )
 def test_rejected_new_data(
-    kind: str, match: str, twin_dir: Path, data: xr.Dataset, tmp_path: Path
+    kind: str, match: str, twin_dir: Path, data: xr.Dataset, tmp_path: Path, dir_snapshot
 ) -> None:
     path = write_netcdf(_bad(kind, data), tmp_path / f"bad-{kind}.nc")
-    before = snapshot(twin_dir)
+    before = dir_snapshot(twin_dir, skip_lock=True)
     with pytest.raises(DataError, match=match) as info:
         DroughtTwin.open(twin_dir).update(path)
     assert str(path) in str(info.value)
-    assert snapshot(twin_dir) == before
+    assert dir_snapshot(twin_dir, skip_lock=True) == before
     assert TwinStore.open(twin_dir).verify() == []
 
 
@@ -289,14 +274,16 @@ def test_missing_file_is_rejected(twin_dir: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------- simulate
 
 
-def test_simulate_leaves_twin_unchanged_and_drier_means_lower_spi(twin_dir: Path) -> None:
+def test_simulate_leaves_twin_unchanged_and_drier_means_lower_spi(
+    twin_dir: Path, dir_snapshot
+) -> None:
     twin = DroughtTwin.open(twin_dir)
-    before = snapshot(twin_dir, skip_lock=False)
+    before = dir_snapshot(twin_dir)
     hist = twin.history()
     lat, lon = hist.lat.values, hist.lon.values
     region = Region(lat_min=lat[2], lat_max=lat[8], lon_min=lon[3], lon_max=lon[9])
     diff = twin.simulate(Scenario(precip_scale=0.5, temp_shift=2.0, region=region, months=3))
-    assert snapshot(twin_dir, skip_lock=False) == before
+    assert dir_snapshot(twin_dir) == before
     inside = (
         (diff.lat >= lat[2]) & (diff.lat <= lat[8]) & (diff.lon >= lon[3]) & (diff.lon <= lon[9])
     )

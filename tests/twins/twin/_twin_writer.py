@@ -63,21 +63,6 @@ def do_update(store: TwinStore, i: int, *, wait: bool | float = True) -> tuple[b
     return txn.noop, txn.record
 
 
-def snapshot(directory: Path, *, skip_lock: bool = False) -> dict[str, object]:
-    """Return every entry below ``directory`` with size, mtime and content hash of files."""
-    result: dict[str, object] = {}
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if skip_lock and rel == ".lock":
-            continue
-        if path.is_file():
-            st = path.stat()
-            result[rel] = (st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).digest())
-        else:
-            result[rel] = "dir"
-    return result
-
-
 def check_twin(directory: Path) -> int:
     """Assert that the twin at ``directory`` is consistent; return its committed version.
 

@@ -53,7 +53,7 @@ def _leftovers(directory: Path, committed: int) -> list[str]:
     return found
 
 
-def test_random_sigkill_during_update_loop(tmp_path: Path) -> None:
+def test_random_sigkill_during_update_loop(tmp_path: Path, dir_snapshot) -> None:
     """Kill a writer that commits back to back at 36 random instants; check the twin each time."""
     directory = tmp_path / "twin"
     TwinStore.init(directory, kind="test")
@@ -85,13 +85,13 @@ def test_random_sigkill_during_update_loop(tmp_path: Path) -> None:
         assert not noop and record.version == n + 1
         assert _leftovers(directory, n + 1) == []
         # Retrying an already-committed update is a no-op that writes nothing.
-        snap = w.snapshot(directory)
+        snap = dir_snapshot(directory)
         noop, record = w.do_update(store, n + 1, wait=False)
         assert noop and record.version == n + 1
         if n:
             noop, record = w.do_update(store, n, wait=False)
             assert noop and record.version == n
-        assert w.snapshot(directory) == snap
+        assert dir_snapshot(directory) == snap
         assert w.check_twin(directory) == n + 1
     elapsed = time.monotonic() - start
     # The kills must have landed while the writer was busy: some trials committed updates and

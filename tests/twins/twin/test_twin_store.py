@@ -170,12 +170,12 @@ def test_empty_update_is_a_version(store: TwinStore) -> None:
 # idempotency
 
 
-def test_same_key_twice_is_a_noop_that_writes_nothing(store: TwinStore) -> None:
+def test_same_key_twice_is_a_noop_that_writes_nothing(store: TwinStore, dir_snapshot) -> None:
     with store.transaction("k") as txn:
         (txn.products_dir / "a.txt").write_text("a")
         txn.update_state(cursor="2021-02")
     first = txn.record
-    before = w.snapshot(store.path)  # includes .lock, twin.json, mtimes
+    before = dir_snapshot(store.path)  # includes .lock, twin.json, mtimes
     with store.transaction("k") as again:
         assert again.noop
         assert again.record == first
@@ -186,7 +186,7 @@ def test_same_key_twice_is_a_noop_that_writes_nothing(store: TwinStore) -> None:
         with pytest.raises(TwinUpdateError, match="already committed"):
             again.update_state(cursor="2099-01")
     assert not again.committed
-    assert w.snapshot(store.path) == before
+    assert dir_snapshot(store.path) == before
     assert store.state.version == 1
     # A different key is a new update.
     with store.transaction("k2"):
@@ -195,7 +195,7 @@ def test_same_key_twice_is_a_noop_that_writes_nothing(store: TwinStore) -> None:
     assert [r.key for r in store.history()] == ["k", "k2"]
 
 
-def test_rollback_to_restores_model_ref(store: TwinStore) -> None:
+def test_rollback_to_restores_model_ref(store: TwinStore, dir_snapshot) -> None:
     for i, model in enumerate(["models/m1", "models/m2"], start=1):
         with store.transaction(f"u{i}") as txn:
             txn.update_state(model_ref=model, cursor=f"2021-0{i + 1}")
@@ -206,11 +206,11 @@ def test_rollback_to_restores_model_ref(store: TwinStore) -> None:
     assert (state.model_ref, state.cursor, state.config_hash) == ("models/m1", "2021-03", "cfg0")
     assert store.rollback_to(1, "rollback-1") == record  # idempotent
     assert store.rollback_to(0, "rollback-0").model_ref == "models/m0"
-    before = w.snapshot(store.path, skip_lock=True)
+    before = dir_snapshot(store.path, skip_lock=True)
     with pytest.raises(TwinVersionError) as info:
         store.rollback_to(99, "rollback-99")
     _one_line_naming(info.value, store.path)
-    assert w.snapshot(store.path, skip_lock=True) == before
+    assert dir_snapshot(store.path, skip_lock=True) == before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,11 +219,11 @@ def test_rollback_to_restores_model_ref(store: TwinStore) -> None:
 
 @pytest.mark.parametrize("exc_type", [RuntimeError, KeyboardInterrupt])
 def test_exception_aborts_and_leaves_twin_unchanged(
-    store: TwinStore, exc_type: type[BaseException]
+    store: TwinStore, exc_type: type[BaseException], dir_snapshot
 ) -> None:
     with store.transaction("ok") as txn:
         (txn.products_dir / "a.txt").write_text("a")
-    before = w.snapshot(store.path, skip_lock=True)
+    before = dir_snapshot(store.path, skip_lock=True)
     state = store.state
     with pytest.raises(exc_type), store.transaction("bad") as txn:
         (txn.products_dir / "a.txt").write_text("half")
@@ -231,7 +231,7 @@ def test_exception_aborts_and_leaves_twin_unchanged(
         txn.summary["x"] = 1
         raise exc_type("boom")
     assert not txn.committed and txn.record is None
-    assert w.snapshot(store.path, skip_lock=True) == before
+    assert dir_snapshot(store.path, skip_lock=True) == before
     assert os.listdir(store.path / "staging") == []
     assert store.state == state
     assert store.find("bad") is None
@@ -242,8 +242,8 @@ def test_exception_aborts_and_leaves_twin_unchanged(
     assert store.state.version == 2
 
 
-def test_invalid_commit_aborts_cleanly(store: TwinStore) -> None:
-    before = w.snapshot(store.path, skip_lock=True)
+def test_invalid_commit_aborts_cleanly(store: TwinStore, dir_snapshot) -> None:
+    before = dir_snapshot(store.path, skip_lock=True)
     txn = store.transaction("k")
     with pytest.raises(TwinUpdateError, match="summary is not JSON") as info, txn:
         (txn.products_dir / "a.txt").write_text("a")
@@ -258,7 +258,7 @@ def test_invalid_commit_aborts_cleanly(store: TwinStore) -> None:
     txn = store.transaction("k")
     with pytest.raises(TwinUpdateError, match="cursor must be a string"), txn:
         txn.update_state(cursor=202103)  # type: ignore[arg-type]
-    assert w.snapshot(store.path, skip_lock=True) == before
+    assert dir_snapshot(store.path, skip_lock=True) == before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,12 +281,14 @@ def test_open_non_twin_directory(tmp_path: Path) -> None:
         TwinStore.open(a_file)
 
 
-def test_init_refuses_existing_twin_or_content(store: TwinStore, tmp_path: Path) -> None:
-    before = w.snapshot(store.path)
+def test_init_refuses_existing_twin_or_content(
+    store: TwinStore, tmp_path: Path, dir_snapshot
+) -> None:
+    before = dir_snapshot(store.path)
     with pytest.raises(TwinExistsError, match="already a twin") as info:
         TwinStore.init(store.path, kind="hydrology")
     _one_line_naming(info.value, store.path)
-    assert w.snapshot(store.path) == before
+    assert dir_snapshot(store.path) == before
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "data.csv").write_text("1")
