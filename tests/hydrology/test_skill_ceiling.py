@@ -65,6 +65,7 @@ def test_runs_on_tiny_preset(tmp_path: Path) -> None:
     )
     lines = [ln for ln in out.stderr.splitlines() if re.match(r"(val|test) spi_3 lead", ln)]
     assert len(lines) == 6, out.stderr[-2000:]
+    assert re.search(r"drought cell-months .*: train \d+\.\d%, val \d+\.\d%, test", out.stderr)
     for ln in lines:
         assert re.search(
             r"ESP \d\.\d{3} \| recalibrated .* oracle .* ridge, train-fitted [+-]", ln
