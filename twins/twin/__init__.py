@@ -17,6 +17,7 @@ Example:
 """
 
 from twins.twin.lock import LockHolder
+from twins.twin.restore import restore_version, visible_products
 from twins.twin.store import (
     FORMAT,
     ProductNotFoundError,
@@ -60,4 +61,6 @@ __all__ = [
     "UpdateRecord",
     "format_status",
     "key_hash",
+    "restore_version",
+    "visible_products",
 ]

@@ -30,20 +30,17 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import json
 import logging
 import os
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Self
 
-from twins.errors import TwinsError
 from twins.twin.atomic import (
     fsync_dir,
     fsync_tree,
@@ -52,7 +49,28 @@ from twins.twin.atomic import (
     sha256_file,
     write_json_atomic,
 )
+from twins.twin.errors import (
+    ProductNotFoundError,
+    TwinCorruptError,
+    TwinError,
+    TwinExistsError,
+    TwinKindError,
+    TwinLockedError,
+    TwinNotFoundError,
+    TwinUpdateError,
+    TwinVersionError,
+)
 from twins.twin.lock import FileLock, LockHolder, probe_lock, read_holder
+from twins.twin.records import (
+    FORMAT,
+    VERSIONS_DIR,
+    TwinState,
+    UpdateRecord,
+    _json_copy,
+    _now,
+    key_hash,
+    version_name,
+)
 
 __all__ = [
     "FORMAT",
@@ -75,15 +93,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: On-disk format of ``twin.json``, ``update.json`` and history entries.
-FORMAT = 1
 STATE_FILE = "twin.json"
 LOCK_FILE = ".lock"
-VERSIONS_DIR = "versions"
 STAGING_DIR = "staging"
 HISTORY_DIR = "history"
 PRODUCTS_DIR = "products"
 RECORD_FILE = "update.json"
+#: Copy of the state a version committed (``twin.json`` as of that version), kept so that
+#: :func:`twins.twin.restore.restore` can bring it back. Versions written before it existed
+#: lack it.
+SNAPSHOT_FILE = "state.json"
+#: Marker of a version whose ``products/`` holds the whole product set (a restore): product
+#: lookups stop there instead of searching older versions.
+COMPLETE_FILE = "complete"
 INIT_KEY = "init"
 
 _VERSION_RE = re.compile(r"^v(\d{6,})$")
@@ -99,319 +121,6 @@ _fault_hook: Callable[[str], None] | None = None
 def _fault(point: str) -> None:
     if _fault_hook is not None:
         _fault_hook(point)
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-
-
-class TwinError(TwinsError):
-    """Base class of the twin store's errors (exit code 4)."""
-
-    exit_code = 4
-
-
-class TwinNotFoundError(TwinError):
-    """The directory does not exist or holds no ``twin.json``."""
-
-
-class TwinExistsError(TwinError):
-    """``init`` was asked to create a twin where a twin (or other content) already is."""
-
-
-class TwinCorruptError(TwinError):
-    """A store file is unreadable or invalid."""
-
-
-class TwinKindError(TwinError):
-    """The twin belongs to another domain than the caller expected."""
-
-
-class TwinVersionError(TwinError, LookupError):
-    """A version number that is not committed was asked for."""
-
-
-class TwinUpdateError(TwinError):
-    """An update was misused (bad key, non-JSON summary, …) or could not be committed."""
-
-
-class ProductNotFoundError(TwinError, FileNotFoundError):
-    """No committed version holds the requested product."""
-
-
-class TwinLockedError(TwinError):
-    """Another process (or this thread) holds the twin's lock (exit code 75, EX_TEMPFAIL).
-
-    Attributes:
-        path: The twin directory (None if not given).
-        holder: The holder's note, or None when unknown.
-    """
-
-    exit_code = 75
-
-    def __init__(
-        self,
-        message: str,
-        hint: str = "",
-        *,
-        path: Path | None = None,
-        holder: LockHolder | None = None,
-    ) -> None:
-        super().__init__(message, hint)
-        self.path = path
-        self.holder = holder
-
-
-# --------------------------------------------------------------------------------------------
-# Records
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def key_hash(key: str) -> str:
-    """Return the 16-hex-digit hash of an idempotency key used in history file names.
-
-    Args:
-        key: The idempotency key.
-
-    Returns:
-        First 16 hex digits of ``sha256(key)``.
-    """
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-
-
-def version_name(version: int) -> str:
-    """Return the directory name of a version, e.g. ``"v000012"``.
-
-    Args:
-        version: Version number, >= 0.
-
-    Returns:
-        ``"v"`` followed by the number zero-padded to 6 digits.
-    """
-    return f"v{version:06d}"
-
-
-def _check_optional_str(data: Mapping[str, Any], name: str) -> str | None:
-    value = data[name]
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{name!r} must be a string or null, not {type(value).__name__}")
-    return value
-
-
-def _check_str(data: Mapping[str, Any], name: str) -> str:
-    value = data[name]
-    if not isinstance(value, str):
-        raise ValueError(f"{name!r} must be a string, not {type(value).__name__}")
-    return value
-
-
-def _check_int(data: Mapping[str, Any], name: str) -> int:
-    value = data[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name!r} must be an integer >= 0, not {value!r}")
-    return value
-
-
-def _check_dict(data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = data[name]
-    if not isinstance(value, dict):
-        raise ValueError(f"{name!r} must be an object, not {type(value).__name__}")
-    return value
-
-
-def _check_format(data: Mapping[str, Any]) -> None:
-    if data.get("format") != FORMAT:
-        raise ValueError(f"unsupported format {data.get('format')!r} (expected {FORMAT})")
-
-
-def _json_copy(value: Any, what: str) -> Any:
-    """Return a deep copy of ``value`` through JSON, or raise ValueError naming ``what``."""
-    try:
-        return json.loads(json_dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
-
-
-@dataclass(frozen=True)
-class TwinState:
-    """The committed state of a twin, as stored in ``twin.json``.
-
-    Attributes:
-        kind: Domain name, e.g. ``"hydrology"``.
-        version: Committed version; 0 right after init.
-        model_ref: Reference to the model in use (a path, an MLflow URI, …), or None.
-        cursor: Data cursor, e.g. ``"2021-03"`` or a GPS time, or None.
-        config_hash: Hash of the configuration in use, or None.
-        created: ISO-8601 UTC time of init.
-        updated: ISO-8601 UTC time of the last commit.
-        current: Path of the current version directory relative to the twin directory.
-        extra: Domain-specific JSON data.
-        format: On-disk format number.
-    """
-
-    kind: str
-    version: int
-    model_ref: str | None
-    cursor: str | None
-    config_hash: str | None
-    created: str
-    updated: str
-    current: str
-    extra: dict[str, Any] = field(default_factory=dict)
-    format: int = FORMAT
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the ``twin.json`` content.
-
-        Returns:
-            A JSON-ready dict.
-        """
-        return {
-            "format": self.format,
-            "kind": self.kind,
-            "version": self.version,
-            "model_ref": self.model_ref,
-            "cursor": self.cursor,
-            "config_hash": self.config_hash,
-            "created": self.created,
-            "updated": self.updated,
-            "current": self.current,
-            "extra": self.extra,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any) -> TwinState:
-        """Validate and build a state from parsed ``twin.json`` content.
-
-        Args:
-            data: Parsed JSON.
-
-        Returns:
-            The state.
-
-        Raises:
-            ValueError: The content is not a valid state (message says why).
-        """
-        if not isinstance(data, dict):
-            raise ValueError("top level is not an object")
-        try:
-            _check_format(data)
-            state = cls(
-                kind=_check_str(data, "kind"),
-                version=_check_int(data, "version"),
-                model_ref=_check_optional_str(data, "model_ref"),
-                cursor=_check_optional_str(data, "cursor"),
-                config_hash=_check_optional_str(data, "config_hash"),
-                created=_check_str(data, "created"),
-                updated=_check_str(data, "updated"),
-                current=_check_str(data, "current"),
-                extra=_check_dict(data, "extra"),
-            )
-        except KeyError as exc:
-            raise ValueError(f"missing field {exc.args[0]!r}") from None
-        if not state.kind:
-            raise ValueError("'kind' is empty")
-        expected = f"{VERSIONS_DIR}/{version_name(state.version)}"
-        if state.current != expected:
-            raise ValueError(f"'current' is {state.current!r}, expected {expected!r}")
-        return state
-
-
-@dataclass(frozen=True)
-class UpdateRecord:
-    """What one committed version did; stored as ``update.json`` and as a history entry.
-
-    Attributes:
-        version: The version this update created.
-        key: Idempotency key of the update.
-        action: ``"init"``, ``"update"`` or ``"rollback"``.
-        started: ISO-8601 UTC time the transaction started (lock acquired).
-        finished: ISO-8601 UTC time the commit began writing.
-        cursor_before: Data cursor before the update.
-        cursor_after: Data cursor after the update.
-        model_ref: Model reference in force after the update.
-        config_hash: Config hash in force after the update.
-        summary: Domain JSON summary of the update.
-        products: Manifest of the version's ``products/``: relative POSIX path ->
-            ``{"size": int, "sha256": str}``.
-    """
-
-    version: int
-    key: str
-    action: str
-    started: str
-    finished: str
-    cursor_before: str | None
-    cursor_after: str | None
-    model_ref: str | None
-    config_hash: str | None
-    summary: dict[str, Any] = field(default_factory=dict)
-    products: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON form.
-
-        Returns:
-            A JSON-ready dict with a ``"format"`` field.
-        """
-        return {
-            "format": FORMAT,
-            "version": self.version,
-            "key": self.key,
-            "action": self.action,
-            "started": self.started,
-            "finished": self.finished,
-            "cursor_before": self.cursor_before,
-            "cursor_after": self.cursor_after,
-            "model_ref": self.model_ref,
-            "config_hash": self.config_hash,
-            "summary": self.summary,
-            "products": self.products,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any) -> UpdateRecord:
-        """Validate and build a record from parsed JSON.
-
-        Args:
-            data: Parsed JSON.
-
-        Returns:
-            The record.
-
-        Raises:
-            ValueError: The content is not a valid record (message says why).
-        """
-        if not isinstance(data, dict):
-            raise ValueError("top level is not an object")
-        try:
-            _check_format(data)
-            products = _check_dict(data, "products")
-            for name, info in products.items():
-                if not (
-                    isinstance(info, dict)
-                    and isinstance(info.get("size"), int)
-                    and isinstance(info.get("sha256"), str)
-                ):
-                    raise ValueError(f"bad manifest entry for product {name!r}")
-            return cls(
-                version=_check_int(data, "version"),
-                key=_check_str(data, "key"),
-                action=_check_str(data, "action"),
-                started=_check_str(data, "started"),
-                finished=_check_str(data, "finished"),
-                cursor_before=_check_optional_str(data, "cursor_before"),
-                cursor_after=_check_optional_str(data, "cursor_after"),
-                model_ref=_check_optional_str(data, "model_ref"),
-                config_hash=_check_optional_str(data, "config_hash"),
-                summary=_check_dict(data, "summary"),
-                products=products,
-            )
-        except KeyError as exc:
-            raise ValueError(f"missing field {exc.args[0]!r}") from None
 
 
 def _listdir(directory: Path) -> list[str]:
@@ -478,6 +187,8 @@ class Transaction:
         record: The already committed record (no-op) or, after commit, the new record.
         summary: Domain summary stored in the new record (JSON-serialisable values only).
         action: Record action, ``"update"`` unless set otherwise.
+        complete: Set True when :attr:`products_dir` receives the twin's whole product set
+            (a restore); lookups of products then stop at this version.
         committed: True once the commit succeeded.
     """
 
@@ -489,6 +200,7 @@ class Transaction:
         self._state: TwinState | None = None
         self.summary: dict[str, Any] = {}
         self.action = "update"
+        self.complete = False
         self.committed = False
         self._wait = wait
         self._lock: FileLock | None = None
@@ -626,6 +338,7 @@ class Transaction:
         model_ref: str | None | _Unset = UNSET,
         config_hash: str | None | _Unset = UNSET,
         extra: Mapping[str, Any] | _Unset = UNSET,
+        undone: tuple[tuple[int, int], ...] | _Unset = UNSET,
     ) -> None:
         """Set fields of the state this update commits; unspecified fields stay as they are.
 
@@ -635,6 +348,7 @@ class Transaction:
             config_hash: New config hash.
             extra: New domain data; replaces the whole ``extra`` dict (copy
                 ``txn.state.extra`` and modify it to merge).
+            undone: New :attr:`TwinState.undone` ranges (set by a restore).
 
         Raises:
             TwinUpdateError: A value has the wrong type, ``extra`` is not JSON-serialisable,
@@ -663,6 +377,8 @@ class Transaction:
                 self._changes["extra"] = _json_copy(dict(extra), "extra")
             except ValueError as exc:
                 raise TwinUpdateError(f"twin {path}: {exc}") from None
+        if undone is not UNSET:
+            self._changes["undone"] = tuple((int(a), int(b)) for a, b in undone)
 
     # -- commit / abort -------------------------------------------------------------------
 
@@ -706,6 +422,9 @@ class Transaction:
         target = path / VERSIONS_DIR / version_name(version)
         try:
             (staging / RECORD_FILE).write_bytes(record_json)
+            (staging / SNAPSHOT_FILE).write_text(json_dumps(new_state.to_dict()), encoding="utf-8")
+            if self.complete:
+                (staging / COMPLETE_FILE).touch()
             fsync_tree(staging)
             _fault("staged")
             if target.exists():  # recovery removed it; something else is writing here
@@ -895,6 +614,7 @@ class TwinStore:
                 extra=extra_copy,
             )
             (tmp / STATE_FILE).write_text(json_dumps(state.to_dict()), encoding="utf-8")
+            (v0 / SNAPSHOT_FILE).write_text(json_dumps(state.to_dict()), encoding="utf-8")
             fsync_tree(tmp)
             _fault("init-built")
             try:
@@ -1031,7 +751,9 @@ class TwinStore:
 
     def _find(self, key: str, state: TwinState) -> UpdateRecord | None:
         wanted = key_hash(key)
-        for _version, hashed, file in self._history_files(state.version):
+        for version, hashed, file in self._history_files(state.version):
+            if any(first <= version <= last for first, last in state.undone):
+                continue  # taken back by a restore: its input may be ingested again
             if hashed == wanted:
                 record = self._read_record(file)
                 if record.key == key:
@@ -1098,7 +820,8 @@ class TwinStore:
         """Return the newest committed copy of a product.
 
         Versions are searched from the current one down to 0; the first whose ``products/``
-        holds ``name`` wins.
+        holds ``name`` wins. The search stops at a version that holds the whole product set
+        (a restore), so products of versions it took back are not found.
 
         Args:
             name: Relative POSIX path of the product inside ``products/``.
@@ -1117,9 +840,12 @@ class TwinStore:
             )
         state = self._read_state()
         for version in range(state.version, -1, -1):
-            candidate = self.path / VERSIONS_DIR / version_name(version) / PRODUCTS_DIR / rel
+            vdir = self.path / VERSIONS_DIR / version_name(version)
+            candidate = vdir / PRODUCTS_DIR / rel
             if candidate.is_file():
                 return candidate
+            if (vdir / COMPLETE_FILE).is_file():
+                break
         raise ProductNotFoundError(
             f"twin {self.path}: no committed version (0..{state.version}) has product {name!r}",
             hint="run an update that produces it",
