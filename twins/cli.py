@@ -1,7 +1,10 @@
 """The ``twins`` command line. Imports are lazy so that ``--help`` is fast.
 
-Exit codes: 0 success, 1 runtime failure, 2 config error, 3 data error,
-130 interrupted. A user mistake prints one line and a hint, never a traceback.
+Exit codes: 0 success, 1 runtime failure, 2 config error, 3 data error, 4 twin error,
+10 nothing new (twin update), 75 twin locked, 130 interrupted. A user mistake prints one line
+and a hint, never a traceback; an unexpected failure prints one line and the path of a log
+holding its traceback (``$TWINS_LOG_DIR``, else ``$XDG_STATE_HOME/twins``, else
+``~/.local/state/twins``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +130,10 @@ def cmd_twin(args: argparse.Namespace) -> int:
     from twins.twin import TwinStore, format_status
 
     twin_dir = Path(args.twin_dir)
+    store = TwinStore.open(twin_dir)  # a twin error (exit 4) if this is not a twin
+    if args.twin_cmd in ("history", "rollback"):
+        return _twin_core_command(args.twin_cmd, store, list(args.rest))
     if args.twin_cmd == "status":
-        store = TwinStore.open(twin_dir)  # clear error if this is not a twin
         domain = domains().get(store.state.kind)
         if domain is None or domain.twin_command is None:
             print(format_status(store))  # the core view: the domain is not installed
@@ -134,6 +142,48 @@ def cmd_twin(args: argparse.Namespace) -> int:
     domain = twin_domain(twin_dir)
     assert domain.twin_command is not None
     return int(domain.twin_command(args.twin_cmd, twin_dir, list(args.rest)) or 0)
+
+
+def _twin_core_command(cmd: str, store: Any, rest: list[str]) -> int:
+    """``twins twin history DIR [--json]`` and ``twins twin rollback DIR --to N [--wait]``:
+    domain-free, on the twin store."""
+    import json
+
+    from twins.twin import restore_version
+
+    ap = argparse.ArgumentParser(prog=f"twins twin {cmd} {store.path}")
+    if cmd == "history":
+        ap.add_argument("--json", action="store_true", help="one JSON record per line")
+    else:
+        ap.add_argument("--to", type=int, required=True, metavar="VERSION", help="version")
+        ap.add_argument("--wait", action="store_true", help="wait for a running update")
+    ns = ap.parse_args(rest)
+    if cmd == "rollback":
+        record = restore_version(store, ns.to, wait=ns.wait)
+        print(
+            json.dumps(
+                {
+                    "version": record.version,
+                    "cursor": record.cursor_after,
+                    "model_ref": record.model_ref,
+                    **record.summary,
+                }
+            )
+        )
+        return 0
+    records = [store.record(0), *store.history()]
+    for r in records:
+        if ns.json:
+            print(json.dumps(r.to_dict()))
+        else:
+            note = ""
+            if r.action == "restore":
+                note = f"  (restores v{r.summary.get('restored')})"
+            print(
+                f"v{r.version:<4} {r.action:<8} {r.finished}  cursor {r.cursor_after or '-'}"
+                f"  model {r.model_ref or '-'}{note}"
+            )
+    return 0
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -206,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_config)
 
     sp = sub.add_parser("twin", help="operate a twin directory")
-    sp.add_argument("twin_cmd", choices=["status", "update", "simulate"])
+    sp.add_argument("twin_cmd", choices=["status", "update", "simulate", "history", "rollback"])
     sp.add_argument("twin_dir", help="twin directory")
     sp.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the domain's command")
     sp.set_defaults(func=cmd_twin)
@@ -223,11 +273,61 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; ``key=value`` overrides may come before or after the flags.
+
+    Raises:
+        SystemExit: Usage error (exit code 2), as argparse does.
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+        if len(overrides) != len(extra) or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
+def log_dir() -> Path:
+    """Where the CLI writes tracebacks of unexpected failures.
+
+    ``$TWINS_LOG_DIR``, else ``$XDG_STATE_HOME/twins``, else ``~/.local/state/twins``.
+    """
+    if os.environ.get("TWINS_LOG_DIR"):
+        return Path(os.environ["TWINS_LOG_DIR"])
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "twins"
+
+
+def _report_unexpected(exc: BaseException, argv: Sequence[str] | None) -> None:
+    """Write the traceback to a log file and print one line pointing at it."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = f"twins {' '.join(sys.argv[1:] if argv is None else argv)}\n" + "".join(
+        traceback.format_exception(exc)
+    )
+    where = "(could not write a log)"
+    for directory in (log_dir(), Path(tempfile.gettempdir())):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / f"twins-error-{stamp}-{os.getpid()}.log"
+            path.write_text(text, encoding="utf-8")
+        except OSError:
+            continue
+        where = str(path)
+        break
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(f"twins: error: unexpected {type(exc).__name__}: {first}", file=sys.stderr)
+    print(
+        f"twins: hint: this is a bug or an unhandled input; traceback in {where}", file=sys.stderr
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``twins`` console script and ``python -m twins``."""
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     _setup_logging(-1 if args.quiet else args.verbose)
     from twins.errors import TwinsError
 
@@ -241,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("twins: interrupted", file=sys.stderr)
         rc = 130
+    except Exception as exc:  # the last guard: one line and a log, never a bare traceback
+        _report_unexpected(exc, argv)
+        rc = 1
     if argv is None and _is_distributed_worker():
         _exit_now(rc)
     return rc
