@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# The CLI's last guard writes tracebacks of unexpected failures here, not into $HOME.
+os.environ.setdefault("TWINS_LOG_DIR", tempfile.mkdtemp(prefix="twins-test-logs-"))
 for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_STEP_ID", "SLURM_NTASKS"):
     os.environ.pop(var, None)
 
