@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from twins.config import RunConfig
 from twins.energy import EnergyMeter
@@ -27,7 +28,7 @@ from twins.task import build_task
 from twins.train.build import build_trainer
 from twins.train.callbacks import Callback, Checkpointing, ProgressBar
 from twins.train.dist import Strategy
-from twins.train.loop import Trainer
+from twins.train.loop import Trainer, move_to
 
 
 @dataclass
@@ -112,6 +113,54 @@ class _StepTimer(Callback):
 
     def on_step_end(self, trainer: Trainer, step: int, loss: float | None) -> None:
         self.stamps.append(time.perf_counter())
+
+
+def probe_shapes(trainer: Trainer, data: Dataset[Any], n: int) -> tuple[list[str], str]:
+    """Shapes of one forward pass of the model, driven exactly as the trainer drives it.
+
+    A batch of ``n`` samples goes through the trainer's own path (its ``collate_fn``, the
+    move to its device, and its loss function, i.e. the task's :meth:`~twins.task.Task.loss`)
+    in evaluation mode; a forward hook on the bare model records what the loss passed to it
+    and what it returned. Nothing is assumed about the batch's structure: a task whose
+    model takes several tensors (the drought model: dynamic, static and baseline inputs)
+    reports them all.
+
+    Args:
+        trainer: The dry run's trainer (after its steps).
+        data: Dataset to take the first ``n`` samples from.
+        n: Samples in the probe batch.
+
+    Returns:
+        ``(input shapes, output shape)`` as ``"(batch, ...) dtype"`` strings, keyword inputs
+        as ``"name: (...) dtype"``. If the task's loss never calls the model's ``forward``
+        (it may call submodules only), the inputs are the batch's tensors and the output
+        says so.
+    """
+    model = trainer.bare_model
+    seen: list[tuple[list[str], str]] = []
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        if not seen:  # a loss may call the model more than once: report the first call
+            seen.append(([*_shape(list(args)), *_shape(kwargs)], ", ".join(_shape(out))))
+
+    loader = DataLoader(
+        Subset(data, range(min(n, len(data)))),  # type: ignore[arg-type]
+        batch_size=n,
+        collate_fn=trainer.collate_fn,
+    )
+    batch = move_to(next(iter(loader)), trainer.strategy.device)
+    handle = model.register_forward_hook(hook, with_kwargs=True)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            trainer.loss_fn(model, batch)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not seen:
+        return _shape(batch), "not seen (the task's loss does not call the model's forward)"
+    return seen[0]
 
 
 def launch_commands(cfg_path: str, workers: int, nodes: int, backend: str) -> list[str]:
@@ -209,10 +258,7 @@ def dry_run(
     durations = durations or [timer.stamps[-1] - timer.stamps[0]]
     step_s = statistics.median(durations)
     model = trainer.bare_model
-    example = task.example_batch(min(local, 2))
-    with torch.no_grad():
-        model.eval()
-        out = model(example[0] if isinstance(example, list | tuple) else example)
+    input_shapes, output_shape = probe_shapes(trainer, sliced.train, min(local, 2))
     steps_per_epoch = n_train // b + (1 if n_train % b >= workers else 0)
     if cfg.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
@@ -223,8 +269,8 @@ def dry_run(
     return DryRunReport(
         name=cfg.name,
         task=cfg.task.target,
-        input_shapes=_shape(example[0] if isinstance(example, list | tuple) else example),
-        output_shape=_shape(out)[0],
+        input_shapes=input_shapes,
+        output_shape=output_shape,
         parameters=sum(p.numel() for p in model.parameters()),
         trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
         n_train=n_train,
