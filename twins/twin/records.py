@@ -1,17 +1,27 @@
 """What a twin stores about itself: its state (``twin.json``) and one record per version.
 
-Both are plain frozen dataclasses validated by hand on read, so that a damaged file is reported
-field by field (:class:`TwinState`, :class:`UpdateRecord`).
+Both are frozen pydantic models with strict types (no coercion: ``"3"`` is not a version, ``true``
+is not an integer), so a damaged file is reported naming the field (:class:`TwinState`,
+:class:`UpdateRecord`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from twins.twin.atomic import json_dumps
 
@@ -48,52 +58,6 @@ def version_name(version: int) -> str:
     return f"v{version:06d}"
 
 
-def _check_optional_str(data: Mapping[str, Any], name: str) -> str | None:
-    value = data[name]
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{name!r} must be a string or null, not {type(value).__name__}")
-    return value
-
-
-def _check_str(data: Mapping[str, Any], name: str) -> str:
-    value = data[name]
-    if not isinstance(value, str):
-        raise ValueError(f"{name!r} must be a string, not {type(value).__name__}")
-    return value
-
-
-def _check_int(data: Mapping[str, Any], name: str) -> int:
-    value = data[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name!r} must be an integer >= 0, not {value!r}")
-    return value
-
-
-def _check_dict(data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = data[name]
-    if not isinstance(value, dict):
-        raise ValueError(f"{name!r} must be an object, not {type(value).__name__}")
-    return value
-
-
-def _check_ranges(value: Any) -> tuple[tuple[int, int], ...]:
-    ok = isinstance(value, list) and all(
-        isinstance(r, list)
-        and len(r) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in r)
-        and r[0] <= r[1]
-        for r in value
-    )
-    if not ok:
-        raise ValueError(f"'undone' must be a list of [first, last] versions, not {value!r}")
-    return tuple((int(a), int(b)) for a, b in value)
-
-
-def _check_format(data: Mapping[str, Any]) -> None:
-    if data.get("format") != FORMAT:
-        raise ValueError(f"unsupported format {data.get('format')!r} (expected {FORMAT})")
-
-
 def _json_copy(value: Any, what: str) -> Any:
     """Return a deep copy of ``value`` through JSON, or raise ValueError naming ``what``."""
     try:
@@ -102,8 +66,44 @@ def _json_copy(value: Any, what: str) -> Any:
         raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
-@dataclass(frozen=True)
-class TwinState:
+Version = Annotated[StrictInt, Field(ge=0)]
+
+
+class _Record(BaseModel):
+    """Strict, frozen, no unknown fields dropped silently (they are ignored on read so that a
+    newer twins can add fields an older one still opens)."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        """Validate and build from parsed JSON.
+
+        Args:
+            data: Parsed JSON.
+
+        Returns:
+            The model.
+
+        Raises:
+            ValueError: Not a valid object of this kind; one line naming the field.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("top level is not an object")
+        if data.get("format") != FORMAT:
+            raise ValueError(f"unsupported format {data.get('format')!r} (expected {FORMAT})")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err["loc"]) or "value"
+            if err["type"] == "missing":
+                raise ValueError(f"missing field {name!r}") from None
+            got = err.get("input")
+            raise ValueError(f"{name!r}: {err['msg'].lower()} (got {got!r})") from None
+
+
+class TwinState(_Record):
     """The committed state of a twin, as stored in ``twin.json``.
 
     Attributes:
@@ -118,89 +118,69 @@ class TwinState:
         extra: Domain-specific JSON data.
         format: On-disk format number.
         undone: Inclusive ``(first, last)`` version ranges taken back by a restore
-            (:func:`twins.twin.restore.restore_version`): they stay on disk and in the history, but
-            their idempotency keys no longer count as ingested. Empty for most twins, and then
-            absent from ``twin.json``.
+            (:func:`twins.twin.restore.restore_version`): they stay on disk and in the
+            history, but their idempotency keys no longer count as ingested. Empty for most
+            twins, and then absent from ``twin.json``.
     """
 
-    kind: str
-    version: int
-    model_ref: str | None
-    cursor: str | None
-    config_hash: str | None
-    created: str
-    updated: str
-    current: str
-    extra: dict[str, Any] = field(default_factory=dict)
-    format: int = FORMAT
-    undone: tuple[tuple[int, int], ...] = ()
+    kind: StrictStr
+    version: Version
+    model_ref: StrictStr | None
+    cursor: StrictStr | None
+    config_hash: StrictStr | None
+    created: StrictStr
+    updated: StrictStr
+    current: StrictStr
+    extra: dict[str, Any] = Field(default_factory=dict)
+    format: StrictInt = FORMAT
+    undone: tuple[
+        tuple[Annotated[StrictInt, Field(ge=1)], Annotated[StrictInt, Field(ge=1)]], ...
+    ] = ()
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_not_empty(cls, v: str) -> str:
+        if not v:
+            raise ValueError("'kind' is empty")
+        return v
+
+    @field_validator("undone", mode="before")
+    @classmethod
+    def _ranges(cls, v: Any) -> Any:
+        # JSON has lists, not tuples; strict mode would refuse them
+        if isinstance(v, list):
+            v = tuple(tuple(r) if isinstance(r, list) else r for r in v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        expected = f"{VERSIONS_DIR}/{version_name(self.version)}"
+        if self.current != expected:
+            raise ValueError(f"'current' is {self.current!r}, expected {expected!r}")
+        for first, last in self.undone:
+            if first > last:
+                raise ValueError(f"'undone' range [{first}, {last}] is reversed")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Return the ``twin.json`` content.
 
         Returns:
-            A JSON-ready dict.
+            A JSON-ready dict (``undone`` only when not empty).
         """
-        return {
-            "format": self.format,
-            "kind": self.kind,
-            "version": self.version,
-            "model_ref": self.model_ref,
-            "cursor": self.cursor,
-            "config_hash": self.config_hash,
-            "created": self.created,
-            "updated": self.updated,
-            "current": self.current,
-            "extra": self.extra,
-        } | ({"undone": [list(r) for r in self.undone]} if self.undone else {})
-
-    @classmethod
-    def from_dict(cls, data: Any) -> TwinState:
-        """Validate and build a state from parsed ``twin.json`` content.
-
-        Args:
-            data: Parsed JSON.
-
-        Returns:
-            The state.
-
-        Raises:
-            ValueError: The content is not a valid state (message says why).
-        """
-        if not isinstance(data, dict):
-            raise ValueError("top level is not an object")
-        try:
-            _check_format(data)
-            state = cls(
-                kind=_check_str(data, "kind"),
-                version=_check_int(data, "version"),
-                model_ref=_check_optional_str(data, "model_ref"),
-                cursor=_check_optional_str(data, "cursor"),
-                config_hash=_check_optional_str(data, "config_hash"),
-                created=_check_str(data, "created"),
-                updated=_check_str(data, "updated"),
-                current=_check_str(data, "current"),
-                extra=_check_dict(data, "extra"),
-                undone=_check_ranges(data.get("undone", [])),
-            )
-        except KeyError as exc:
-            raise ValueError(f"missing field {exc.args[0]!r}") from None
-        if not state.kind:
-            raise ValueError("'kind' is empty")
-        expected = f"{VERSIONS_DIR}/{version_name(state.version)}"
-        if state.current != expected:
-            raise ValueError(f"'current' is {state.current!r}, expected {expected!r}")
-        return state
+        out = self.model_dump(mode="json", exclude={"undone"})
+        if self.undone:
+            out["undone"] = [list(r) for r in self.undone]
+        return out
 
 
-@dataclass(frozen=True)
-class UpdateRecord:
+class UpdateRecord(_Record):
     """What one committed version did; stored as ``update.json`` and as a history entry.
 
     Attributes:
         version: The version this update created.
         key: Idempotency key of the update.
-        action: ``"init"``, ``"update"`` or ``"rollback"``.
+        action: ``"init"``, ``"update"``, ``"rollback"`` or ``"restore"``.
         started: ISO-8601 UTC time the transaction started (lock acquired).
         finished: ISO-8601 UTC time the commit began writing.
         cursor_before: Data cursor before the update.
@@ -212,17 +192,29 @@ class UpdateRecord:
             ``{"size": int, "sha256": str}``.
     """
 
-    version: int
-    key: str
-    action: str
-    started: str
-    finished: str
-    cursor_before: str | None
-    cursor_after: str | None
-    model_ref: str | None
-    config_hash: str | None
-    summary: dict[str, Any] = field(default_factory=dict)
-    products: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: Version
+    key: StrictStr
+    action: StrictStr
+    started: StrictStr
+    finished: StrictStr
+    cursor_before: StrictStr | None
+    cursor_after: StrictStr | None
+    model_ref: StrictStr | None
+    config_hash: StrictStr | None
+    summary: dict[str, Any] = Field(default_factory=dict)
+    products: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("products")
+    @classmethod
+    def _manifest(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, info in v.items():
+            if not (
+                isinstance(info.get("size"), int)
+                and not isinstance(info.get("size"), bool)
+                and isinstance(info.get("sha256"), str)
+            ):
+                raise ValueError(f"bad manifest entry for product {name!r}")
+        return v
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form.
@@ -230,58 +222,4 @@ class UpdateRecord:
         Returns:
             A JSON-ready dict with a ``"format"`` field.
         """
-        return {
-            "format": FORMAT,
-            "version": self.version,
-            "key": self.key,
-            "action": self.action,
-            "started": self.started,
-            "finished": self.finished,
-            "cursor_before": self.cursor_before,
-            "cursor_after": self.cursor_after,
-            "model_ref": self.model_ref,
-            "config_hash": self.config_hash,
-            "summary": self.summary,
-            "products": self.products,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any) -> UpdateRecord:
-        """Validate and build a record from parsed JSON.
-
-        Args:
-            data: Parsed JSON.
-
-        Returns:
-            The record.
-
-        Raises:
-            ValueError: The content is not a valid record (message says why).
-        """
-        if not isinstance(data, dict):
-            raise ValueError("top level is not an object")
-        try:
-            _check_format(data)
-            products = _check_dict(data, "products")
-            for name, info in products.items():
-                if not (
-                    isinstance(info, dict)
-                    and isinstance(info.get("size"), int)
-                    and isinstance(info.get("sha256"), str)
-                ):
-                    raise ValueError(f"bad manifest entry for product {name!r}")
-            return cls(
-                version=_check_int(data, "version"),
-                key=_check_str(data, "key"),
-                action=_check_str(data, "action"),
-                started=_check_str(data, "started"),
-                finished=_check_str(data, "finished"),
-                cursor_before=_check_optional_str(data, "cursor_before"),
-                cursor_after=_check_optional_str(data, "cursor_after"),
-                model_ref=_check_optional_str(data, "model_ref"),
-                config_hash=_check_optional_str(data, "config_hash"),
-                summary=_check_dict(data, "summary"),
-                products=products,
-            )
-        except KeyError as exc:
-            raise ValueError(f"missing field {exc.args[0]!r}") from None
+        return {"format": FORMAT, **self.model_dump(mode="json")}

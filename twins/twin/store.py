@@ -36,7 +36,6 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Self
@@ -396,7 +395,7 @@ class Transaction:
             manifest = _manifest(staging / PRODUCTS_DIR)
         except ValueError as exc:
             raise TwinUpdateError(f"twin {path}: update key={self.key!r}: {exc}") from None
-        new_state = replace(state, **self._changes)
+        new_state = state.model_copy(update=self._changes)
         version = state.version + 1
         finished = _now()
         record = UpdateRecord(
@@ -412,11 +411,12 @@ class Transaction:
             summary=summary,
             products=manifest,
         )
-        new_state = replace(
-            new_state,
-            version=version,
-            updated=finished,
-            current=f"{VERSIONS_DIR}/{version_name(version)}",
+        new_state = new_state.model_copy(
+            update={
+                "version": version,
+                "updated": finished,
+                "current": f"{VERSIONS_DIR}/{version_name(version)}",
+            }
         )
         record_json = json_dumps(record.to_dict()).encode("utf-8")
         target = path / VERSIONS_DIR / version_name(version)
