@@ -5,7 +5,8 @@ A :class:`NoiseTwin` lives in a twin directory managed by :class:`twins.twin.Twi
 exactly at the cursor (the GPS end [s] of the last consumed segment) and, as **one** transaction:
 
 1. validates it (:func:`gravwave.io.prepare` without resampling: missing channel, NaN/inf,
-   length or sample-rate mismatch, too short a span are :class:`~twins.errors.DataError`);
+   length or sample-rate mismatch, too short a span, a dead channel or a sample outside the
+   policy's plausibility bounds ``ingest`` are :class:`~twins.errors.DataError`);
 2. cleans it with the current cleaner (``gravwave.clean.clean_offline`` when that module exists,
    else ``strain - cleaner.noise(witnesses)``) and writes the cleaned strain (multi-channel
    HDF5 or GWF) as the product ``cleaned.h5`` / ``cleaned.gwf``;
@@ -58,6 +59,7 @@ from scipy import fft as sfft
 from scipy import signal as sps
 
 from gravwave.cleaner import Cleaner, WienerCleaner, load_cleaner
+from gravwave.gates import IngestBounds, robust_standardize
 from twins.errors import ConfigError, DataError, TwinsError
 from twins.twin import TwinStore, UpdateRecord
 
@@ -104,6 +106,9 @@ class TwinPolicy(BaseModel):
         glitch_threshold: Glitch flag threshold on the whitened, band-limited residual
             [robust standard deviations].
         glitch_band: Band of the glitch search [Hz] (the top is capped below Nyquist).
+        ingest: Plausibility bounds every channel of a segment must pass before anything is
+            written (:class:`gravwave.gates.IngestBounds`); widen one with a key, e.g.
+            ``{"ingest": {"max_robust_sigma": 20}}``.
         register_models: Register every accepted cleaner in the MLflow model registry.
         tracking_uri: MLflow URI; default ``$MLFLOW_TRACKING_URI`` or
             ``sqlite:///<twin parent>/mlflow.db``.
@@ -128,6 +133,7 @@ class TwinPolicy(BaseModel):
     range_fftlength: float = Field(8.0, gt=0)
     glitch_threshold: float = Field(6.0, gt=0)
     glitch_band: tuple[float, float] = (30.0, 1000.0)
+    ingest: IngestBounds = Field(default_factory=IngestBounds)
     register_models: bool = True
     tracking_uri: str | None = None
     experiment: str = "gravwave-twin"
@@ -174,8 +180,11 @@ def glitch_flags(
 ) -> list[dict[str, float]]:
     """Times where the whitened, band-limited residual exceeds a threshold.
 
-    The residual is tapered, whitened by its own Welch ASD (2-s FFTs), band-limited to
-    ``band`` and normalised by its robust standard deviation (1.4826 x MAD). Samples above
+    The residual is robustly standardised without overflow
+    (:func:`gravwave.gates.robust_standardize`: float64, scaled by a power of two, samples
+    clipped at 1e8 robust sigma), tapered, whitened by its own Welch ASD (2-s FFTs),
+    band-limited to ``band`` and normalised by its robust standard deviation (1.4826 x MAD),
+    so a huge finite glitch is flagged instead of overflowing. Samples above
     ``threshold`` (edges of ``edge`` s excluded) are merged into flags when closer than
     ``merge`` s.
 
@@ -191,7 +200,7 @@ def glitch_flags(
     Returns:
         One dict per flag: ``gps_start``, ``gps_end``, ``gps_peak`` [s] and ``peak`` [sigma].
     """
-    x = np.asarray(residual, dtype=np.float64)
+    x = robust_standardize(residual)
     n = x.size
     x = x - x.mean()
     nper = min(n, int(2 * sample_rate))
@@ -610,6 +619,7 @@ class NoiseTwin:
             sample_rate=None,
             min_duration=self.policy.min_segment_seconds,
             source=source,
+            bounds=self.policy.ingest,
         )
         got = float(out[strain_ch].sample_rate.value)
         if not math.isclose(got, rate, rel_tol=1e-9):
