@@ -155,7 +155,7 @@ class SyntheticParams(BaseModel):
         injection_approximant: Time-domain approximant of :func:`pycbc.waveform.get_td_waveform`.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     duration: float = Field(64.0, gt=0)
     sample_rate: int = Field(4096, gt=0)

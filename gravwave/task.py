@@ -19,17 +19,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from torch import nn
 from torch.utils.data import Dataset
 
 from gravwave.losses import ASDRatioLoss
 from gravwave.models import DeepClean
-from gravwave.preprocess import Standardizer, bandpass
+from gravwave.preprocess import Standardizer, bandpass, check_bands
+from gravwave.synthetic import SyntheticParams, generate
 from twins.errors import DataError
 from twins.task import Splits, Task
 
@@ -42,7 +43,8 @@ class NoiseCleaningParams(BaseModel):
     """Parameters of :class:`NoiseCleaning`.
 
     Attributes:
-        synthetic: :class:`~gravwave.synthetic.SyntheticParams` fields (exclusive with
+        synthetic: Settings of the generator, validated as strictly as the rest (a
+            misspelt key is refused as ``task.params.synthetic.<key>``; exclusive with
             ``path``).
         segment: Synthetic segment for training and validation.
         test_segment: Synthetic segment for the test split.
@@ -67,9 +69,9 @@ class NoiseCleaningParams(BaseModel):
         loss_average: ``"mean"`` or ``"median"`` Welch.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    synthetic: dict[str, Any] | None = None
+    synthetic: SyntheticParams | None = None
     segment: int = Field(0, ge=0)
     test_segment: int = Field(1, ge=0)
     path: str | None = None
@@ -81,15 +83,46 @@ class NoiseCleaningParams(BaseModel):
     stride: float = Field(0.25, gt=0)
     val_stride: float = Field(4.0, gt=0)
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
-    band: list[tuple[float, float]] = [(49.0, 51.0)]
+    band: list[tuple[float, float]] = Field([(49.0, 51.0)], min_length=1)
     wiener: str | None = None
-    widths: list[int] = [8, 16, 32, 64]
-    kernel_size: int = 7
-    dilations: list[int] = [1, 2, 4, 8, 16]
-    res_kernel_size: int = 3
+    widths: list[Annotated[int, Field(ge=1)]] = Field([8, 16, 32, 64], min_length=1)
+    kernel_size: int = Field(7, ge=1)
+    dilations: list[Annotated[int, Field(ge=1)]] = [1, 2, 4, 8, 16]
+    res_kernel_size: int = Field(3, ge=1)
     loss_fftlength: float = Field(2.0, gt=0)
     loss_overlap: float = Field(1.0, ge=0)
-    loss_average: str = "mean"
+    loss_average: Literal["mean", "median"] = "mean"
+
+    @field_validator("channels")
+    @classmethod
+    def _strain_and_witnesses(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (len(v) < 2 or len(set(v)) != len(v)):
+            raise ValueError(f"expected the strain then at least one witness, each once, got {v}")
+        return v
+
+    @field_validator("band")
+    @classmethod
+    def _bands_below_nyquist(
+        cls, v: list[tuple[float, float]], info: ValidationInfo
+    ) -> list[tuple[float, float]]:
+        if "sample_rate" in info.data:
+            check_bands(v, info.data["sample_rate"])  # ValueError: 0 < low < high < Nyquist
+        return v
+
+    @field_validator("kernel_size", "res_kernel_size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"expected an odd kernel (the output keeps its length), got {v}")
+        return v
+
+    @field_validator("loss_overlap")
+    @classmethod
+    def _overlap_below_fftlength(cls, v: float, info: ValidationInfo) -> float:
+        fft = info.data.get("loss_fftlength")
+        if fft is not None and not v < fft:
+            raise ValueError(f"expected loss_overlap < loss_fftlength ({fft} s), got {v} s")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> NoiseCleaningParams:
@@ -97,6 +130,43 @@ class NoiseCleaningParams(BaseModel):
             raise ValueError("give exactly one data source: synthetic or path")
         if self.synthetic is not None and self.segment == self.test_segment:
             raise ValueError("segment and test_segment must differ (separate test span)")
+        if self.synthetic is not None and self.synthetic.sample_rate != self.sample_rate:
+            raise ValueError(
+                f"synthetic.sample_rate {self.synthetic.sample_rate} Hz differs from "
+                f"sample_rate {self.sample_rate} Hz (the data must be at the working rate)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _whole_samples(self) -> NoiseCleaningParams:
+        """Window, strides and the loss's Welch segments in whole samples the network and
+        the loss accept."""
+        fs, stride = self.sample_rate, 2 ** len(self.widths)
+        n = self.window * fs
+        if abs(n - round(n)) > 1e-6 or round(n) % stride:
+            raise ValueError(
+                f"window {self.window} s is {n:g} samples at {fs:g} Hz; expected a whole "
+                f"multiple of the network stride 2**len(widths) = {stride} samples"
+            )
+        for name in ("stride", "val_stride"):
+            if round(getattr(self, name) * fs) < 1:
+                raise ValueError(
+                    f"{name} {getattr(self, name)} s is under one sample at {fs:g} Hz"
+                )
+        nperseg = round(self.loss_fftlength * fs)
+        if not 2 <= nperseg <= round(n):
+            raise ValueError(
+                f"loss_fftlength {self.loss_fftlength} s is {nperseg} samples; expected 2 to "
+                f"the window's {round(n)}"
+            )
+        if not round(self.loss_overlap * fs) < nperseg:
+            raise ValueError("loss_overlap rounds to loss_fftlength samples; make it shorter")
+        freqs = np.fft.rfftfreq(nperseg, 1.0 / fs)
+        if not any(((freqs >= lo) & (freqs < hi)).any() for lo, hi in self.band):
+            raise ValueError(
+                f"no frequency bin of the loss ({fs / nperseg:g} Hz apart, loss_fftlength "
+                f"{self.loss_fftlength} s) falls in band {self.band}; lengthen loss_fftlength"
+            )
         return self
 
 
@@ -149,11 +219,7 @@ class NoiseCleaning(Task):
         """``(strain name, witness names, witnesses (C, T), strain (T,))`` float64."""
         p = self.params
         if p.synthetic is not None:
-            from gravwave.synthetic import SyntheticParams, generate
-
-            seg = generate(
-                SyntheticParams(**p.synthetic), p.segment if which == "train" else p.test_segment
-            )
+            seg = generate(p.synthetic, p.segment if which == "train" else p.test_segment)
             data = {seg.strain.name: seg.strain, **seg.witnesses}
             names = p.channels or [seg.strain.name, *seg.witnesses]
             span = p.span if which == "train" else None

@@ -2,6 +2,7 @@
 
 from twins.config.load import (
     apply_overrides,
+    check_workdir,
     config_hash,
     load_config,
     parse_override,
@@ -33,6 +34,7 @@ __all__ = [
     "TrackingConfig",
     "TrainConfig",
     "apply_overrides",
+    "check_workdir",
     "config_hash",
     "load_config",
     "parse_override",

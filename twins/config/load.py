@@ -10,6 +10,7 @@ import copy
 import hashlib
 import importlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from twins.config.schema import RunConfig
+from twins.config.yaml_safe import MAX_FILE_BYTES, YAMLRefusal, describe_yaml_error, parse_yaml
 from twins.errors import ConfigError
 
 
@@ -32,7 +34,7 @@ def _describe(err: Mapping[str, Any]) -> str:
         return "missing required key"
     msg = str(err["msg"])
     inp = err.get("input")
-    if isinstance(inp, str | int | float | bool) or inp is None:
+    if (isinstance(inp, str | int | float | bool) or inp is None) and repr(inp) not in msg:
         msg += f" (got {inp!r})"
     return msg
 
@@ -60,7 +62,7 @@ def format_validation_error(
             if key == okey or key.startswith(okey + ".") or okey.startswith(key + "."):
                 origin = f"override '{text}'"
         parts.append(f"{origin}: {key}: {_describe(err)}")
-    return "; ".join(parts)
+    return " ".join("; ".join(parts).split())  # one line, whatever the messages hold
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -76,9 +78,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
             f"bad override {text!r}: expected section.key=value", "e.g. train.epochs=3"
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"bad override {text!r}: value is not valid YAML ({exc})") from None
+        problem, _ = describe_yaml_error(exc)
+        raise ConfigError(f"bad override {text!r}: value is not valid YAML ({problem})") from None
     return path, value
 
 
@@ -109,44 +112,104 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping with the safe loader.
+    """Read a YAML mapping with the strict safe loader (:mod:`twins.config.yaml_safe`).
 
     Raises:
-        ConfigError: If the file is missing, unreadable, not YAML or not a mapping.
+        ConfigError: One line naming the file (and the line where known) if it is missing,
+            not a regular file, unreadable, larger than
+            :data:`~twins.config.yaml_safe.MAX_FILE_BYTES`, empty or only comments, not
+            UTF-8, not YAML, refused by the loader (duplicate key, alias bomb, deep
+            nesting) or not a mapping.
     """
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {path} not found", "check the path")
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory, expected a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a regular file, expected a YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", exc)
-        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB, the most a config may be"
+        )
+    if not raw:
+        raise ConfigError(f"{path}: the config file is empty (0 bytes)", "give at least a name")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path} at line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte "
+            f"offset {exc.start})",
+            "save the file as UTF-8",
+        ) from None
+    try:
+        data = parse_yaml(text)
+    except yaml.YAMLError as exc:
+        problem, line = describe_yaml_error(exc)
+        where = f" at line {line}" if line is not None else ""
+        if isinstance(exc, YAMLRefusal):
+            raise ConfigError(f"{path}{where}: {problem}") from None
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
     if data is None:
-        data = {}
+        raise ConfigError(
+            f"{path}: the config holds no settings (only comments, blank lines or null)",
+            "give at least a name; '{}' accepts every default",
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     return data
 
 
-def resolve_target(target: str) -> Any:
+def resolve_target(target: str, source: str = "") -> Any:
     """Import ``package.module:Attr`` and return the attribute.
 
+    Args:
+        target: The reference.
+        source: Config file (or ``"<defaults>"``) named in errors; ``""`` for none.
+
     Raises:
-        ConfigError: If the module cannot be imported or has no such attribute.
+        ConfigError: If the module cannot be imported (or fails while importing) or has no
+            such attribute.
     """
+    where = f"{source}: task.target" if source else "task.target"
     mod_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise ConfigError(f"task.target: cannot import {mod_name!r} ({exc})") from None
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"{where}: cannot import {mod_name!r} ({reason})") from None
+    except Exception as exc:  # a broken or relative module named by the user
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ConfigError(f"{where}: importing {mod_name!r} failed ({reason})") from None
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise ConfigError(f"task.target: module {mod_name!r} has no {attr!r}") from None
+        raise ConfigError(f"{where}: module {mod_name!r} has no {attr!r}") from None
+
+
+def _task_params_model(target: str, source: str) -> type[BaseModel]:
+    """The ``Params`` model of the task class ``target`` names.
+
+    Raises:
+        ConfigError: If the target is not a task class with a pydantic ``Params`` model.
+    """
+    task_cls = resolve_target(target, source)
+    if not isinstance(task_cls, type) or not all(
+        callable(getattr(task_cls, m, None)) for m in ("splits", "build_model")
+    ):
+        raise ConfigError(
+            f"{source}: task.target: {target!r} is not a task class (expected a subclass of "
+            "twins.task.Task)"
+        )
+    params_model = getattr(task_cls, "Params", None)
+    if not (isinstance(params_model, type) and issubclass(params_model, BaseModel)):
+        raise ConfigError(f"{source}: task.target {target!r} has no Params model")
+    return params_model
 
 
 def validate(
@@ -164,10 +227,7 @@ def validate(
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source, overrides=overrides)) from None
-    task_cls = resolve_target(cfg.task.target)
-    params_model: type[BaseModel] | None = getattr(task_cls, "Params", None)
-    if params_model is None:
-        raise ConfigError(f"{source}: task.target {cfg.task.target!r} has no Params model")
+    params_model = _task_params_model(cfg.task.target, source)
     try:
         params = params_model.model_validate(cfg.task.params)
     except ValidationError as exc:
@@ -203,6 +263,38 @@ def load_config(
         source = "<defaults>"
     origins = apply_overrides(data, overrides)
     return validate(data, source, origins)
+
+
+def check_workdir(cfg: RunConfig) -> None:
+    """Refuse a run directory that cannot be created: the nearest existing one of
+    ``<workdir>/<name>`` and its parents must be a writable directory.
+
+    Creates nothing; call it before writing anything for a run.
+
+    Raises:
+        ConfigError: Naming ``workdir`` and the path that is a file or not writable.
+    """
+    run_dir = cfg.run_dir
+    for path in (run_dir, *run_dir.parents):
+        try:
+            if not path.exists():
+                continue
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise ConfigError(f"workdir: cannot use {run_dir} ({exc.strerror})") from None
+        if not path.is_dir():
+            what = f"the run directory {path} (workdir/name)" if path == run_dir else str(path)
+            raise ConfigError(
+                f"workdir: {what} exists and is not a directory; expected workdir "
+                f"{cfg.workdir} to be a directory or not to exist yet",
+                "point workdir=... at a directory",
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"workdir: cannot create or write the run directory {run_dir}: "
+                f"{path} is not writable",
+                "point workdir=... at a writable directory",
+            )
+        return
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -14,11 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from twins.launch.models import LaunchConfig
 
+MAX_SEED = 2**62
+"""Largest run seed: torch seeds are 64-bit and the trainer adds the epoch to the seed."""
+
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, values are validated on assignment."""
+    """Base of every config model: unknown keys are errors, values are validated on assignment,
+    and a float is never infinite or NaN (``lr: .inf`` is refused, not trained on)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TaskRef(StrictModel):
@@ -67,7 +71,9 @@ class TrainConfig(StrictModel):
         batch_size: Global batch size (summed over all ranks).
         val_every: Validate every this many optimizer steps; 0 means once per epoch.
         early_stop_patience: Stop after this many validations without improvement.
-        monitor: Validation metric that selects the best state (lower is better).
+        monitor: Validation metric that selects the best state (lower is better); the
+            trainer validates ``val_loss`` only, so any other name is refused rather than
+            never selecting a state.
         checkpoint_every: Write a resumable checkpoint every this many epochs.
         max_steps_per_epoch: Cap on steps per epoch (smoke runs); ``None`` for all.
         grad_clip: Clip the global gradient norm to this value; ``None`` disables.
@@ -82,7 +88,7 @@ class TrainConfig(StrictModel):
     grad_clip: float | None = Field(None, gt=0)
     val_every: int = Field(0, ge=0)
     early_stop_patience: int | None = Field(None, ge=1)
-    monitor: str = "val_loss"
+    monitor: Literal["val_loss"] = "val_loss"
     checkpoint_every: int = Field(1, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)
     num_workers: int = Field(0, ge=0)
@@ -146,14 +152,16 @@ class RunConfig(StrictModel):
     """A complete run: what to train and how.
 
     Attributes:
-        name: Run name (used for the run directory and the MLflow run).
-        seed: Global seed (weights, shuffling, dropout).
+        name: Run name (used for the run directory and the MLflow run); letters, digits,
+            ``_``, ``.`` and ``-``, not ``.`` or ``..``, at most 200 characters (a directory
+            name is at most 255 bytes).
+        seed: Global seed (weights, shuffling, dropout), in ``[0, MAX_SEED]``.
         workdir: Directory for checkpoints, the default MLflow store and reports.
         launch: Slurm / Kubernetes settings for ``twins launch``.
     """
 
-    name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
+    name: str = Field("run", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     workdir: Path = Path("runs")
     task: TaskRef = Field(default_factory=TaskRef)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -161,6 +169,13 @@ class RunConfig(StrictModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_parent(cls, v: str) -> str:
+        if set(v) == {"."}:
+            raise ValueError(f"{v!r} would put the run outside workdir; give a run name")
+        return v
 
     @property
     def run_dir(self) -> Path:

@@ -40,7 +40,7 @@ class ToyParams(BaseModel):
         test_fraction: Share of the series (at the end) used for testing.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     length: int = Field(4096, ge=64)
     window: int = Field(16, ge=1)

@@ -12,16 +12,18 @@ under torchrun / srun); the Ray backend calls it inside each Ray Train worker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from twins.config import RunConfig, config_hash, to_dict, to_yaml
+from twins.config import RunConfig, check_workdir, config_hash, to_dict, to_yaml
 from twins.errors import TwinsError
 from twins.task import build_task
 from twins.train.build import build_trainer
@@ -39,6 +41,41 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _missing_dirs(directory: Path) -> list[Path]:
+    """``directory`` and those of its parents that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    for path in (directory, *directory.parents):
+        if path.exists() or path.is_symlink():
+            break
+        missing.append(path)
+    return missing
+
+
+@contextlib.contextmanager
+def removed_if_refused(run_dir: Path, is_main: bool = True) -> Iterator[None]:
+    """Undo the directories a failing block created for a run that did not exist.
+
+    If ``run_dir`` did not exist on entry and the block raises, ``run_dir`` (with what
+    the block wrote into it) is deleted, then each parent that the block created, only
+    while it is empty. Nothing that existed on entry is touched. Only the main rank
+    deletes.
+
+    Args:
+        run_dir: ``<workdir>/<name>`` of the run.
+        is_main: Whether this process is rank 0.
+    """
+    created = _missing_dirs(run_dir)
+    try:
+        yield
+    except BaseException:
+        if is_main and created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for parent in created[1:]:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only if empty: another run may have written there
+        raise
 
 
 def open_tracker(
@@ -84,6 +121,10 @@ def train_process(
 
     Raises:
         TwinsError: ``resume`` without a checkpoint.
+        ConfigError: ``workdir`` (or the run directory) exists and is not a directory, or
+            cannot be written.
+        DataError: The task refuses its data; a run directory this call would have
+            created is then not left behind.
     """
     owns_strategy = strategy is None
     strategy = strategy or make_strategy(
@@ -111,12 +152,16 @@ def _train(
     ckpt = run_dir / "checkpoints" / "last.pt"
     if resume and not ckpt.is_file():
         raise TwinsError(f"cannot resume: no checkpoint at {ckpt}", "run without --resume first")
+    check_workdir(cfg)
+    # The task and its data are built (and refused) before the run writes anything; what a
+    # refused task wrote itself (a cache in a new run directory) is removed again.
+    with removed_if_refused(run_dir, strategy.is_main):
+        task = build_task(cfg)
+        splits = task.splits()
+        fingerprint = task.fingerprint()
     if strategy.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    task = build_task(cfg)
-    splits = task.splits()
-    fingerprint = task.fingerprint()
     tags = {
         "twins.task": cfg.task.target,
         "twins.config_hash": config_hash(cfg),
