@@ -42,10 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import xarray as xr
-from xclim.core.units import convert_units_to, units, units2pint
+from xclim.core.units import units2pint
 
+from hydrology.gates import Gates, check_gates
+from hydrology.ncheader import check_complete
+from hydrology.timeaxis import check_time, time_problem
+from hydrology.units import DIMENSIONALITIES, evaporation_positive, to_units
 from twins.errors import DataError
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "STATIC",
     "evaporation_positive",
     "land_mask",
+    "load_checked",
     "normalise",
     "open_grids",
     "to_units",
@@ -61,9 +65,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-G0 = 9.80665  # [m s-2]
-WATER_DENSITY = 1000.0  # [kg m-3]: 1 kg m-2 of water = 1 mm
 
 DYNAMIC = ("tp", "t2m", "mn2t", "mx2t", "e", "pev", "swvl1")
 STATIC = ("lsm", "z")
@@ -87,6 +88,7 @@ _ALIASES: dict[str, tuple[str, str]] = {
     "sftlf": ("lsm", "cf"),
     "orog": ("z", "cf"),
 }
+_DEFAULT_GATES = Gates()
 _DIM_RENAMES = {"latitude": "lat", "longitude": "lon", "valid_time": "time"}
 _DROP = ("number", "expver")
 
@@ -99,28 +101,6 @@ _UNIT_SPELLINGS = {
     "fraction": "1",
     "degrees C": "degC",
 }
-
-_LENGTH = units("m").dimensionality
-_RATE = units("m/s").dimensionality
-_MASS_AMOUNT = units("kg m-2").dimensionality
-_MASS_FLUX = units("kg m-2 s-1").dimensionality
-_TEMPERATURE = units("K").dimensionality
-_DIMENSIONLESS = units("1").dimensionality
-_GEOPOTENTIAL = units("m2 s-2").dimensionality
-
-_WATER = (_LENGTH, _RATE, _MASS_AMOUNT, _MASS_FLUX)
-_EXPECTED_DIMS = {
-    "tp": _WATER,
-    "e": _WATER,
-    "pev": _WATER,
-    "t2m": (_TEMPERATURE,),
-    "mn2t": (_TEMPERATURE,),
-    "mx2t": (_TEMPERATURE,),
-    "swvl1": (_DIMENSIONLESS,),
-    "lsm": (_DIMENSIONLESS,),
-    "z": (_GEOPOTENTIAL, _LENGTH),
-}
-
 
 # --------------------------------------------------------------------------- normalise
 
@@ -196,6 +176,7 @@ def normalise(ds: xr.Dataset, source: str = "<dataset>") -> xr.Dataset:
         order = ("time", "lat", "lon")
     else:
         order = ("time", *ds["lat"].dims)
+    ds = _squeeze_extra_dims(ds, source, {*order, "lat", "lon"})
     for name in ds.data_vars:
         dims = ds[name].dims
         want = [d for d in order if d in dims] + [d for d in dims if d not in order]
@@ -204,57 +185,32 @@ def normalise(ds: xr.Dataset, source: str = "<dataset>") -> xr.Dataset:
     return ds
 
 
+def _squeeze_extra_dims(ds: xr.Dataset, source: str, known: set[str]) -> xr.Dataset:
+    """Drop length-1 extra dimensions of the canonical variables; refuse longer ones.
+
+    An ensemble (``number``), a level or a bounds dimension of size > 1 has no canonical
+    meaning: a member would be picked silently, or every member averaged into a climate
+    that no member had.
+    """
+    for name in [str(v) for v in ds.data_vars if v in CANONICAL]:
+        for dim in ds[name].dims:
+            if dim in known:
+                continue
+            n = int(ds.sizes[dim])
+            if n == 1:
+                ds[name] = ds[name].isel({dim: 0}, drop=True)
+                continue
+            what = " (ensemble members)" if dim == "number" else ""
+            raise DataError(
+                f"{source}: variable '{name}' has an extra dimension '{dim}' of size {n}{what}; "
+                "expected dims (time, lat, lon) or (time, <points>)",
+                hint=f"select one {dim} before ingest, e.g. ds.isel({dim}=0), or reduce it "
+                "(an ensemble mean is a different climate from any member)",
+            )
+    return ds
+
+
 # --------------------------------------------------------------------------- validate
-
-
-def _time_steps(index: pd.Index) -> np.ndarray:
-    """Differences of a (pandas or cftime) time index, in seconds."""
-    if isinstance(index, pd.DatetimeIndex):
-        return np.diff(index.values).astype("timedelta64[ns]").astype(np.float64) / 1e9
-    v = np.asarray(index)
-    return np.array([(b - a).total_seconds() for a, b in zip(v[:-1], v[1:], strict=True)])
-
-
-def _time_problem(index: pd.Index) -> tuple[str, int, str] | None:
-    """First problem of a time axis as ``(message, position, hint)``, or None if it is fine."""
-    if index.size < 2:
-        return None
-    steps = _time_steps(index)
-    if np.any(steps == 0):
-        k = int(np.argmax(steps == 0))
-        return f"duplicated time {index[k + 1]}", k, "Remove the duplicated steps."
-    if np.any(steps < 0):
-        k = int(np.argmax(steps < 0))
-        return (
-            f"time is not increasing at {index[k]} -> {index[k + 1]}",
-            k,
-            "Sort the file by time.",
-        )
-    step = float(np.median(steps))
-    if 28 * 86400 <= step <= 31 * 86400:  # calendar months
-        months = np.asarray(index.year) * 12 + np.asarray(index.month)
-        bad = np.diff(months) != 1
-        what = "monthly"
-    else:
-        bad = ~np.isclose(steps, step)
-        what = f"{step / 86400:g}-day" if step >= 86400 else f"{step / 3600:g}-hour"
-    if np.any(bad):
-        k = int(np.argmax(bad))
-        return (
-            f"gap in time between {index[k]} and {index[k + 1]} ({what} steps)",
-            k,
-            "Fill or remove the missing steps; indices need a complete time axis.",
-        )
-    return None
-
-
-def _check_time(ds: xr.Dataset, source: str) -> None:
-    if "time" not in ds.dims:
-        return
-    problem = _time_problem(ds.indexes["time"])
-    if problem is not None:
-        msg, _, hint = problem
-        raise DataError(f"{source}: {msg} (variable 'time')", hint=hint)
 
 
 def _all_nan(da: xr.DataArray) -> bool:
@@ -313,10 +269,10 @@ def validate(
             q = units2pint(str(u))
         except Exception:  # pint raises many kinds
             raise DataError(f"{source}: variable '{v}' has unknown units '{u}'") from None
-        expected = _EXPECTED_DIMS.get(v)
+        expected = DIMENSIONALITIES.get(v)
         if expected is not None and q.dimensionality not in expected:
             raise DataError(f"{source}: variable '{v}' has units '{u}' that do not fit it")
-    _check_time(ds, source)
+    check_time(ds, source)
     if check_values:
         for v in names:
             if _all_nan(ds[v]):
@@ -366,19 +322,57 @@ def _grid(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ds["lat"].values), np.asarray(ds["lon"].values)
 
 
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+def _open_error(f: Path, exc: BaseException) -> DataError:
+    return DataError(
+        f"{f}: cannot open: file truncated or unreadable ({_one_line(exc)})",
+        hint="check that the file is a complete NetCDF/Zarr file (download it again)",
+    )
+
+
+def load_checked(ds: xr.Dataset, source: str) -> xr.Dataset:
+    """Read every variable of ``ds`` into memory; a reader error names the variable.
+
+    Args:
+        ds: Lazily opened dataset (backend arrays or dask).
+        source: File name(s) for the messages.
+
+    Returns:
+        ``ds``, loaded.
+
+    Raises:
+        DataError: ``"<source>: file truncated or unreadable: cannot read variable ..."``.
+    """
+    for name in list(ds.variables):
+        try:
+            ds[name].load()
+        except Exception as exc:  # netCDF-C, HDF5, zarr and OS errors of every kind
+            raise DataError(
+                f"{source}: file truncated or unreadable: cannot read variable '{name}' "
+                f"({_one_line(exc)})",
+                hint="download the file again",
+            ) from None
+    return ds
+
+
 def open_grids(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     variables: Sequence[str] | None = None,
     chunks: dict[str, int] | str | None = "auto",
     parallel: bool = False,
     check_values: bool = True,
+    gates: Gates | None = _DEFAULT_GATES,
 ) -> xr.Dataset:
     """Open one or many NetCDF (or Zarr) files lazily as one canonical, validated dataset.
 
     Many files (a list or a glob pattern) go through ``xr.open_mfdataset`` with
     ``combine="by_coords", data_vars="minimal", coords="minimal", compat="override",
-    join="exact"`` (reference/hydrology.md s6); each file is normalised and validated on its
-    own first, so errors name the file.
+    join="exact"`` (reference/hydrology.md s6); each file is normalised, validated and gated
+    on its own first, so errors name the file. A NetCDF-3 file shorter than its header
+    declares is refused before it is opened (:func:`hydrology.ncheader.check_complete`).
 
     Args:
         paths: a path, a glob pattern, or a sequence of them.
@@ -387,32 +381,49 @@ def open_grids(
         chunks: dask chunks; ``"auto"`` groups whole storage chunks (avoids the task
             explosion of one-map-per-chunk CDS files), ``{}`` uses the storage chunks.
         parallel: open files in parallel with dask (``open_mfdataset(parallel=...)``).
-        check_values: reject all-NaN variables (reads a few time steps per variable).
+        check_values: check values: reject all-NaN variables (reads a few time steps per
+            variable) and run the plausibility ``gates`` (reads every value once).
+            False skips both.
+        gates: plausibility bounds (:class:`hydrology.gates.Gates`); None skips them.
 
     Returns:
         Dask-backed dataset, dims ``(time, lat, lon)`` with lat ascending (or
         ``(time, <points>)``), units as in the source files.
 
     Raises:
-        DataError: missing file or variable, unknown units, non-monotonic, duplicated or gappy
-            time, grids that differ between files, an all-NaN variable.
+        DataError: missing, truncated or unreadable file, missing variable, unknown units,
+            non-monotonic, duplicated or gappy time, grids that differ between files, an
+            all-NaN variable, an implausible value (see :func:`hydrology.gates.check_gates`).
     """
     files = _as_paths(paths)
+    for f in files:
+        check_complete(f)
+
+    def _prepare(raw: xr.Dataset, src: str) -> xr.Dataset:
+        try:
+            ds = _select(normalise(raw, src), variables)
+            validate(ds, src, variables, check_values=check_values)
+        except DataError:
+            raise
+        except Exception as exc:  # a reader error while decoding or reading values
+            raise _open_error(Path(src), exc) from None
+        if check_values and gates is not None:
+            check_gates(ds, src, gates, variables=_gated(ds, variables))
+        return ds
+
     if len(files) == 1:
         f = files[0]
         try:
             raw = xr.open_dataset(f, engine=_engine(f), chunks=chunks)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{f}: cannot open ({exc})") from None
-        ds = _select(normalise(raw, str(f)), variables)
-        return validate(ds, str(f), variables, check_values=check_values)
+        except Exception as exc:  # netCDF-C / HDF5 / zarr / decoding errors of every kind
+            raise _open_error(f, exc) from None
+        return _prepare(raw, str(f))
 
     records: dict[str, dict[str, Any]] = {}
 
     def _pre(raw: xr.Dataset) -> xr.Dataset:
         src = str(raw.encoding.get("source", "<file>"))
-        ds = _select(normalise(raw, src), variables)
-        validate(ds, src, variables, check_values=check_values)
+        ds = _prepare(raw, src)
         rec: dict[str, Any] = {"grid": _grid(ds)}
         if "time" in ds.dims:
             rec["first"], rec["last"] = ds.indexes["time"][0], ds.indexes["time"][-1]
@@ -436,12 +447,26 @@ def open_grids(
         raise
     except (ValueError, KeyError) as exc:
         _check_across(files, records)
-        raise DataError(f"{files[0]} ... {files[-1]}: cannot combine files ({exc})") from None
+        raise DataError(
+            f"{files[0]} ... {files[-1]}: cannot combine files ({_one_line(exc)})"
+        ) from None
+    except Exception as exc:  # a file that cannot be opened: find and name it
+        for f in files:
+            if os.path.abspath(f) not in records:
+                raise _open_error(f, exc) from None
+        raise DataError(f"{files[0]} ... {files[-1]}: cannot open ({_one_line(exc)})") from None
     _check_across(files, records)
     label = f"{files[0]} ... {files[-1]} ({len(files)} files)"
     # per-file checks passed; check the combined time axis (gaps between files)
     _check_time_across(ds, files, records, label)
     return ds
+
+
+def _gated(ds: xr.Dataset, variables: Sequence[str] | None) -> list[str] | None:
+    """Variables the gates check: the requested ones and the statics, or all (None)."""
+    if variables is None:
+        return None
+    return [*variables, *[s for s in STATIC if s in ds.data_vars]]
 
 
 def _check_across(files: Sequence[Path], records: dict[str, dict[str, Any]]) -> None:
@@ -481,7 +506,7 @@ def _check_time_across(
     if "time" not in ds.dims:
         return
     index = ds.indexes["time"]
-    problem = _time_problem(index)
+    problem = time_problem(index)
     if problem is None:
         return
     msg, k, hint = problem
@@ -495,107 +520,6 @@ def _check_time_across(
     if before is not None and after is not None:
         raise DataError(f"{after}: {msg} after {before} (variable 'time')", hint=hint)
     raise DataError(f"{label}: {msg} (variable 'time')", hint=hint)
-
-
-# --------------------------------------------------------------------------- units
-
-
-def _kind(q: Any) -> str:
-    dim = q.dimensionality
-    if dim in (_LENGTH, _MASS_AMOUNT):
-        return "amount"
-    if dim in (_RATE, _MASS_FLUX):
-        return "rate"
-    return "other"
-
-
-def _step_seconds(da: xr.DataArray) -> xr.DataArray | float:
-    if "time" not in da.dims or da.sizes["time"] < 2:
-        raise DataError(
-            f"variable '{da.name}': cannot convert between amount and rate without a time axis"
-        )
-    steps = _time_steps(da.indexes["time"])
-    step = float(np.median(steps))
-    if 28 * 86400 <= step <= 31 * 86400:
-        return da["time"].dt.days_in_month * 86400.0
-    return step
-
-
-def to_units(da: xr.DataArray, target: str) -> xr.DataArray:
-    """Convert ``da`` to ``target`` units at the point of use (lazy for dask arrays).
-
-    Handles, besides plain pint conversions (``K -> degC``, ``% -> 1``):
-
-    - water as mass (``kg m-2``, ``kg m-2 s-1``) <-> depth (``mm``, ``m``, ``mm/d``) with a
-      density of 1000 kg m-3;
-    - amounts per time step <-> rates, using the time step of ``da`` (fixed steps, or days in
-      month for monthly data). ERA5 ``tp`` [m per day] -> ``"mm/day"`` multiplies by 1000.
-      Caution: ERA5-Land *monthly means* store the mean **daily** amount; convert those with
-      ``"mm"`` and multiply by the days in the month yourself;
-    - surface geopotential [m2 s-2] -> height [m] (divided by 9.80665), and back.
-
-    The sign is never changed; see :func:`evaporation_positive`.
-
-    Args:
-        da: variable with a ``units`` attribute.
-        target: pint/CF unit string, e.g. ``"mm/day"``, ``"mm"``, ``"degC"``, ``"m"``.
-
-    Returns:
-        A new DataArray with ``attrs["units"] == target``; other attributes are kept.
-    """
-    if "units" not in da.attrs:
-        raise DataError(f"variable '{da.name}' has no units attribute")
-    src = units2pint(da)
-    tgt = units2pint(target)
-    attrs = dict(da.attrs)
-    if src.dimensionality == tgt.dimensionality:
-        out = convert_units_to(da, target)
-    elif src.dimensionality == _GEOPOTENTIAL and tgt.dimensionality == _LENGTH:
-        out = da * (units.Quantity(1.0, src).to("m2 s-2").magnitude / G0)
-        out = out * units.Quantity(1.0, "m").to(tgt).magnitude
-    elif src.dimensionality == _LENGTH and tgt.dimensionality == _GEOPOTENTIAL:
-        out = da * (units.Quantity(1.0, src).to("m").magnitude * G0)
-        out = out * units.Quantity(1.0, "m2 s-2").to(tgt).magnitude
-    else:
-        ks, kt = _kind(src), _kind(tgt)
-        if "other" in (ks, kt):
-            raise DataError(
-                f"variable '{da.name}': cannot convert units '{da.attrs['units']}' to '{target}'"
-            )
-        rho = units.Quantity(WATER_DENSITY, "kg m-3")
-        qs = units.Quantity(1.0, src)
-        if src.dimensionality in (_MASS_AMOUNT, _MASS_FLUX):
-            qs = qs / rho
-        base = "mm" if ks == "amount" else "mm/s"
-        out = da * qs.to(base).magnitude  # now in mm or mm/s
-        if ks != kt:
-            step = _step_seconds(da)
-            out = out / step if ks == "amount" else out * step
-        qt = units.Quantity(1.0, "mm" if kt == "amount" else "mm/s")
-        if tgt.dimensionality in (_MASS_AMOUNT, _MASS_FLUX):
-            qt = qt * rho
-        out = out * qt.to(tgt).magnitude
-    attrs["units"] = target
-    out.attrs = attrs
-    out.name = da.name
-    return out
-
-
-def evaporation_positive(da: xr.DataArray) -> xr.DataArray:
-    """Return evaporation (``e``/``pev``) with evaporation as positive values.
-
-    ERA5 stores evaporation negative (downward-positive fluxes); CF ``evspsbl*`` store it
-    positive. Uses ``attrs["evaporation_sign"]`` set on ingest (``"negative"`` if absent and the
-    variable is named ``e``/``pev``).
-    """
-    sign = da.attrs.get("evaporation_sign", "negative" if da.name in ("e", "pev") else None)
-    if sign is None:
-        raise DataError(f"variable '{da.name}': unknown evaporation sign convention")
-    attrs = dict(da.attrs)
-    out = -da if sign == "negative" else da.copy()
-    attrs["evaporation_sign"] = "positive"
-    out.attrs = attrs
-    return out
 
 
 # --------------------------------------------------------------------------- mask

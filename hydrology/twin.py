@@ -14,8 +14,10 @@ A :class:`DroughtTwin` lives in a :class:`twins.twin.TwinStore` directory (kind
   (``category_<target>``, int8, CF ``flag_values`` 0/1/2/3 = none / moderate (< -1) / severe
   (< -1.5) / extreme (< -2), -1 = no data).
 
-An update (:meth:`DroughtTwin.update`) validates the new months (grid, variables, whole months
-directly after the cursor, not all-NaN), aggregates them to months, transforms the indices with
+An update (:meth:`DroughtTwin.update`) checks the new months (:mod:`hydrology.ingest`: files
+complete and readable, grid, variables, units, whole months directly after the cursor, the
+plausibility gates of :mod:`hydrology.gates` stored at init), converts them to canonical units,
+aggregates them to months, transforms the indices with
 the stored parameters (new months only; the history fills the accumulation windows), forecasts
 the next leads from the last new month and writes the alert maps and the new history — all in
 one store transaction: a crash leaves the twin as before or fully updated, the same months
@@ -39,7 +41,7 @@ import importlib
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,10 +49,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hydrology.forecast import Forecaster, PersistenceForecaster, monthly_inputs
+from hydrology.forecast import Forecaster, PersistenceForecaster
+from hydrology.gates import Gates
 from hydrology.indices import DroughtIndices
+from hydrology.ingest import SOURCE_VARIABLE, prepare_months, read_init
+from hydrology.scenario import Region, Scenario, apply_scenario
 from twins.errors import DataError, TwinsError
 from twins.twin import TwinStore, UpdateRecord, format_status
 
@@ -76,10 +80,6 @@ HISTORY_MARGIN = 12
 #: Category thresholds (strictly below): moderate, severe, extreme.
 ALERT_THRESHOLDS: tuple[float, float, float] = (-1.0, -1.5, -2.0)
 ALERT_MEANINGS = "none moderate severe extreme"
-#: Hargreaves-Samani temperature offset [degC]: PET is proportional to (T + 17.8).
-HARGREAVES_OFFSET_C = 17.8
-#: PET sensitivity used when the history has no temperature [fraction per K].
-DEFAULT_PET_SENSITIVITY = 0.04
 
 #: Fewest months handed to one xclim transform (it infers the frequency from 3 steps).
 MIN_TRANSFORM_MONTHS = 3
@@ -88,8 +88,6 @@ _HISTORY = "history.nc"
 _INDICES = "indices.nc"
 _INPUT_VARS = ("pr", "wb", "sm", "t2m")
 _STATICS = ("lsm", "z")
-# daily canonical variable each monthly input comes from
-_SOURCE = {"pr": "tp", "wb": "pev", "sm": "swvl1", "t2m": "t2m"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,51 +221,6 @@ def _next_month(month: str) -> str:
     return (pd.Timestamp(month + "-01") + pd.DateOffset(months=1)).strftime("%Y-%m")
 
 
-def _load(
-    data: xr.Dataset | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-) -> tuple[xr.Dataset, str]:
-    """Open ``data`` (a dataset or NetCDF paths) as a loaded canonical dataset + its label."""
-    from hydrology.io import normalise, open_grids
-
-    if isinstance(data, xr.Dataset):
-        return normalise(data, "<dataset>").load(), "<dataset>"
-    paths = [data] if isinstance(data, str | os.PathLike) else list(data)
-    if not paths:
-        raise DataError("no new-data files given")
-    label = str(paths[0]) if len(paths) == 1 else f"{paths[0]} ... {paths[-1]}"
-    return open_grids(paths, chunks=None).load(), label
-
-
-def _check_whole_months(ds: xr.Dataset, source: str) -> list[str]:
-    """Months of ``ds``; raise unless its time axis covers whole calendar months."""
-    if "time" not in ds.dims or ds.sizes["time"] == 0:
-        raise DataError(f"{source}: no time steps (variable 'time')")
-    times = pd.DatetimeIndex(ds.indexes["time"])
-    months = sorted({_month(t) for t in times})
-    first = pd.Timestamp(months[0] + "-01")
-    end = pd.Timestamp(months[-1] + "-01") + pd.DateOffset(months=1)
-    if times.size < 2:
-        raise DataError(
-            f"{source}: a single time step {times[0]} (variable 'time'); the twin ingests daily "
-            "or sub-daily data",
-            hint="give the daily fields of the new months",
-        )
-    step = times[1] - times[0]
-    if step > pd.Timedelta(days=1):
-        raise DataError(
-            f"{source}: time steps of {step} (variable 'time'); the twin ingests daily or "
-            "sub-daily data",
-            hint="give the daily fields of the new months",
-        )
-    if times[0] != first or times[-1] + step != end:
-        raise DataError(
-            f"{source}: data from {times[0]} to {times[-1]} do not cover whole months "
-            f"(variable 'time', months {months[0]}..{months[-1]})",
-            hint="give every day of each new month",
-        )
-    return months
-
-
 def _to_index_input(monthly: xr.Dataset) -> xr.Dataset:
     """Monthly inputs -> the canonical variables DroughtIndices reads, as rates.
 
@@ -308,15 +261,6 @@ def _transform_tail(indices: DroughtIndices, monthly: xr.Dataset, n_tail: int) -
     return out.isel(time=slice(-n_tail, None))
 
 
-def _content_key(monthly: xr.Dataset, months: list[str]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(str(v) for v in monthly.data_vars):
-        arr = np.ascontiguousarray(monthly[name].values, dtype=np.float64)
-        h.update(name.encode())
-        h.update(arr.tobytes())
-    return f"hydrology:{months[0]}..{months[-1]}:sha256:{h.hexdigest()[:32]}"
-
-
 def _write_nc(ds: xr.Dataset, path: Path) -> None:
     """Write ``ds`` as NetCDF-4, zlib level 1, deterministic (no timestamps in attributes)."""
     enc: dict[str, dict[str, Any]] = {}
@@ -327,68 +271,6 @@ def _write_nc(ds: xr.Dataset, path: Path) -> None:
         if ds[name].dtype.kind == "f" and name in ds.dims:
             enc[str(name)] = {"_FillValue": None}
     ds.to_netcdf(path, engine="netcdf4", format="NETCDF4", encoding=enc)
-
-
-# --------------------------------------------------------------------------------------------
-# Scenarios
-
-
-class Region(BaseModel):
-    """A lat/lon box (inclusive bounds, degrees north / east)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    lat_min: float = Field(ge=-90, le=90)
-    lat_max: float = Field(ge=-90, le=90)
-    lon_min: float
-    lon_max: float
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Region:
-        if self.lat_min > self.lat_max or self.lon_min > self.lon_max:
-            raise ValueError("region bounds must be (min <= max) for lat and lon")
-        return self
-
-
-class Scenario(BaseModel):
-    """A what-if applied to the twin's recent monthly history.
-
-    Precipitation is scaled by ``precip_scale`` (``pr``, and ``wb`` consistently:
-    ``wb' = s pr - PET``). A temperature shift changes ``t2m`` by ``temp_shift`` and potential
-    evapotranspiration through the Hargreaves-Samani sensitivity
-    ``PET' = PET (T + dT + 17.8) / (T + 17.8)`` (T the monthly mean in degC, as in the synthetic
-    generator), or by ``DEFAULT_PET_SENSITIVITY`` per K where the history has no ``t2m``.
-    Soil moisture is left unchanged (the bucket model is not rerun), so soil-moisture indices
-    only change where the forecaster propagates the other inputs.
-
-    Attributes:
-        precip_scale: Factor on precipitation (1 = unchanged).
-        temp_shift: Temperature shift [K].
-        region: Box where the scenario applies; None = the whole grid.
-        months: Apply to the last ``months`` months of the history (None: see start/end).
-        start: First month ``"YYYY-MM"`` of the period (with ``end``), instead of ``months``.
-        end: Last month ``"YYYY-MM"`` of the period.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    precip_scale: float = Field(1.0, ge=0)
-    temp_shift: float = 0.0
-    region: Region | None = None
-    months: int | None = Field(None, ge=1)
-    start: str | None = None
-    end: str | None = None
-
-    @model_validator(mode="after")
-    def _period(self) -> Scenario:
-        if self.months is not None and (self.start or self.end):
-            raise ValueError("give either 'months' or 'start'/'end', not both")
-        for value in (self.start, self.end):
-            if value is not None:
-                pd.Timestamp(value + "-01")
-        if self.months is None and self.start is None and self.end is None:
-            self.months = 3
-        return self
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,6 +359,7 @@ class DroughtTwin:
         forecaster_file: str | os.PathLike[str] | None = None,
         model_ref: str | None = None,
         forecaster_loader: str | None = None,
+        gates: Gates | Mapping[str, Any] | Sequence[str] | None = None,
     ) -> DroughtTwin:
         """Create a twin from a daily record, fitted indices and a forecaster.
 
@@ -492,15 +375,21 @@ class DroughtTwin:
             model_ref: Model reference to record (e.g. ``"models:/drought/3"``); default: the
                 file name and its SHA-256, or ``"persistence"``.
             forecaster_loader: ``"module:Class.method"`` that loads ``forecaster_file``.
+            gates: Plausibility bounds of this twin's input (:class:`Gates`, or overrides of
+                the defaults such as ``{"tp.max": 2500}``); checked on ``data`` and stored
+                in the twin's state for every later update.
 
         Returns:
             The twin, at version 0, with an initial forecast and alerts from the last month.
+
+        Raises:
+            DataError: Bad data or unfitted indices.
+            ConfigError: An unknown or invalid gate key.
         """
         if not indices.params:
             raise DataError("DroughtTwin.init needs fitted indices", hint="call indices.fit()")
-        ds, source = _load(data)
-        months = _check_whole_months(ds, source)
-        monthly = monthly_inputs(ds).load()
+        bounds = Gates().with_overrides(gates)
+        _ds, months, monthly, source = read_init(data, bounds)
         n_keep = max(indices.history_months, int(forecaster.history_months)) + HISTORY_MARGIN
         if monthly.sizes["time"] < n_keep:
             raise DataError(
@@ -551,7 +440,8 @@ class DroughtTwin:
                 "file": file_name,
                 "loader": loader,
             },
-            "variables": [_SOURCE[v] for v in _INPUT_VARS if v in monthly],
+            "variables": [SOURCE_VARIABLE[v] for v in _INPUT_VARS if v in monthly],
+            "gates": bounds.model_dump(mode="json"),
             "history_months": n_keep,
             "indices": indices.names,
             "issue": issue,
@@ -610,65 +500,45 @@ class DroughtTwin:
         with xr.open_dataset(self.store.product_path(name), engine="netcdf4") as a:
             return a.load()
 
+    @property
+    def gates(self) -> Gates:
+        """The plausibility bounds stored at init (the defaults for twins made before)."""
+        return Gates.model_validate(self.store.state.extra.get("gates", {}))
+
     # -- update ---------------------------------------------------------------------------
-
-    def _prepare(
-        self, data: xr.Dataset | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
-    ) -> tuple[xr.Dataset, list[str], str, str]:
-        """Load and validate new data; return monthly inputs, months, key and source label."""
-        from hydrology.io import validate
-
-        ds, source = _load(data)
-        extra = self.store.state.extra
-        required = list(extra.get("variables", ["tp"]))
-        validate(ds, source, required, check_values=True)
-        months = _check_whole_months(ds, source)
-        hist = self.history()
-        for axis in ("lat", "lon"):
-            a, b = np.asarray(hist[axis].values), np.asarray(ds[axis].values)
-            if a.shape != b.shape or not np.allclose(a, b, atol=1e-6):
-                raise DataError(
-                    f"{source}: grid does not match the twin (variable '{axis}': {b.size} "
-                    f"values {b.min():g}..{b.max():g}, twin has {a.size} values "
-                    f"{a.min():g}..{a.max():g})",
-                    hint="regrid the new data to the twin's grid",
-                )
-        monthly = monthly_inputs(ds[required]).load()
-        monthly = monthly.drop_vars([s for s in _STATICS if s in monthly])
-        land = _land(hist)
-        for name in monthly.data_vars:
-            per_month = monthly[name].where(land)
-            for i, month in enumerate(months):
-                if not bool(np.isfinite(per_month.values[i]).any()):
-                    raise DataError(
-                        f"{source}: variable '{_SOURCE.get(str(name), name)}' is entirely NaN "
-                        f"over land in {month}",
-                        hint="check the download of that month",
-                    )
-        return monthly, months, _content_key(monthly, months), source
 
     def update(
         self,
         new_data: xr.Dataset | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         wait: bool | float = False,
+        gates: Gates | Mapping[str, Any] | Sequence[str] | None = None,
     ) -> UpdateResult:
         """Ingest one or more new months and issue a new forecast with alerts.
+
+        Every check (files complete, names, units, time axis, grid, plausibility gates) runs
+        before the transaction starts: refused data leave the twin directory untouched.
 
         Args:
             new_data: Daily canonical dataset or NetCDF file(s) of whole months directly after
                 the cursor, on the twin's grid, with the variables the twin was built from.
             wait: False: refuse at once if another update holds the lock; True: wait for it;
                 a number: wait up to that many seconds.
+            gates: Overrides of the twin's stored gates for this update only, e.g.
+                ``{"tp.max": 2500}`` or ``["tp.max=2500"]`` (recorded in the update's
+                summary); None uses the stored gates.
 
         Returns:
             The result; ``noop=True`` when these months (same content) were already ingested.
 
         Raises:
-            DataError: Bad new data (message names the file and variable).
+            DataError: Bad new data (message names the file, variable, value and bound).
+            ConfigError: An unknown or invalid gate key.
             TwinsError: The months do not follow the cursor.
             TwinLockedError: Another update holds the lock.
         """
-        monthly, months, key, source = self._prepare(new_data)
+        bounds = self.gates.with_overrides(gates)
+        required = list(self.store.state.extra.get("variables", ["tp"]))
+        monthly, months, key, source = prepare_months(new_data, self.history(), required, bounds)
         with self.store.transaction(key, wait=wait) as txn:
             if txn.noop:
                 assert txn.record is not None
@@ -696,6 +566,8 @@ class DroughtTwin:
             extra.update(issue=issue, alerts_file=alerts_name, alerts=counts)
             txn.update_state(cursor=issue, extra=extra)
             txn.summary.update(months=months, issue=issue, alerts=counts, source=source)
+            if gates is not None:
+                txn.summary["gates"] = bounds.model_dump(mode="json")
         assert txn.record is not None
         log.info("twin %s: ingested %s, forecast issued %s", self.path, months, issue)
         return self._result(txn.record, False)
@@ -729,7 +601,7 @@ class DroughtTwin:
         """
         sc = scenario if isinstance(scenario, Scenario) else Scenario.model_validate(scenario)
         history = self.history()
-        modified, first = _apply_scenario(history, sc)
+        modified, first = apply_scenario(history, sc)
         indices = self.indices
         names = [n for n in indices.names if n in history]
         if first is not None:
@@ -787,12 +659,6 @@ class DroughtTwin:
 # History helpers
 
 
-def _land(history: xr.Dataset) -> xr.DataArray:
-    if "lsm" in history:
-        return history["lsm"] > 0.5
-    return np.isfinite(history["pr"]).any("time")
-
-
 def _history_dataset(monthly: xr.Dataset, idx: xr.Dataset, n_keep: int) -> xr.Dataset:
     """Last ``n_keep`` months of inputs + indices, with statics."""
     dyn = [v for v in _INPUT_VARS if v in monthly]
@@ -816,7 +682,7 @@ def _append(
     dyn = [v for v in _INPUT_VARS if v in history]
     missing = [v for v in dyn if v not in monthly]
     if missing:
-        raise DataError(f"new data lack {[_SOURCE[v] for v in missing]}")
+        raise DataError(f"new data lack {[SOURCE_VARIABLE[v] for v in missing]}")
     new = monthly[dyn]
     combined = xr.concat([history[dyn], new], dim="time")
     idx = _transform_tail(indices, combined, new.sizes["time"])
@@ -832,55 +698,3 @@ def _append(
         both[s] = history[s]
     both.attrs = dict(history.attrs)
     return both
-
-
-def _apply_scenario(history: xr.Dataset, sc: Scenario) -> tuple[xr.Dataset, int | None]:
-    """A modified copy of the history and the position of its first modified month."""
-    out = history.copy(deep=True)
-    months = [_month(t) for t in history["time"].values]
-    if sc.months is not None:
-        sel = np.zeros(len(months), dtype=bool)
-        sel[-min(sc.months, len(months)) :] = True
-    else:
-        lo, hi = sc.start or months[0], sc.end or months[-1]
-        sel = np.array([lo <= m <= hi for m in months])
-    box = xr.ones_like(history["pr"].isel(time=0), dtype=bool)
-    if sc.region is not None:
-        r = sc.region
-        box = (
-            (history["lat"] >= r.lat_min)
-            & (history["lat"] <= r.lat_max)
-            & (history["lon"] >= r.lon_min)
-            & (history["lon"] <= r.lon_max)
-        ).transpose(*box.dims)
-    mask = xr.DataArray(sel, dims="time", coords={"time": history["time"]}) & box
-    if not bool(mask.any()):
-        log.warning("scenario selects no cell-month of the history: no change")
-        return out, None
-    pr = history["pr"]
-    pet = pr - history["wb"] if "wb" in history else None
-    new_pr = pr * sc.precip_scale
-    if pet is not None:
-        if sc.temp_shift:
-            if "t2m" in history:
-                tc = history["t2m"] - 273.15
-                factor = (tc + sc.temp_shift + HARGREAVES_OFFSET_C) / (tc + HARGREAVES_OFFSET_C)
-                factor = factor.clip(min=0.0)
-            else:
-                factor = 1.0 + DEFAULT_PET_SENSITIVITY * sc.temp_shift
-            new_pet = pet * factor
-        else:
-            new_pet = pet
-        out["wb"] = xr.where(mask, new_pr - new_pet, history["wb"]).assign_attrs(
-            history["wb"].attrs
-        )
-    out["pr"] = xr.where(mask, new_pr, pr).assign_attrs(pr.attrs)
-    if "t2m" in history and sc.temp_shift:
-        out["t2m"] = xr.where(mask, history["t2m"] + sc.temp_shift, history["t2m"]).assign_attrs(
-            history["t2m"].attrs
-        )
-    for v in out.data_vars:
-        if "time" in out[v].dims:
-            out[v] = out[v].transpose("time", ...)
-    first = int(np.argmax(sel))
-    return out, first
