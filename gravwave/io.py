@@ -22,6 +22,8 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from io import StringIO
 from pathlib import Path
 from typing import Literal
 
@@ -205,6 +207,42 @@ def concatenate(
 # -- GWF frames ------------------------------------------------------------------------------
 
 
+def _check_gwf_checksum(path: Path) -> None:
+    """Verify a frame file's checksums with lalframe before anything else reads it.
+
+    lalframe's reader crashes the process (SIGSEGV) on a truncated frame file and reads a
+    corrupt one silently; the checksum check refuses both. lalframe's own error text is
+    captured (not printed) and quoted on the one line of the error.
+
+    Raises:
+        DataError: The checksum does not match or the file cannot be opened as a frame file.
+    """
+    import lal
+    import lalframe
+
+    captured = StringIO()
+    previous = lal.swig_redirect_standard_output_error(True)
+    try:
+        with redirect_stderr(captured), redirect_stdout(captured):
+            stream = lalframe.FrameUFrFileOpen(str(path), "r")
+            valid = bool(lalframe.FrameUFileCksumValid(stream))
+            del stream
+    except Exception as exc:  # lalframe raises RuntimeError("Generic failure")
+        detail = " ".join(captured.getvalue().split())[:200] or str(exc)
+        raise DataError(
+            f"{path.name}: not a readable GWF file: truncated or corrupt, the frame checksum "
+            f"check failed ({detail})",
+            hint=_GWF_HINT,
+        ) from None
+    finally:
+        lal.swig_redirect_standard_output_error(previous)
+    if not valid:
+        raise DataError(
+            f"{path.name}: not a readable GWF file: its checksum does not match its content",
+            hint=_GWF_HINT,
+        )
+
+
 def _gwf_span(path: Path, channel: str) -> tuple[float, float]:
     from gwpy.io.gwf import data_segments
 
@@ -238,7 +276,8 @@ def read_gwf(
         Dict channel -> TimeSeries, in the order of ``channels``.
 
     Raises:
-        DataError: File missing or unreadable, channel missing, gap/overlap between files,
+        DataError: File missing, unreadable, truncated or corrupt (the frame checksums are
+            verified first), channel missing, gap/overlap between files,
             a sample-rate change between files, or a request outside the data.
     """
     from gwpy.io.gwf import get_channel_names
@@ -252,6 +291,7 @@ def read_gwf(
     files = [require_file(f) for f in file_list]
     spans: list[tuple[float, float, Path]] = []
     for f in files:
+        _check_gwf_checksum(f)
         with foreign_errors(f, "not a readable GWF file", _GWF_HINT):
             available = [str(c) for c in get_channel_names(str(f))]
         have = set(available)

@@ -75,6 +75,8 @@ def atomic_h5(path: Path, fill: Callable[[h5py.File], None]) -> None:
 
 def _shown(value: Any) -> str:
     """A short description of an attribute value: ``'4096 Hz' (a string)``."""
+    if isinstance(value, np.generic) and not isinstance(value, np.bytes_ | np.str_):
+        value = value.item()
     if isinstance(value, bytes | np.bytes_):
         value = bytes(value).decode("utf-8", "replace")
     if isinstance(value, str):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from gwpy.timeseries import StateVector, TimeSeries, TimeSeriesDict
 
 from gravwave import io
+from gravwave.io_common import foreign_errors
 from twins.errors import DataError
 
 GPS = 1_256_655_618  # start of O3b
@@ -330,3 +333,193 @@ def test_unreadable_files_give_data_error(tmp_path: Path) -> None:
         io.read_gwosc_hdf5(junk)
     with pytest.raises(DataError, match=r"junk\.gwf: cannot parse"):
         io.read_asd(junk)
+
+
+# -- bad files: one-line DataErrors naming file, channel/attribute, found and expected --------
+
+
+def _good_mc(path: Path) -> Path:
+    return io.write_multichannel_hdf5(path, _tsd(GPS, 4.0))
+
+
+def _set_attr(name: str, value: object, channel: str = "V1:STRAIN") -> object:
+    def edit(h5: h5py.File) -> None:
+        h5[channel].attrs[name] = value
+
+    return edit
+
+
+def _replace(data: np.ndarray, channel: str = "V1:STRAIN") -> object:
+    def edit(h5: h5py.File) -> None:
+        attrs = dict(h5[channel].attrs)
+        del h5[channel]
+        h5.create_dataset(channel, data=data).attrs.update(attrs)
+
+    return edit
+
+
+MC_BAD = [
+    ("rate_text", _set_attr("sample_rate", "4096 Hz"),
+     r"channel V1:STRAIN: attribute sample_rate is '4096 Hz' \(a string\); expected a sample "
+     r"rate > 0 \[Hz\]"),
+    ("rate_bytes", _set_attr("sample_rate", np.bytes_(b"4096")),
+     r"attribute sample_rate is '4096' \(a string\)"),
+    ("t0_text", _set_attr("t0", "yesterday"),
+     r"channel V1:STRAIN: attribute t0 is 'yesterday' \(a string\); expected a GPS start time"),
+    ("rate_array", _set_attr("sample_rate", np.array([4096.0, 2048.0])),
+     r"attribute sample_rate is an array of shape \(2,\)"),
+    ("rate_bool", _set_attr("sample_rate", True), r"attribute sample_rate is True \(a bool\)"),
+    ("rate_nan", _set_attr("sample_rate", np.nan),
+     r"channel V1:STRAIN: attribute sample_rate is nan; expected a finite sample rate > 0"),
+    ("rate_zero", _set_attr("sample_rate", 0.0), r"attribute sample_rate is 0; expected"),
+    ("rate_negative", _set_attr("sample_rate", -4096.0), r"attribute sample_rate is -4096;"),
+    ("t0_inf", _set_attr("t0", np.inf), r"attribute t0 is inf; expected a finite GPS"),
+    ("bytes_data", _replace(np.array([b"1e-21"] * 100)),
+     r"channel V1:STRAIN: dataset of byte strings \(dtype \|S5\); expected real numbers"),
+    ("complex_data", _replace(np.ones(100, dtype=complex)), r"dataset of complex numbers"),
+    ("rank2", _replace(np.zeros((2, 100))),
+     r"dataset of shape \(2, 100\) \(rank 2\); expected a 1-D series \(rank 1\)"),
+    ("empty", _replace(np.zeros(0)), r"dataset is empty"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "edit", "match"), MC_BAD, ids=[c[0] for c in MC_BAD])
+def test_multichannel_hdf5_bad_content(tmp_path: Path, case: str, edit: Any, match: str) -> None:
+    path = _good_mc(tmp_path / f"{case}.h5")
+    with h5py.File(path, "r+") as h5:
+        edit(h5)
+    with pytest.raises(DataError) as err:
+        io.read_multichannel_hdf5(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{case}.h5: ") and "\n" not in msg
+    assert re.search(match, msg), msg
+
+
+def _checksum_corrupt(path: Path) -> Path:
+    """A file with metadata checksums (libver latest) with one byte of the root header flipped.
+
+    h5py opens it but listing the root group fails: ``KeyError: ... incorrect metadata
+    checksum`` (a traceback before).
+    """
+    with h5py.File(path, "w", libver="latest") as h5:
+        h5.create_dataset("V1:STRAIN", data=np.zeros(64)).attrs.update(sample_rate=64.0, t0=0.0)
+    raw = bytearray(path.read_bytes())
+    raw[raw.index(b"OHDR") + 6] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_corrupt_and_truncated_hdf5_are_data_errors(tmp_path: Path) -> None:
+    bad = _checksum_corrupt(tmp_path / "checksum.h5")
+    with pytest.raises(DataError, match=r"^checksum\.h5: corrupt HDF5 file: .*checksum"):
+        io.read_multichannel_hdf5(bad)
+    with pytest.raises(DataError, match=r"^checksum\.h5: not a GWOSC HDF5 strain file"):
+        io.read_gwosc_hdf5(bad)
+    good = _good_mc(tmp_path / "good.h5").read_bytes()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(good[: len(good) * 6 // 10])
+    with pytest.raises(DataError, match=r"^cut\.h5: not a readable HDF5 file \(.*truncated"):
+        io.read_multichannel_hdf5(cut)
+    (tmp_path / "zero.h5").write_bytes(b"")
+    with pytest.raises(DataError, match=r"^zero\.h5: not a readable HDF5 file"):
+        io.read_multichannel_hdf5(tmp_path / "zero.h5")
+    with pytest.raises(DataError, match=r"is a directory, expected a data file"):
+        io.read_multichannel_hdf5(tmp_path)
+    # A string attribute pointing to a wrong global-heap object (the index after the heap
+    # collection's address flipped): h5py raises OSError "bad heap index" reading it.
+    raw = bytearray(good)
+    pos = raw.index(raw.index(b"GCOL").to_bytes(8, "little")) + 8
+    raw[pos] ^= 0xFF
+    (tmp_path / "heap.h5").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"^heap\.h5: corrupt HDF5 file: .*bad heap index"):
+        io.read_multichannel_hdf5(tmp_path / "heap.h5")
+
+
+def _gwosc(path: Path) -> Path:
+    return io.write_gwosc_hdf5(path, _series("x", 4096.0, GPS, 8.0) * 1e-21)
+
+
+def _strain_attr(name: str, value: object) -> object:
+    def edit(h5: h5py.File) -> None:
+        h5["strain/Strain"].attrs[name] = value
+
+    return edit
+
+
+def _strain_data(data: np.ndarray) -> object:
+    def edit(h5: h5py.File) -> None:
+        attrs = dict(h5["strain/Strain"].attrs)
+        del h5["strain/Strain"]
+        h5["strain"].create_dataset("Strain", data=data).attrs.update(attrs)
+
+    return edit
+
+
+GWOSC_BAD = [
+    ("bytes", _strain_data(np.array([b"1e-21"] * 4096 * 8)),
+     r"dataset strain/Strain: dataset of byte strings \(dtype \|S5\); expected real numbers"),
+    ("rank2", _strain_data(np.zeros((2, 4096 * 4))), r"dataset strain/Strain: dataset of shape"),
+    ("xspacing_text", _strain_attr("Xspacing", "1/4096 s"),
+     r"attribute Xspacing is '1/4096 s' \(a string\); expected a sample spacing > 0 \[s\]"),
+    ("xspacing_nan", _strain_attr("Xspacing", np.nan), r"attribute Xspacing is nan; expected"),
+    ("xspacing_zero", _strain_attr("Xspacing", 0.0), r"attribute Xspacing is 0; expected"),
+    ("xspacing_negative", _strain_attr("Xspacing", -1 / 4096), r"attribute Xspacing is -0"),
+    ("xstart_text", _strain_attr("Xstart", "yesterday"),
+     r"attribute Xstart is 'yesterday' \(a string\); expected a GPS start time"),
+    ("no_dqmask", lambda h5: h5.__delitem__("quality/simple/DQmask"),
+     r"not a GWOSC HDF5 strain file: no dataset quality/simple/DQmask"),
+    ("dq_names", lambda h5: h5["quality/simple/DQShortnames"].__setitem__(0, b"\xff\xfe"),
+     "DQ flag DATA not in the mask; available: \ufffd\ufffd, CBC_CAT1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "edit", "match"), GWOSC_BAD, ids=[c[0] for c in GWOSC_BAD])
+def test_gwosc_bad_content(tmp_path: Path, case: str, edit: Any, match: str) -> None:
+    path = _gwosc(tmp_path / f"{case}.hdf5")
+    with h5py.File(path, "r+") as h5:
+        edit(h5)
+    with pytest.raises(DataError) as err:
+        io.read_gwosc_hdf5(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{case}.hdf5: ") and "\n" not in msg
+    assert re.search(match, msg), msg
+
+
+def test_truncated_gwf_and_binary_text_files(tmp_path: Path) -> None:
+    frame = _write_gwf(tmp_path / "full.gwf", _tsd(GPS, 4.0))
+    cut = tmp_path / "cut.gwf"
+    cut.write_bytes(frame.read_bytes()[: frame.stat().st_size * 6 // 10])
+    # lalframe crashed (SIGSEGV) on this file; the checksum check refuses it first.
+    with pytest.raises(DataError) as err:
+        io.read_gwf(cut, ["V1:STRAIN"])
+    assert str(err.value).startswith("cut.gwf: not a readable GWF file: truncated or corrupt")
+    assert "\n" not in str(err.value)
+    # One flipped byte in the middle: read silently before, refused by the checksum now.
+    flipped = bytearray(frame.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    (tmp_path / "flip.gwf").write_bytes(bytes(flipped))
+    with pytest.raises(DataError, match=r"^flip\.gwf: not a readable GWF file: truncated or"):
+        io.read_gwf(tmp_path / "flip.gwf", ["V1:STRAIN"])
+    latin = tmp_path / "chans.txt"
+    latin.write_bytes(b"V1:STRAIN\nV1:MAG_\xe9\n")
+    with pytest.raises(DataError, match=r"^chans\.txt: byte 17 \(0xe9\) is not UTF-8"):
+        io.read_channel_list(latin)
+    binary = tmp_path / "asd.txt"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(DataError, match=r"^asd\.txt: cannot parse as numbers \("):
+        io.read_asd(binary)
+
+
+def test_foreign_errors_wraps_library_errors_only(tmp_path: Path) -> None:
+    own = DataError("x.h5: channel V1:A is constant (dead)")
+    with pytest.raises(DataError) as err, foreign_errors(tmp_path / "x.h5", "reading"):
+        raise own
+    assert err.value is own  # our own errors pass through unchanged
+    with pytest.raises(DataError) as err, foreign_errors(tmp_path / "x.h5", "reading", "hint"):
+        raise KeyError("Unable to open object\n(incorrect metadata checksum)")
+    assert str(err.value) == (
+        "x.h5: reading (KeyError: Unable to open object (incorrect metadata checksum))"
+    )
+    assert err.value.hint == "hint" and isinstance(err.value.__cause__, KeyError)
+    with pytest.raises(MemoryError), foreign_errors(tmp_path / "x.h5", "reading"):
+        raise MemoryError
