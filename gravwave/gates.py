@@ -109,8 +109,8 @@ class IngestBounds(BaseModel):
 def _unit_scaled(x: np.ndarray) -> tuple[np.ndarray, int]:
     """``(x * 2**-e, e)`` with ``max |x * 2**-e| < 1``; exact (a power of two) for finite x.
 
-    Only a dynamic range beyond float64's (a sample near 1e300 beside noise near 1e-21)
-    pushes the smallest values into subnormals, where they keep fewer significant bits.
+    Used only when samples approach float64's largest value; values below ~1e-290 of the
+    largest then become subnormal and keep fewer significant bits.
     """
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if not peak > 0:
@@ -120,14 +120,29 @@ def _unit_scaled(x: np.ndarray) -> tuple[np.ndarray, int]:
         return np.ldexp(x, -e), e
 
 
-def _median_scale(u: np.ndarray) -> tuple[float, float]:
-    """Median and robust sigma of ``u`` (``|u| < 1``, so nothing here can overflow)."""
-    med = float(np.median(u))
-    dev = np.abs(u - med)
-    s = MAD_TO_SIGMA * float(np.median(dev))
-    if s == 0.0:
-        s = MEAN_ABS_TO_SIGMA * float(np.mean(dev))
+def _median_scale(x: np.ndarray) -> tuple[float, float]:
+    """Median and robust sigma of ``x``; non-finite only for samples near float64's limit."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        med = float(np.median(x))
+        dev = np.abs(x - med)
+        s = MAD_TO_SIGMA * float(np.median(dev))
+        if s == 0.0:
+            s = MEAN_ABS_TO_SIGMA * float(np.mean(dev))
     return med, s
+
+
+def _robust(x: np.ndarray) -> tuple[np.ndarray, float, float, int]:
+    """``(y, median(y), sigma_r(y), e)`` with ``y = x * 2**-e``, all finite for finite ``x``.
+
+    ``e = 0`` (``y`` is ``x``, exact) unless the median or scale of ``x`` overflows (samples
+    near 1.8e308); then ``x`` is scaled into ``(-1, 1)`` by :func:`_unit_scaled`.
+    """
+    med, s = _median_scale(x)
+    if math.isfinite(med) and math.isfinite(s):
+        return x, med, s, 0
+    u, e = _unit_scaled(x)
+    med, s = _median_scale(u)
+    return u, med, s, e
 
 
 def robust_location_scale(x: np.ndarray) -> tuple[float, float]:
@@ -144,8 +159,7 @@ def robust_location_scale(x: np.ndarray) -> tuple[float, float]:
         ``(median, sigma_r)`` in the units of ``x`` (``sigma_r`` may read ``inf`` for samples
         within a factor 3 of float64's largest value).
     """
-    u, e = _unit_scaled(np.asarray(x, dtype=np.float64).ravel())
-    med, s = _median_scale(u)
+    _, med, s, e = _robust(np.asarray(x, dtype=np.float64).ravel())
     with np.errstate(over="ignore"):
         return float(np.ldexp(med, e)), float(np.ldexp(s, e))
 
@@ -153,8 +167,9 @@ def robust_location_scale(x: np.ndarray) -> tuple[float, float]:
 def robust_standardize(x: np.ndarray, clip: float = CLIP_SIGMA) -> np.ndarray:
     """``(x - median) / sigma_r`` in float64, clipped at ``+-clip``; never overflows.
 
-    The series is first scaled by a power of two into ``(-1, 1)`` (exact), so every finite
-    input gives a finite output; a huge sample ends at ``+-clip`` instead of ``inf``.
+    A huge sample ends at ``+-clip`` instead of ``inf``; a series whose median or scale
+    would overflow is first scaled by a power of two (exact), so every finite input gives a
+    finite output.
 
     Args:
         x: Finite samples ``(time,)`` in any units.
@@ -163,12 +178,11 @@ def robust_standardize(x: np.ndarray, clip: float = CLIP_SIGMA) -> np.ndarray:
     Returns:
         float64 ``(time,)`` in robust standard deviations; all zeros for a constant series.
     """
-    u, _ = _unit_scaled(np.asarray(x, dtype=np.float64).ravel())
-    med, s = _median_scale(u)
+    y, med, s, _ = _robust(np.asarray(x, dtype=np.float64).ravel())
     if not s > 0:
-        return np.zeros_like(u)
-    with np.errstate(over="ignore", under="ignore"):
-        z = (u - med) / s
+        return np.zeros_like(y)
+    with np.errstate(over="ignore"):
+        z = (y - med) / s
     return np.clip(z, -clip, clip, out=z)
 
 
@@ -219,19 +233,19 @@ def check_channel(
             hint="check the sensor, or drop the channel from the channel list",
         )
     k = b.k_for(channel)
-    u, e = _unit_scaled(x)
-    med_u, s_u = _median_scale(u)
-    dev = np.abs(u - med_u)
-    outside = dev > k * s_u
+    y, med_y, s_y, e = _robust(x)
+    with np.errstate(over="ignore"):
+        dev = np.abs(y - med_y)
+    outside = dev > k * s_y
     if outside.any():
         i = int(np.argmax(dev))
         with np.errstate(over="ignore"):
-            med, sigma = float(np.ldexp(med_u, e)), float(np.ldexp(s_u, e))
+            med, sigma = float(np.ldexp(med_y, e)), float(np.ldexp(s_y, e))
         raise DataError(
             f"{where}: sample {x[i]:.6g} at GPS {_gps(t0, sample_rate, i)} is outside the "
             f"plausibility bound |x - median| <= {k:g} x robust sigma = {k * sigma:.4g} "
-            f"(median {med:.4g}, robust sigma {sigma:.4g}; {int(outside.sum())} samples "
-            "outside)",
+            f"(median {med:.4g}, robust sigma {sigma:.4g}; {int(outside.sum())} of {x.size} "
+            "samples outside)",
             hint=f"if the data are real, widen the policy key ingest.max_robust_sigma "
             f"(or ingest.channel_max_robust_sigma for {channel})",
         )

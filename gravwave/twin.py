@@ -181,8 +181,8 @@ def glitch_flags(
     """Times where the whitened, band-limited residual exceeds a threshold.
 
     The residual is robustly standardised without overflow
-    (:func:`gravwave.gates.robust_standardize`: float64, scaled by a power of two, samples
-    clipped at 1e8 robust sigma), tapered, whitened by its own Welch ASD (2-s FFTs),
+    (:func:`gravwave.gates.robust_standardize`: float64, samples beyond 1e8 robust sigma
+    clipped there), tapered, whitened by its own Welch ASD (2-s FFTs),
     band-limited to ``band`` and normalised by its robust standard deviation (1.4826 x MAD),
     so a huge finite glitch is flagged instead of overflowing. Samples above
     ``threshold`` (edges of ``edge`` s excluded) are merged into flags when closer than
