@@ -126,64 +126,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_twin(args: argparse.Namespace) -> int:
-    from twins.domains import domains, twin_domain
+    from twins.domains import domains, find_domain
     from twins.twin import TwinStore, format_status
+    from twins.twin.commands import run_store_command, run_twin_command
 
     twin_dir = Path(args.twin_dir)
-    store = TwinStore.open(twin_dir)  # a twin error (exit 4) if this is not a twin
-    if args.twin_cmd in ("history", "rollback"):
-        return _twin_core_command(args.twin_cmd, store, list(args.rest))
-    if args.twin_cmd == "status":
-        domain = domains().get(store.state.kind)
-        if domain is None or domain.twin_command is None:
-            print(format_status(store))  # the core view: the domain is not installed
-            return 0
-        return int(domain.twin_command("status", twin_dir, list(args.rest)) or 0)
-    domain = twin_domain(twin_dir)
-    assert domain.twin_command is not None
-    return int(domain.twin_command(args.twin_cmd, twin_dir, list(args.rest)) or 0)
-
-
-def _twin_core_command(cmd: str, store: Any, rest: list[str]) -> int:
-    """``twins twin history DIR [--json]`` and ``twins twin rollback DIR --to N [--wait]``:
-    domain-free, on the twin store."""
-    import json
-
-    from twins.twin import restore_version
-
-    ap = argparse.ArgumentParser(prog=f"twins twin {cmd} {store.path}")
-    if cmd == "history":
-        ap.add_argument("--json", action="store_true", help="one JSON record per line")
+    rest = list(args.rest)
+    if args.twin_cmd == "init":
+        pre = argparse.ArgumentParser(prog="twins twin init", add_help=False)
+        pre.add_argument("--kind", required=True, help="the domain of the new twin")
+        known, _ = pre.parse_known_args(rest)
+        domain = find_domain(known.kind)
     else:
-        ap.add_argument("--to", type=int, required=True, metavar="VERSION", help="version")
-        ap.add_argument("--wait", action="store_true", help="wait for a running update")
-    ns = ap.parse_args(rest)
-    if cmd == "rollback":
-        record = restore_version(store, ns.to, wait=ns.wait)
-        print(
-            json.dumps(
-                {
-                    "version": record.version,
-                    "cursor": record.cursor_after,
-                    "model_ref": record.model_ref,
-                    **record.summary,
-                }
-            )
-        )
-        return 0
-    records = [store.record(0), *store.history()]
-    for r in records:
-        if ns.json:
-            print(json.dumps(r.to_dict()))
-        else:
-            note = ""
-            if r.action == "restore":
-                note = f"  (restores v{r.summary.get('restored')})"
-            print(
-                f"v{r.version:<4} {r.action:<8} {r.finished}  cursor {r.cursor_after or '-'}"
-                f"  model {r.model_ref or '-'}{note}"
-            )
-    return 0
+        store = TwinStore.open(twin_dir)  # a twin error (exit 4) if this is not a twin
+        domain = domains().get(store.state.kind)
+        if domain is None or (domain.twin is None and domain.twin_command is None):
+            # the domain is not installed: the core can still show and restore the twin
+            if args.twin_cmd == "status":
+                print(format_status(store))
+                return 0
+            if args.twin_cmd in ("history", "rollback"):
+                return run_store_command(store, args.twin_cmd, rest)
+            find_domain(store.state.kind)  # raises the clear error
+    assert domain is not None
+    if domain.twin is not None:
+        return run_twin_command(domain.twin, args.twin_cmd, twin_dir, rest)
+    assert domain.twin_command is not None  # an older domain that parses its own arguments
+    if args.twin_cmd in ("history", "rollback"):
+        return run_store_command(TwinStore.open(twin_dir), args.twin_cmd, rest)
+    return int(domain.twin_command(args.twin_cmd, twin_dir, rest) or 0)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -256,9 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_config)
 
     sp = sub.add_parser("twin", help="operate a twin directory")
-    sp.add_argument("twin_cmd", choices=["status", "update", "simulate", "history", "rollback"])
+    sp.add_argument(
+        "twin_cmd", choices=["init", "update", "simulate", "status", "history", "rollback"]
+    )
     sp.add_argument("twin_dir", help="twin directory")
-    sp.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the domain's command")
+    sp.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="the command's arguments (twins twin CMD DIR -h)"
+    )
     sp.set_defaults(func=cmd_twin)
 
     sp = sub.add_parser("env", help="what this process sees: launcher, ranks, threads, energy")

@@ -6,7 +6,7 @@ A domain package declares, in its ``pyproject.toml``::
     hydrology = "hydrology.domain:DOMAIN"
 
 and the object it names is a :class:`Domain`. The core never imports a domain
-by name: ``twins demo`` and ``twins twin update|simulate`` find it here.
+by name: ``twins demo`` and ``twins twin ...`` find it here.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from twins.errors import TwinsError
+from twins.twin.contract import Twin
+from twins.twin.errors import TwinKindError, TwinNotFoundError
 
 #: Order in which ``twins demo`` runs the domains when none is named.
 DEMO_PREFERENCE = ("hydrology", "gravwave", "toy")
@@ -33,13 +35,17 @@ class Domain:
         name: Short name (also the ``kind`` of its twins).
         description: One line for listings.
         demo: ``demo(workdir, overrides) -> exit code``: the end-to-end demo.
-        twin_command: ``twin_command(cmd, twin_dir, args) -> exit code`` for
-            ``twins twin update|simulate``; ``None`` if the domain has no twin.
+        twin: The domain's :class:`~twins.twin.contract.Twin` subclass; the core builds
+            ``twins twin init|update|simulate|status|history|rollback`` from its models.
+            ``None`` if the domain has no twin.
+        twin_command: ``twin_command(cmd, twin_dir, args) -> exit code``: the older plugin
+            surface (the domain parses its own arguments), used only when ``twin`` is None.
     """
 
     name: str
     description: str
     demo: Callable[[Path, list[str]], int]
+    twin: type[Twin] | None = None
     twin_command: Callable[[str, Path, list[str]], int] | None = None
 
 
@@ -90,20 +96,36 @@ def demo_domains(name: str | None) -> list[Domain]:
     return [found[n] for n in order]
 
 
+def find_domain(kind: str) -> Domain:
+    """The installed domain named ``kind``, which must have a twin.
+
+    Raises:
+        TwinKindError: No such domain installed, or it has no twin.
+    """
+    found = domains()
+    domain = found.get(kind)
+    if domain is None:
+        raise TwinKindError(
+            f"no installed domain {kind!r} has twins; installed: {', '.join(sorted(found))}",
+            hint="pip install the domain's package, or check --kind",
+        )
+    if domain.twin is None and domain.twin_command is None:
+        raise TwinKindError(f"domain {kind!r} has no twin")
+    return domain
+
+
 def twin_domain(twin_dir: Path) -> Domain:
     """The domain that owns the twin in ``twin_dir`` (its ``twin.json`` ``kind``).
 
     Raises:
-        TwinsError: No twin there, or its domain is not installed or has no twin.
+        TwinNotFoundError: No twin there.
+        TwinKindError: Its domain is not installed or has no twin.
     """
     state = twin_dir / "twin.json"
     if not state.is_file():
-        raise TwinsError(f"{twin_dir} is not a twin (no twin.json)")
+        raise TwinNotFoundError(f"{twin_dir} is not a twin (no twin.json)")
     try:
         kind = json.loads(state.read_text())["kind"]
     except (ValueError, KeyError) as exc:
-        raise TwinsError(f"{state} is not a valid twin state ({exc})") from None
-    domain = get_domain(kind)
-    if domain.twin_command is None:
-        raise TwinsError(f"domain {kind!r} of twin {twin_dir} has no twin commands")
-    return domain
+        raise TwinKindError(f"{state} is not a valid twin state ({exc})") from None
+    return find_domain(kind)

@@ -45,7 +45,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     upd = json.loads(twins("twin", "update", twin, "--steps", "10", cwd=tmp_path).stdout)
     assert upd["first"] == 4176 and upd["last"] == 4185 and upd["mse"] < upd["persistence_mse"]
     sim = json.loads(twins("twin", "simulate", twin, "--steps", "5", cwd=tmp_path).stdout)
-    assert sim["difference"] != 0
+    assert sim["difference"] != 0 and sim["scenario"] == {"steps": 5, "driver_scale": 1.5}
     assert "cursor       4185" in twins("twin", "status", twin, cwd=tmp_path).stdout
 
 
@@ -164,23 +164,51 @@ def test_help_is_fast_and_env_reports(tmp_path: Path) -> None:
 
 
 def test_toy_twin_update_exit_codes(tmp_path: Path) -> None:
-    """0 = updated, EXIT_NOTHING_NEW = the same input again (for cron / Slurm / CronJobs)."""
-    from twins.examples.toy_twin import init_twin
+    """0 = updated, EXIT_NOTHING_NEW = the same input again (for cron / Slurm / CronJobs);
+    the twin made by ``twins twin init`` from the demo's run, taken back by ``rollback``."""
     from twins.twin import EXIT_NOTHING_NEW, TwinStore
 
     twins("demo", "--domain", "toy", "--workdir", "w", "train.epochs=1", cwd=tmp_path)
     twin = tmp_path / "w" / "twin"
     assert twins("twin", "update", str(twin), "--steps", "5", cwd=tmp_path).returncode == 0
-    # rewind a copy of the twin's cursor by re-initialising it, then feed the same steps twice
-    fresh = tmp_path / "fresh"
-    init_twin(fresh, tmp_path / "w" / "toy-demo")
-    first = twins("twin", "update", str(fresh), "--steps", "5", cwd=tmp_path, check=False)
+    fresh = str(tmp_path / "fresh")
+    run = str(tmp_path / "w" / "toy-demo")
+    init = twins("twin", "init", fresh, "--kind", "toy", "--run", run, cwd=tmp_path)
+    assert json.loads(init.stdout)["version"] == 0
+    first = twins("twin", "update", fresh, "--steps", "5", cwd=tmp_path, check=False)
     assert first.returncode == 0
+    # take the update back: the same steps come again, so they are new again; then nothing new
+    back = twins("twin", "rollback", fresh, "--to", "0", cwd=tmp_path)
+    assert json.loads(back.stdout)["undone"] == [1, 1]
+    again = twins("twin", "update", fresh, "--steps", "5", cwd=tmp_path, check=False)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["first"] == json.loads(first.stdout)["first"]
+    nxt = twins("twin", "update", fresh, "--steps", "5", cwd=tmp_path, check=False)
+    assert nxt.returncode == 0  # the cursor moved on: these are the next 5 steps (v4)
+    rewound = twins("twin", "rollback", fresh, "--to", "3", cwd=tmp_path)
+    assert json.loads(rewound.stdout)["cursor"] == json.loads(again.stdout)["cursor"]
+    redo = twins("twin", "update", fresh, "--steps", "5", cwd=tmp_path, check=False)
+    assert redo.returncode == 0, redo.stderr  # v4 was taken out: its steps are new again
+    assert json.loads(redo.stdout)["mse"] == json.loads(nxt.stdout)["mse"]
+    zero = twins("twin", "update", fresh, "--steps", "0", cwd=tmp_path, check=False)
+    assert zero.returncode == 2 and "--steps" in zero.stderr  # ge=1, one line
     store = TwinStore.open(fresh)
     with store.transaction("rewind") as txn:  # move the cursor back: the same steps come again
         txn.update_state(cursor=str(int(store.state.cursor) - 5))
-    again = twins("twin", "update", str(fresh), "--steps", "5", cwd=tmp_path, check=False)
-    assert again.returncode == EXIT_NOTHING_NEW, again.stderr
+    same = twins("twin", "update", fresh, "--steps", "5", cwd=tmp_path, check=False)
+    assert same.returncode == EXIT_NOTHING_NEW, same.stderr
+    bad = twins(
+        "twin",
+        "init",
+        str(tmp_path / "x"),
+        "--kind",
+        "toy",
+        "--run",
+        "/nope",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert bad.returncode == 2 and "/nope" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_distributed_workers_exit_without_finalisation(monkeypatch, tmp_path: Path) -> None:

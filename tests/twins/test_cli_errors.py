@@ -128,7 +128,10 @@ def test_twin_rollback_restores_and_refuses_cleanly(
     assert rc == 0, err
     assert json.loads(out) == {
         "version": 4,
+        "noop": False,
         "cursor": "c1",
+        "action": "restore",
+        "key": "restore:v1:at-v3",
         "model_ref": "m1",
         "restored": 1,
         "undone": [2, 3],

@@ -4,26 +4,36 @@ The "system" is the toy AR process of :mod:`twins.examples.toy`, observed step
 by step. The twin keeps a cursor (the last observed step), a trained one-step
 forecaster, and per update writes the forecasts of the new steps, their skill
 against persistence, and the forecast of the next step. ``simulate`` answers a
-what-if (a scaled exogenous driver) without touching the twin.
+what-if (a scaled exogenous driver) without touching the twin. :class:`ToyTwin` is the
+smallest implementation of the twin contract (:class:`twins.twin.Twin`).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from twins.config import RunConfig, config_hash, load_config, validate
 from twins.domains import Domain
+from twins.errors import ConfigError
 from twins.examples.toy import ToyParams, default_config, generate_series
 from twins.task import build_task
-from twins.twin import EXIT_NOTHING_NEW, TwinStore, format_status
+from twins.twin import (
+    SimulationResult,
+    Twin,
+    TwinStore,
+    UpdateRecord,
+    UpdateResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +42,6 @@ KIND = "toy"
 
 def _load_model(twin: TwinStore) -> tuple[torch.nn.Module, RunConfig]:
     ckpt = torch.load(twin.product_path("model.pt"), map_location="cpu", weights_only=True)
-    import yaml
-
     cfg = validate(yaml.safe_load(ckpt["config"]), str(twin.path / "model.pt"))
     model = build_task(cfg).build_model()
     model.load_state_dict(ckpt["model"])
@@ -57,106 +65,170 @@ def _forecast(
         return model(torch.from_numpy(np.stack(rows))).numpy()[:, 0]
 
 
-def init_twin(twin_dir: Path, run_dir: Path) -> TwinStore:
-    """Create a toy twin from a finished training run (its ``model.pt``)."""
-    model_file = run_dir / "model.pt"
-    ckpt = torch.load(model_file, map_location="cpu", weights_only=True)
-    import yaml
+class ToyInit(BaseModel):
+    """``twins twin init DIR --kind toy --run RUN_DIR``."""
 
-    cfg = validate(yaml.safe_load(ckpt["config"]), str(model_file))
-    cursor = int(cfg.task.params["length"]) - 1
+    model_config = ConfigDict(extra="forbid")
 
-    def products(d: Path) -> None:
-        (d / "model.pt").write_bytes(model_file.read_bytes())
-
-    return TwinStore.init(
-        twin_dir,
-        KIND,
-        model_ref=str(model_file.resolve()),
-        cursor=str(cursor),
-        config_hash=config_hash(cfg),
-        products=products,
-    )
+    run: Path = Field(description="finished training run directory (holds model.pt)")
 
 
-def update_twin(twin_dir: Path, steps: int, wait: bool | float = False) -> dict[str, Any]:
-    """Observe ``steps`` new steps, score the forecasts of them, forecast the next one.
+class ToyUpdateOptions(BaseModel):
+    """``twins twin update DIR --steps N``: observe N new steps of the series."""
 
-    Returns:
-        The update's summary (``{"noop": True}`` when these steps were already ingested).
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(50, ge=1, description="new steps to observe")
+
+
+class ToyScenario(BaseModel):
+    """What-if: the exogenous driver scaled by ``driver_scale`` over the next ``steps``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(50, ge=1, description="steps to forecast")
+    driver_scale: float = Field(1.5, description="factor on the exogenous driver")
+
+
+class ToyUpdate(UpdateResult):
+    """One update: the steps observed and the skill of their forecasts.
+
+    Attributes:
+        first: First step observed.
+        last: Last step observed.
+        mse: Mean squared error of the one-step forecasts of the new steps.
+        persistence_mse: The same for persistence.
+        next_forecast: Forecast of the step after ``last``.
     """
-    twin = TwinStore.open(twin_dir, kind=KIND)
-    model, cfg = _load_model(twin)
-    cursor = int(twin.state.cursor or 0)
-    x, u = _series(cfg, cursor + steps + 1)
-    new = x[cursor + 1 :]
-    key = f"toy:{cursor + 1}-{cursor + steps}:" + hashlib.sha256(new.tobytes()).hexdigest()[:12]
-    w = int(cfg.task.params["window"])
-    with twin.transaction(key, wait=wait) as txn:
-        if txn.noop:
-            log.info("nothing new: steps %d-%d already ingested", cursor + 1, cursor + steps)
-            return {"noop": True}
-        pred = _forecast(model, x, u, cursor + 1, cursor + steps + 1, w)
-        mse = float(np.mean((pred[:-1] - new) ** 2)) if steps else float("nan")
-        persistence = float(np.mean((x[cursor:-1] - new) ** 2))
-        record = {
-            "first": cursor + 1,
-            "last": cursor + steps,
-            "mse": mse,
-            "persistence_mse": persistence,
-            "next_forecast": float(pred[-1]),
-        }
-        (txn.products_dir / "forecast.json").write_text(
-            json.dumps({**record, "forecasts": pred[:-1].tolist(), "observed": new.tolist()})
+
+    first: int
+    last: int
+    mse: float
+    persistence_mse: float
+    next_forecast: float
+
+
+class ToySimulation(SimulationResult):
+    """Mean forecast with and without the scenario, and their difference."""
+
+    baseline: float
+    scenario_mean: float
+    difference: float
+
+
+class ToyTwin(Twin):
+    """The toy twin (see the module docstring)."""
+
+    kind = KIND
+    InitOptions = ToyInit
+    UpdateOptions = ToyUpdateOptions
+    Scenario = ToyScenario
+    update_needs_data = False
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], options: BaseModel) -> ToyTwin:
+        """Create a toy twin from a finished training run (its ``model.pt``)."""
+        opts = ToyInit.model_validate(options.model_dump())
+        model_file = opts.run / "model.pt"
+        if not model_file.is_file():
+            raise ConfigError(f"--run {opts.run}: no model.pt there (is it a finished run?)")
+        ckpt = torch.load(model_file, map_location="cpu", weights_only=True)
+        cfg = validate(yaml.safe_load(ckpt["config"]), str(model_file))
+        cursor = int(cfg.task.params["length"]) - 1
+
+        def products(d: Path) -> None:
+            (d / "model.pt").write_bytes(model_file.read_bytes())
+
+        store = TwinStore.init(
+            path,
+            KIND,
+            model_ref=str(model_file.resolve()),
+            cursor=str(cursor),
+            config_hash=config_hash(cfg),
+            products=products,
         )
-        txn.update_state(cursor=str(cursor + steps))
-        txn.summary.update(record)
-    log.info(
-        "twin %s: observed steps %d-%d, forecast MSE %.4g (persistence %.4g)",
-        twin_dir,
-        cursor + 1,
-        cursor + steps,
-        mse,
-        persistence,
-    )
-    return record
+        return cls(store)
 
+    def update(
+        self,
+        data: Sequence[Path] = (),
+        options: BaseModel | None = None,
+        *,
+        wait: bool | float = False,
+    ) -> ToyUpdate:
+        """Observe new steps, score the forecasts of them, forecast the next one.
 
-def simulate_twin(twin_dir: Path, steps: int, driver_scale: float) -> dict[str, Any]:
-    """What-if: forecast the next ``steps`` steps with the driver scaled; the twin is unchanged.
+        Args:
+            data: Unused (the toy observes its generator); must be empty.
+            options: :class:`ToyUpdateOptions`.
+            wait: As in :meth:`twins.twin.contract.Twin.update`.
+        """
+        if data:
+            raise ConfigError("the toy twin observes its generator: give --steps, not --data")
+        steps = ToyUpdateOptions.model_validate((options or ToyUpdateOptions()).model_dump()).steps
+        model, cfg = _load_model(self.store)
+        cursor = int(self.store.state.cursor or 0)
+        x, u = _series(cfg, cursor + steps + 1)
+        new = x[cursor + 1 :]
+        digest = hashlib.sha256(new.tobytes()).hexdigest()[:12]
+        key = f"toy:{cursor + 1}-{cursor + steps}:{digest}"
+        w = int(cfg.task.params["window"])
+        with self.store.transaction(key, wait=wait) as txn:
+            if txn.noop:
+                assert txn.record is not None
+                log.info("nothing new: steps %d-%d already ingested", cursor + 1, cursor + steps)
+                return self._result(txn.record, noop=True)
+            pred = _forecast(model, x, u, cursor + 1, cursor + steps + 1, w)
+            record = {
+                "first": cursor + 1,
+                "last": cursor + steps,
+                "mse": float(np.mean((pred[:-1] - new) ** 2)),
+                "persistence_mse": float(np.mean((x[cursor:-1] - new) ** 2)),
+                "next_forecast": float(pred[-1]),
+            }
+            (txn.products_dir / "forecast.json").write_text(
+                json.dumps({**record, "forecasts": pred[:-1].tolist(), "observed": new.tolist()})
+            )
+            txn.update_state(cursor=str(cursor + steps))
+            txn.summary.update(record)
+        assert txn.record is not None
+        log.info(
+            "twin %s: observed steps %d-%d, forecast MSE %.4g (persistence %.4g)",
+            self.path,
+            cursor + 1,
+            cursor + steps,
+            record["mse"],
+            record["persistence_mse"],
+        )
+        return self._result(txn.record, noop=False)
 
-    Returns:
-        Mean forecast with and without the scenario and their difference.
-    """
-    twin = TwinStore.open(twin_dir, kind=KIND)
-    model, cfg = _load_model(twin)
-    cursor = int(twin.state.cursor or 0)
-    w = int(cfg.task.params["window"])
-    out = {}
-    for name, scale in (("baseline", 1.0), ("scenario", driver_scale)):
-        x, u = _series(cfg, cursor + steps + 1, scale)
-        out[name] = float(_forecast(model, x, u, cursor + 1, cursor + steps, w).mean())
-    out["difference"] = out["scenario"] - out["baseline"]
-    return out
+    def _result(self, record: UpdateRecord, noop: bool) -> ToyUpdate:
+        s = record.summary
+        return ToyUpdate(
+            **UpdateResult.core_fields(record, noop),
+            first=int(s["first"]),
+            last=int(s["last"]),
+            mse=float(s["mse"]),
+            persistence_mse=float(s["persistence_mse"]),
+            next_forecast=float(s["next_forecast"]),
+        )
 
-
-def twin_command(cmd: str, twin_dir: Path, args: list[str]) -> int:
-    """``twins twin update|simulate|status DIR [--steps N] [--driver-scale F] [--wait]``."""
-    if cmd == "status":
-        print(format_status(TwinStore.open(twin_dir, kind=KIND)))
-        return 0
-    ap = argparse.ArgumentParser(prog=f"twins twin {cmd} {twin_dir}")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--driver-scale", type=float, default=1.5)
-    ap.add_argument("--wait", action="store_true")
-    ns = ap.parse_args(args)
-    if cmd == "update":
-        result = update_twin(twin_dir, ns.steps, wait=ns.wait)
-        print(json.dumps(result))
-        return EXIT_NOTHING_NEW if result.get("noop") else 0
-    else:
-        print(json.dumps(simulate_twin(twin_dir, ns.steps, ns.driver_scale)))
-    return 0
+    def simulate(self, scenario: BaseModel) -> ToySimulation:
+        """Forecast the next steps with the driver scaled; the twin is unchanged."""
+        sc = ToyScenario.model_validate(scenario.model_dump())
+        model, cfg = _load_model(self.store)
+        cursor = int(self.store.state.cursor or 0)
+        w = int(cfg.task.params["window"])
+        means = []
+        for scale in (1.0, sc.driver_scale):
+            x, u = _series(cfg, cursor + sc.steps + 1, scale)
+            means.append(float(_forecast(model, x, u, cursor + 1, cursor + sc.steps, w).mean()))
+        return ToySimulation(
+            scenario=sc.model_dump(),
+            baseline=means[0],
+            scenario_mean=means[1],
+            difference=means[1] - means[0],
+        )
 
 
 def demo(workdir: Path, overrides: list[str]) -> int:
@@ -180,11 +252,12 @@ def demo(workdir: Path, overrides: list[str]) -> int:
         import shutil
 
         shutil.rmtree(twin_dir)
-    init_twin(twin_dir, cfg.run_dir)
-    update_twin(twin_dir, 40)
-    update_twin(twin_dir, 40)
-    log.info("what-if (driver x1.5): %s", simulate_twin(twin_dir, 20, 1.5))
-    print(format_status(TwinStore.open(twin_dir)))
+    twin = ToyTwin.create(twin_dir, ToyInit(run=cfg.run_dir))
+    twin.update(options=ToyUpdateOptions(steps=40))
+    twin.update(options=ToyUpdateOptions(steps=40))
+    what_if = twin.simulate(ToyScenario(steps=20, driver_scale=1.5))
+    log.info("what-if (driver x1.5): %s", what_if.to_json())
+    print(twin.status().text)
     print(f"MLflow: mlflow ui --backend-store-uri sqlite:///{(workdir / 'mlflow.db').resolve()}")
     return 0
 
@@ -193,5 +266,5 @@ DOMAIN = Domain(
     name=KIND,
     description="toy AR series: the smallest complete twin loop (core demo)",
     demo=demo,
-    twin_command=twin_command,
+    twin=ToyTwin,
 )

@@ -16,6 +16,16 @@ Example:
     ...         txn.summary["cells"] = 1234
 """
 
+from twins.twin.contract import (
+    EXIT_NOTHING_NEW,
+    NoOptions,
+    RollbackResult,
+    SimulationResult,
+    Twin,
+    TwinResult,
+    TwinStatus,
+    UpdateResult,
+)
 from twins.twin.lock import LockHolder
 from twins.twin.restore import restore_version, visible_products
 from twins.twin.store import (
@@ -37,13 +47,15 @@ from twins.twin.store import (
     key_hash,
 )
 
-#: Exit status of ``twins twin update`` when the input was already ingested (nothing new);
-#: 0 means updated, and failures keep the CLI's codes (1 runtime, 2 config, 3 data, 4 twin,
-#: 75 locked). Schedulers (cron, systemd timers, Slurm, CronJobs) branch on these.
-EXIT_NOTHING_NEW = 10
-
 __all__ = [
     "EXIT_NOTHING_NEW",
+    "NoOptions",
+    "RollbackResult",
+    "SimulationResult",
+    "Twin",
+    "TwinResult",
+    "TwinStatus",
+    "UpdateResult",
     "FORMAT",
     "LockHolder",
     "ProductNotFoundError",
