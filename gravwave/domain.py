@@ -204,6 +204,26 @@ def demo(workdir: Path, overrides: list[str]) -> int:
     return 0
 
 
+def _channel_option(value: str | None) -> list[str] | None:
+    """``--channels "A,B"`` -> ``["A", "B"]``; None when not given.
+
+    Raises:
+        ConfigError: An empty name (``"A,,B"``, a trailing comma) or a name given twice.
+    """
+    if value is None:
+        return None
+    names = [c.strip() for c in value.split(",")]
+    if not all(names):
+        raise ConfigError(
+            f"--channels {value!r}: an empty channel name; expected comma-separated names, "
+            "strain first"
+        )
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise ConfigError(f"--channels {value!r}: {', '.join(twice)} given twice")
+    return names
+
+
 def twin_command(cmd: str, twin_dir: Path, args: list[str]) -> int:
     """``twins twin update|simulate|status DIR ...`` for a noise twin.
 
@@ -234,7 +254,7 @@ def twin_command(cmd: str, twin_dir: Path, args: list[str]) -> int:
     if cmd == "update":
         if not ns.data:
             raise ConfigError("twins twin update needs --data FILE", "give a segment file")
-        channels = ns.channels.split(",") if ns.channels else None
+        channels = _channel_option(ns.channels)
         result = twin.process_file(ns.data, channels, wait=ns.wait)
         print(json.dumps(result, default=str))
         return EXIT_NOTHING_NEW if result.get("noop") else 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 from gwpy.timeseries import TimeSeries, TimeSeriesDict
@@ -387,3 +389,255 @@ def test_twin_cli_update_repeat_simulate_status(
     assert "kind         gravwave" in out and "last quality" in out
     assert main(["twin", "update", str(twin_dir)]) == 2  # no --data: config error, one line
     assert "needs --data" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input through `twins twin update DIR --data FILE --channels ...`: exit 3, one line
+# naming the culprit, no traceback, the twin directory unchanged, a valid update afterwards.
+
+STRAIN = syn.STRAIN_CHANNEL
+MAG = syn.MAG_CHANNEL
+GLITCH_I = 9 * 4096 + 77  # sample index of an injected bad value (GPS T0 + 9.0188 s)
+GLITCH_GPS = f"{T0 + GLITCH_I / 4096:.6f}"
+
+
+def _segment_dict(seg: syn.SyntheticSegment) -> TimeSeriesDict:
+    return TimeSeriesDict(
+        {STRAIN: seg.strain.copy(), **{c: ts.copy() for c, ts in seg.witnesses.items()}}
+    )
+
+
+def _values(fn: Any) -> Any:
+    """A case that edits the segment's samples, then writes it in the twin's HDF5 layout."""
+
+    def make(seg: syn.SyntheticSegment, path: Path) -> Path:
+        data = _segment_dict(seg)
+        fn(data)
+        return write_multichannel_hdf5(path, data)
+
+    return make
+
+
+def _h5(fn: Any) -> Any:
+    """A case that edits the written HDF5 file with h5py."""
+
+    def make(seg: syn.SyntheticSegment, path: Path) -> Path:
+        write_multichannel_hdf5(path, _segment_dict(seg))
+        with h5py.File(path, "r+") as h5:
+            fn(h5)
+        return path
+
+    return make
+
+
+def _bytes(fn: Any, suffix: str = ".h5") -> Any:
+    """A case that edits the bytes of the written file (``fn(raw) -> raw``)."""
+
+    def make(seg: syn.SyntheticSegment, path: Path) -> Path:
+        good = write_multichannel_hdf5(path.with_suffix(".good.h5"), _segment_dict(seg))
+        out = path.with_suffix(suffix)
+        out.write_bytes(fn(good.read_bytes()))
+        good.unlink()
+        return out
+
+    return make
+
+
+def _set(ch: str, i: int | slice, value: float) -> Any:
+    def edit(d: TimeSeriesDict) -> None:
+        d[ch].value[i] = value
+
+    return edit
+
+
+def _attr(ch: str, name: str, value: Any) -> Any:
+    def edit(h5: h5py.File) -> None:
+        h5[ch].attrs[name] = value
+
+    return edit
+
+
+def _dataset(ch: str, data: Any) -> Any:
+    def edit(h5: h5py.File) -> None:
+        attrs = dict(h5[ch].attrs)
+        del h5[ch]
+        h5.create_dataset(ch, data=data).attrs.update(attrs)
+
+    return edit
+
+
+def _checksum_corrupt(seg: syn.SyntheticSegment, path: Path) -> Path:
+    """Metadata checksums on (libver latest), one byte of the root object header flipped."""
+    with h5py.File(path, "w", libver="latest", track_order=True) as h5:
+        for ch, ts in _segment_dict(seg).items():
+            ds = h5.create_dataset(ch, data=ts.value)
+            ds.attrs.update(channel=ch, sample_rate=4096.0, t0=T0, unit="")
+    raw = bytearray(path.read_bytes())
+    raw[raw.index(b"OHDR") + 6] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _gwf_cut(seg: syn.SyntheticSegment, path: Path) -> Path:
+    frame = path.with_suffix(".gwf")
+    _segment_dict(seg).write(str(frame), format="gwf")
+    frame.write_bytes(frame.read_bytes()[: frame.stat().st_size * 6 // 10])
+    return frame
+
+
+def _scaled(ch: str, factor: float) -> Any:
+    def edit(d: TimeSeriesDict) -> None:
+        d[ch] = d[ch] * factor
+
+    return edit
+
+
+def _directory(seg: syn.SyntheticSegment, path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+S = re.escape(STRAIN)
+CORPUS: list[tuple[str, Any, str, str | None]] = [
+    # (case, builder, regex naming the culprit on the error line, --channels or None)
+    ("strain_1e300", _values(_set(STRAIN, GLITCH_I, 1e300)),
+     rf"channel {S} in bad\.h5: sample 1e\+300 at GPS {GLITCH_GPS} is outside the "
+     r"plausibility bound \|x - median\| <= 13 x robust sigma = \d", None),
+    ("witness_spike", _values(_set(MAG, GLITCH_I, -1e30)),
+     rf"channel {MAG} in bad\.h5: sample -1e\+30 at GPS {GLITCH_GPS} is outside", None),
+    ("strain_dead", _values(_set(STRAIN, slice(None), 0.0)),
+     rf"channel {S} in bad\.h5 is constant \(dead\)", None),
+    ("witness_dead", _values(_set(MAG, slice(None), 0.0)),
+     rf"channel {MAG} in bad\.h5 is constant \(dead\)", None),
+    ("strain_nan", _values(_set(STRAIN, GLITCH_I, np.nan)),
+     rf"bad\.h5: channel {S}: 1 NaN/inf samples, first at GPS {GLITCH_GPS}", None),
+    ("witness_inf", _values(_set(MAG, GLITCH_I, np.inf)),
+     rf"bad\.h5: channel {MAG}: 1 NaN/inf samples", None),
+    ("strain_absurd_scale", _values(_scaled(STRAIN, 1e130)),
+     rf"channel {S} in bad\.h5: sample .* is outside the plausibility bound \|x\| <= 1e\+100",
+     None),
+    ("rate_text", _h5(_attr(STRAIN, "sample_rate", "4096 Hz")),
+     rf"bad\.h5: channel {S}: attribute sample_rate is '4096 Hz' \(a string\); expected", None),
+    ("t0_text", _h5(_attr(MAG, "t0", "yesterday")),
+     rf"bad\.h5: channel {MAG}: attribute t0 is 'yesterday' \(a string\); expected", None),
+    ("rate_nan", _h5(_attr(STRAIN, "sample_rate", np.nan)),
+     r"attribute sample_rate is nan; expected a finite sample rate > 0", None),
+    ("rate_zero", _h5(_attr(STRAIN, "sample_rate", 0.0)), r"attribute sample_rate is 0;", None),
+    ("rate_negative", _h5(_attr(MAG, "sample_rate", -4096.0)),
+     rf"channel {MAG}: attribute sample_rate is -4096;", None),
+    ("rate_array", _h5(_attr(STRAIN, "sample_rate", [4096.0, 4096.0])),
+     r"attribute sample_rate is an array of shape \(2,\)", None),
+    ("strain_bytes", _h5(_dataset(STRAIN, np.array([b"1e-21"] * 4096 * 32))),
+     rf"bad\.h5: channel {S}: dataset of byte strings \(dtype \|S5\); expected real", None),
+    ("strain_complex", _h5(_dataset(STRAIN, np.ones(4096 * 32, dtype=complex))),
+     r"dataset of complex numbers", None),
+    ("witness_rank2", _h5(_dataset(MAG, np.zeros((2, 4096 * 16)))),
+     rf"channel {MAG}: dataset of shape \(2, 65536\) \(rank 2\); expected a 1-D", None),
+    ("missing_channel", _h5(lambda h5: h5.__delitem__(MAG)),
+     rf"bad\.h5: channel {MAG} not found; available: {S}", None),
+    ("unknown_channel", _values(lambda d: None),
+     r"bad\.h5: channel V1:NOPE not found", f"{STRAIN},V1:NOPE"),
+    ("channels_empty_name", _values(lambda d: None),
+     r"--channels .*: an empty channel name", f"{STRAIN},,{MAG}"),
+    ("checksum_corrupt", _checksum_corrupt,
+     r"bad\.h5: corrupt HDF5 file: cannot list its datasets \(KeyError: .*checksum", None),
+    ("truncated_60", _bytes(lambda raw: raw[: len(raw) * 6 // 10]),
+     r"bad\.h5: not a readable HDF5 file \(.*truncated file", None),
+    ("empty_file", _bytes(lambda raw: b""), r"bad\.h5: not a readable HDF5 file", None),
+    ("text_as_h5", _bytes(lambda raw: b"strain,mag\n1,2\n"),
+     r"bad\.h5: not a readable HDF5 file", None),
+    ("gwf_truncated", _gwf_cut,
+     r"bad\.gwf: not a readable GWF file: truncated or corrupt, the frame checksum", None),
+    ("data_directory", _directory, r"bad\.h5: is a directory, expected a data file", None),
+    ("short_span", _values(lambda d: d.update({c: ts[: 8 * 4096] for c, ts in d.items()})),
+     r"bad\.h5: channel .*: span of 8 s is shorter", None),
+]  # fmt: skip
+
+
+def _update(twin_dir: Path, data: Path, channels: str | None, capsys: Any) -> tuple[int, str]:
+    from twins.cli import main
+
+    args = ["twin", "update", str(twin_dir), "--data", str(data)]
+    capsys.readouterr()
+    rc = main(args + (["--channels", channels] if channels else []))
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("case", "build", "culprit", "channels"), CORPUS, ids=[c[0] for c in CORPUS]
+)
+def test_cli_update_refuses_bad_input(
+    tmp_path: Path,
+    cleaner: WienerCleaner,
+    segments: list[syn.SyntheticSegment],
+    capsys: pytest.CaptureFixture[str],
+    dir_snapshot,
+    case: str,
+    build: Any,
+    culprit: str,
+    channels: str | None,
+) -> None:
+    twin_dir = tmp_path / "t"
+    NoiseTwin.init(twin_dir, cleaner, POLICY)
+    bad = build(segments[0], tmp_path / "bad.h5")
+    before = dir_snapshot(twin_dir, skip_lock=True)
+    rc, err = _update(twin_dir, bad, channels, capsys)
+    lines = [line for line in err.splitlines() if not line.startswith("twins: hint:")]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and re.search(culprit, lines[0]), err
+    assert rc == (2 if case.startswith("channels_") else 3), err  # a bad option is exit 2
+    assert dir_snapshot(twin_dir, skip_lock=True) == before
+    good = write_multichannel_hdf5(tmp_path / "good.h5", _segment_dict(segments[0]))
+    rc, err = _update(twin_dir, good, None, capsys)
+    assert rc == 0, err
+    assert NoiseTwin.open(twin_dir).store.state.version == 1
+
+
+def test_widened_bound_lets_a_huge_glitch_in_and_flags_it(
+    tmp_path: Path,
+    cleaner: WienerCleaner,
+    segments: list[syn.SyntheticSegment],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A 1e9-sigma strain glitch: refused with the default K, accepted and flagged with
+    ``ingest.max_robust_sigma = 1e12``; the cleaned strain stays finite."""
+    data = _segment_dict(segments[0])
+    strain = data[STRAIN].value
+    sigma = 1.4826 * np.median(np.abs(strain - np.median(strain)))
+    strain[GLITCH_I] = 1e9 * sigma
+    f = write_multichannel_hdf5(tmp_path / "glitch.h5", data)
+    NoiseTwin.init(tmp_path / "default", cleaner, POLICY)
+    rc, err = _update(tmp_path / "default", f, None, capsys)
+    assert rc == 3 and "plausibility bound" in err and "ingest.max_robust_sigma" in err
+    wide = NoiseTwin.init(
+        tmp_path / "wide", cleaner, {**POLICY, "ingest": {"max_robust_sigma": 1e12}}
+    )
+    rc, err = _update(wide.path, f, None, capsys)
+    assert rc == 0, err
+    q = wide.quality()
+    peaks = [g["gps_peak"] for g in q["glitches"]]
+    assert any(abs(p - float(GLITCH_GPS)) < 1 / 4096 for p in peaks), q["glitches"]
+    assert np.all(np.isfinite(_cleaned(wide)))
+
+
+def test_cli_update_bad_strain_in_a_fresh_process(
+    tmp_path: Path, cleaner: WienerCleaner, segments: list[syn.SyntheticSegment], dir_snapshot
+) -> None:
+    """The 1e300 strain sample end to end: ``python -m twins`` exits 3 with no traceback."""
+    twin_dir = tmp_path / "t"
+    NoiseTwin.init(twin_dir, cleaner, POLICY)
+    data = _segment_dict(segments[0])
+    data[STRAIN].value[GLITCH_I] = 1e300
+    f = write_multichannel_hdf5(tmp_path / "bad.h5", data)
+    before = dir_snapshot(twin_dir, skip_lock=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "twins", "twin", "update", str(twin_dir), "--data", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"channel {STRAIN} in bad.h5: sample 1e+300 at GPS {GLITCH_GPS}" in proc.stderr
+    assert dir_snapshot(twin_dir, skip_lock=True) == before
