@@ -69,7 +69,7 @@ GATE_UNITS: dict[str, str] = {
     "t2m": "K",
     "mn2t": "K",
     "mx2t": "K",
-    "swvl1": "1",
+    "swvl1": "m3 m-3",
     "lsm": "1",
     "z": "m",
 }
@@ -138,6 +138,19 @@ class Gates(BaseModel):
     z: Bound = Bound(min=-500.0, max=9000.0)
     max_missing_share: float = Field(0.25, ge=0.0, le=1.0)
     fill_sentinels: tuple[float, ...] = FILL_SENTINELS
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_bounds(cls, data: Any) -> Any:
+        """``{"tp": {"max": 2500}}`` keeps the default ``tp.min`` (a key changes one side)."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, info in cls.model_fields.items():
+            given, default = out.get(name), info.default
+            if isinstance(given, Mapping) and isinstance(default, Bound):
+                out[name] = {**default.model_dump(), **given}
+        return out
 
     def bound(self, name: str) -> Bound:
         """The bound of canonical variable ``name``."""
@@ -311,7 +324,7 @@ def _check_range(
                 "attribute with ncatted; then it reads as missing",
             )
     bound = gates.bound(name)
-    unit = GATE_UNITS[name]
+    unit = "" if GATE_UNITS[name] == "1" else f" {GATE_UNITS[name]}"
     for pick, limit in (("min", bound.min), ("max", bound.max)):
         value = stats[f"conv_{pick}"]
         if limit is None or not np.isfinite(value):
@@ -325,10 +338,11 @@ def _check_range(
             what = " (daily mean rate, evaporation positive)" if name in ("e", "pev") else ""
             what = " (daily mean rate)" if name == "tp" else what
             raise DataError(
-                f"{source}: {label} has the value {value:.6g} {unit}{what}{where}, {side} "
-                f"{limit:g} {unit} (bound gates.{name}.{pick}; file units '{units}')",
+                f"{source}: {label} has the value {value:.6g}{unit}{what}{where}, {side} "
+                f"{limit:g}{unit} (bound gates.{name}.{pick}; file units '{units}')",
                 hint=f"check the units attribute and the source; if the value is real, widen "
-                f"the bound: gates {name}.{pick}=<value>",
+                f"the bound with the key {name}.{pick} (training: task.params.gates."
+                f"{name}.{pick}=...; twin update: gates {name}.{pick}=...)",
             )
 
 

@@ -213,6 +213,18 @@ def _squeeze_extra_dims(ds: xr.Dataset, source: str, known: set[str]) -> xr.Data
 # --------------------------------------------------------------------------- validate
 
 
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+def _read_error(source: str, name: str, exc: BaseException) -> DataError:
+    return DataError(
+        f"{source}: file truncated or unreadable: cannot read variable '{name}' "
+        f"({_one_line(exc)})",
+        hint="download the file again",
+    )
+
+
 def _all_nan(da: xr.DataArray) -> bool:
     """True if ``da`` has no finite value; reads a few time steps first, all only if needed."""
     if "time" in da.dims and da.sizes["time"] > 3:
@@ -275,7 +287,11 @@ def validate(
     check_time(ds, source)
     if check_values:
         for v in names:
-            if _all_nan(ds[v]):
+            try:
+                empty = _all_nan(ds[v])
+            except Exception as exc:  # a reader error (HDF5, netCDF-C, zarr, OS)
+                raise _read_error(source, v, exc) from None
+            if empty:
                 raise DataError(f"{source}: variable '{v}' is entirely NaN")
     return ds
 
@@ -322,10 +338,6 @@ def _grid(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ds["lat"].values), np.asarray(ds["lon"].values)
 
 
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-
-
 def _open_error(f: Path, exc: BaseException) -> DataError:
     return DataError(
         f"{f}: cannot open: file truncated or unreadable ({_one_line(exc)})",
@@ -350,11 +362,7 @@ def load_checked(ds: xr.Dataset, source: str) -> xr.Dataset:
         try:
             ds[name].load()
         except Exception as exc:  # netCDF-C, HDF5, zarr and OS errors of every kind
-            raise DataError(
-                f"{source}: file truncated or unreadable: cannot read variable '{name}' "
-                f"({_one_line(exc)})",
-                hint="download the file again",
-            ) from None
+            raise _read_error(source, str(name), exc) from None
     return ds
 
 

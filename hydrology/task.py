@@ -36,6 +36,8 @@ from hydrology.dataset import (
     output_names,
     subsample_cells,
 )
+from hydrology.gates import Gates
+from hydrology.ingest import read_training
 from hydrology.models.ensemble import PerOutputSelect, TileConvLSTM
 from hydrology.models.lstm import CellLSTM
 from twins.errors import DataError
@@ -77,6 +79,9 @@ class DroughtParams(BaseModel):
             this many validations (0: never; use it instead of the trainer's joint early
             stop, which stops on the mean loss and discards per-output gains).
         cache: Cache the prepared cube in the run directory.
+        gates: Plausibility bounds of the files in ``path`` (:class:`hydrology.gates.Gates`);
+            widen one with a key, e.g. ``task.params.gates.tp.max=2500``. They decide what
+            is accepted, never the data, so they are not part of :meth:`fingerprint`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -102,6 +107,7 @@ class DroughtParams(BaseModel):
     per_output_best: bool = True
     output_patience: int = Field(0, ge=0)
     cache: bool = True
+    gates: Gates = Field(default_factory=Gates)
 
     @field_validator("path", mode="before")
     @classmethod
@@ -166,13 +172,10 @@ class DroughtForecast(Task):
         """The canonical daily dataset (synthetic preset or the configured files)."""
         p = self.params
         if p.path:
-            from hydrology.io import open_grids
-
-            if len(p.path) > 1:
-                return open_grids(p.path)
-            # One file: no dask. The cube loads everything anyway and dask's task graph costs
+            # Checked, gated and in canonical units (hydrology.ingest). One file is read
+            # without dask: the cube loads everything anyway and dask's task graph costs
             # ~15 % of the read (benchmarks/bench_grid_pipeline.py).
-            return open_grids(p.path[0], chunks=None)
+            return read_training(p.path, p.gates)
         from hydrology.synthetic import PRESETS, generate
 
         return generate(PRESETS[p.preset].model_copy(update={"seed": p.seed}))
@@ -274,7 +277,8 @@ class DroughtForecast(Task):
     def fingerprint(self) -> str:
         """Hash of the task parameters and the identity of the data."""
         blob = json.dumps(
-            [self.params.model_dump(mode="json"), self._data_identity()], sort_keys=True
+            [self.params.model_dump(mode="json", exclude={"gates"}), self._data_identity()],
+            sort_keys=True,
         ).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

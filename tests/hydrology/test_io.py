@@ -349,3 +349,86 @@ def test_many_yearly_zarr_stores_and_a_rejection(small: xr.Dataset, tmp_path: Pa
     bad = tmp_path / "no_tp.zarr"
     era5_style(small).drop_vars("tp").to_zarr(bad, consolidated=False)
     _raises(bad, "'tp'", variables=["tp"])
+
+
+# --------------------------------------------------------------------------- reader errors
+
+
+def _cut(path: Path, share: float, out: Path) -> Path:
+    data = path.read_bytes()
+    out.write_bytes(data[: int(len(data) * share)])
+    return out
+
+
+@pytest.mark.parametrize("unlimited", [False, True], ids=["fixed", "record-dim"])
+@pytest.mark.parametrize("share", [0.97, 0.6])
+def test_truncated_netcdf3_is_refused_naming_the_variable(
+    small: xr.Dataset, tmp_path: Path, share: float, unlimited: bool
+) -> None:
+    whole = tmp_path / "whole.nc"
+    small.sel(time="2001-11").to_netcdf(
+        whole, format="NETCDF3_64BIT", unlimited_dims=["time"] if unlimited else None
+    )
+    assert open_grids(whole)["tp"].shape[0] == 30  # the complete file opens
+    path = _cut(whole, share, tmp_path / f"cut{int(share * 100)}.nc")
+    err = _raises(path, "file truncated or unreadable: the data of variable '")
+    msg = str(err)
+    assert f"{share:.1%} of the {whole.stat().st_size} bytes" in msg
+    assert "not monotonic" not in msg
+    # a file cut inside its header
+    _raises(_cut(whole, 0.01, tmp_path / "head.nc"), "the NetCDF-3 header is cut off")
+
+
+def test_truncated_or_corrupt_netcdf4_is_refused(small: xr.Dataset, tmp_path: Path) -> None:
+    h5py = pytest.importorskip("h5py")
+    whole = write_netcdf(small.sel(time="2001-11"), tmp_path / "whole.nc")
+    _raises(_cut(whole, 0.97, tmp_path / "cut.nc"), "cannot open: file truncated or unreadable")
+    # intact metadata, a data chunk of tp overwritten: the open succeeds, the read fails
+    with h5py.File(whole, "r") as f:
+        offset = f["tp"].id.get_chunk_info(0).byte_offset
+    with open(whole, "r+b") as fh:
+        fh.seek(offset + 10)
+        fh.write(b"\xff" * 64)
+    _raises(whole, "file truncated or unreadable: cannot read variable 'tp'")
+    not_netcdf = tmp_path / "notes.nc"
+    not_netcdf.write_text("this is not a NetCDF file\n")
+    _raises(not_netcdf, "cannot open: file truncated or unreadable")
+
+
+def test_time_without_units_is_refused(small: xr.Dataset, tmp_path: Path) -> None:
+    ds = small[["tp"]].isel(time=slice(0, 40))
+    ds = ds.assign_coords(time=np.arange(40, dtype=np.int64))  # plain numbers, no units
+    _raises(_write(ds, tmp_path / "nounits.nc"), "variable 'time' is not decoded as dates")
+
+
+def test_ensemble_dimension_refused_or_squeezed(small: xr.Dataset, tmp_path: Path) -> None:
+    tp = small["tp"].isel(time=slice(0, 40))
+    two = xr.concat([tp, tp], dim="number").assign_coords(number=[0, 1]).to_dataset()
+    _raises(
+        _write(two, tmp_path / "ens2.nc"),
+        "variable 'tp' has an extra dimension 'number' of size 2 (ensemble members)",
+    )
+    one = tp.expand_dims(number=[0]).to_dataset()
+    ds = open_grids(_write(one, tmp_path / "ens1.nc"))
+    assert ds["tp"].dims == ("time", "lat", "lon")
+
+
+@pytest.mark.parametrize("cal", ["noleap", "360_day"])
+def test_model_calendars_and_noon_stamps_are_read(
+    small: xr.Dataset, tmp_path: Path, cal: str
+) -> None:
+    t = xr.date_range("2001-01-01T12:00", periods=90, freq="D", calendar=cal, use_cftime=True)
+    ds = small[["tp", "t2m", "lsm"]].isel(time=slice(0, 90)).assign_coords(time=t)
+    out = open_grids(_write(ds, tmp_path / f"{cal}.nc"))
+    assert isinstance(out.indexes["time"], xr.CFTimeIndex) and out.indexes["time"].calendar == cal
+    noon = small[["tp"]].assign_coords(time=small.time + np.timedelta64(12, "h"))
+    assert open_grids(_write(noon, tmp_path / "noon.nc")).sizes["time"] == small.sizes["time"]
+
+
+def test_gate_refusal_in_a_set_names_the_file(small: xr.Dataset, tmp_path: Path) -> None:
+    a = small[["tp"]].sel(time="2001")
+    b = small[["tp"]].sel(time="2002").copy()
+    b["tp"] = b["tp"].where(b["tp"].isnull(), -0.01)  # -10 mm/day wherever it has a value
+    pa, pb = _write(a, tmp_path / "a.nc"), _write(b, tmp_path / "b.nc")
+    with pytest.raises(DataError, match=f"{pb}: variable 'tp' has the value -10 mm/day"):
+        open_grids([pa, pb])

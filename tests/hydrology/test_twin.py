@@ -19,6 +19,7 @@ import xarray as xr
 
 from hydrology.domain import twin_command
 from hydrology.forecast import PersistenceForecaster
+from hydrology.gates import Gates
 from hydrology.indices import DroughtIndices
 from hydrology.synthetic import generate, write_netcdf
 from hydrology.twin import (
@@ -28,7 +29,7 @@ from hydrology.twin import (
     Scenario,
     alert_categories,
 )
-from twins.errors import DataError
+from twins.errors import ConfigError, DataError
 from twins.twin import EXIT_NOTHING_NEW, TwinLockedError, TwinStore
 
 WORKER = Path(__file__).with_name("_drought_twin_worker.py")
@@ -269,6 +270,183 @@ def test_rejected_new_data(
 def test_missing_file_is_rejected(twin_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="file not found"):
         DroughtTwin.open(twin_dir).update(tmp_path / "nope.nc")
+
+
+# ------------------------------------------------------------- implausible or unreadable data
+
+
+def _nov_land(data: xr.Dataset) -> tuple[xr.Dataset, np.ndarray]:
+    nov = data.sel(time="2007-11").copy(deep=True)
+    return nov, nov["lsm"].values > 0.5
+
+
+def _with(nov: xr.Dataset, name: str, values: np.ndarray, **attrs: str) -> xr.Dataset:
+    nov[name] = nov[name].copy(data=values.astype(nov[name].dtype)).assign_attrs(**attrs)
+    return nov
+
+
+def _implausible(kind: str, data: xr.Dataset, path: Path) -> Path:
+    """The new month 2007-11 spoiled as ``kind``, written to ``path``."""
+    nov, land = _nov_land(data)
+    if kind.startswith("netcdf3-cut-"):
+        nov.to_netcdf(path, format="NETCDF3_64BIT")
+        raw = path.read_bytes()
+        path.write_bytes(raw[: int(len(raw) * int(kind[-2:]) / 100)])
+        return path
+    if kind == "time-without-units":
+        nov = nov.assign_coords(time=np.arange(nov.sizes["time"], dtype=np.int64))
+    elif kind == "ensemble-of-2":
+        tp = nov["tp"]
+        nov["tp"] = xr.concat([tp, tp], dim="number").assign_coords(number=[0, 1])
+    else:
+        tp = nov["tp"].values.copy()
+        cell = tuple(np.argwhere(land)[5])
+        if kind == "tp-negative":  # -5 mm/d over land
+            tp[:, land] = -0.005
+        elif kind == "tp-1e30-one-cell-day":
+            tp[(12, *cell)] = 1e30
+        elif kind == "tp-undeclared-fill":
+            tp[(12, *cell)] = -32767.0
+        elif kind == "tp-90pct-nan-over-land":
+            cells = np.argwhere(land)
+            for iy, ix in cells[: int(np.ceil(0.9 * len(cells)))]:
+                tp[:, iy, ix] = np.nan
+        elif kind == "swvl1-percent":
+            nov = _with(nov, "swvl1", nov["swvl1"].values * 100)
+        elif kind == "kelvin-labelled-degC":
+            nov = _with(nov, "t2m", nov["t2m"].values, units="degC")
+        else:
+            raise AssertionError(kind)
+        nov = _with(nov, "tp", tp)
+    return write_netcdf(nov, path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "needles"),
+    [
+        ("tp-negative", ("variable 'tp'", "-5 mm/day", "minimum -0.1 mm/day", "gates.tp.min")),
+        ("tp-1e30-one-cell-day", ("variable 'tp'", "1e+33 mm/day", "1825", "gates.tp.max")),
+        ("tp-undeclared-fill", ("variable 'tp'", "-32767", "undeclared fill value")),
+        (
+            "tp-90pct-nan-over-land",
+            ("variable 'tp'", "of its land values in 2007-11", "bound 0.25", "missing share"),
+        ),
+        ("swvl1-percent", ("variable 'swvl1'", "maximum 1 m3 m-3", "gates.swvl1.max")),
+        ("kelvin-labelled-degC", ("variable 't2m'", "maximum 340 K", "file units 'degC'")),
+        ("netcdf3-cut-97", ("file truncated or unreadable", "variable '", "97.0% of the")),
+        ("netcdf3-cut-60", ("file truncated or unreadable", "variable '", "60.0% of the")),
+        ("time-without-units", ("variable 'time' is not decoded as dates", "int64")),
+        ("ensemble-of-2", ("variable 'tp' has an extra dimension 'number' of size 2",)),
+    ],
+)
+def test_implausible_or_unreadable_month_never_gets_in(
+    kind: str,
+    needles: tuple[str, ...],
+    twin_dir: Path,
+    data: xr.Dataset,
+    tmp_path: Path,
+    dir_snapshot,
+) -> None:
+    path = _implausible(kind, data, tmp_path / f"{kind}.nc")
+    before = dir_snapshot(twin_dir, skip_lock=True)
+    with pytest.raises(DataError) as info:
+        DroughtTwin.open(twin_dir).update(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: "), msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+    assert "\n" not in msg
+    assert dir_snapshot(twin_dir, skip_lock=True) == before  # no alert, no history
+    assert TwinStore.open(twin_dir).verify() == []
+
+
+def test_valid_month_goes_in_after_a_refusal(
+    twin_dir: Path, data: xr.Dataset, files: dict[str, Path], tmp_path: Path
+) -> None:
+    twin = DroughtTwin.open(twin_dir)
+    with pytest.raises(DataError, match="undeclared fill"):
+        twin.update(_implausible("tp-undeclared-fill", data, tmp_path / "fill.nc"))
+    assert twin.update(files["2007-11"]).version == 1
+
+
+def _equal_products(a: DroughtTwin, b: DroughtTwin, t2m_atol: float) -> None:
+    ha, hb = a.history(), b.history()
+    assert list(ha.data_vars) == list(hb.data_vars)
+    for name in ha.data_vars:
+        atol = t2m_atol if name == "t2m" else 0.0
+        np.testing.assert_allclose(hb[name], ha[name], rtol=0, atol=atol, err_msg=str(name))
+    np.testing.assert_array_equal(ha.time.values, hb.time.values)
+    xr.testing.assert_identical(a.alerts(), b.alerts())
+    assert a.status()["alerts"] == b.status()["alerts"]
+
+
+# Largest error of a kelvin value that went through degC in float32: the degC file rounds
+# T - 273.15 (|T - 273.15| < 32) to float32, <= ulp(32)/2 = 9.5e-7 K, and the conversion back
+# in float32 rounds again, <= ulp(290)/2 = 1.5e-5 K; the sum is under one float32 ulp at
+# 256-512 K (3.05e-5 K). Indices, forecasts and alerts do not read t2m: exact.
+T2M_ATOL = float(np.spacing(np.float32(290.0)))
+
+
+def test_declared_celsius_gives_the_products_of_kelvin(
+    template: Path, data: xr.Dataset, files: dict[str, Path], tmp_path: Path
+) -> None:
+    nov = data.sel(time="2007-11").copy()
+    nov["t2m"] = (nov["t2m"] - np.float32(273.15)).astype(np.float32).assign_attrs(units="degC")
+    celsius = write_netcdf(nov, tmp_path / "nov_degC.nc")
+    twins = {}
+    for name, path in (("K", files["2007-11"]), ("degC", celsius)):
+        shutil.copytree(template, tmp_path / name)
+        twins[name] = DroughtTwin.open(tmp_path / name)
+        twins[name].update(path)
+    _equal_products(twins["K"], twins["degC"], T2M_ATOL)
+    assert float(twins["degC"].history()["t2m"].isel(time=-1).mean()) > 250  # kelvin
+
+
+@pytest.mark.parametrize("layout", ["noleap", "360_day", "noon-stamps"])
+def test_model_calendars_and_noon_stamps_are_ingested(
+    layout: str, template: Path, data: xr.Dataset, files: dict[str, Path], tmp_path: Path
+) -> None:
+    """November has 30 days in every calendar: the same 30 daily fields stamped on a model
+    calendar, or at 12:00, must give exactly the products of the standard file (the monthly
+    means add the same 30 float32 values; only the sum order may differ, which the float64
+    accumulation of 30 values absorbs)."""
+    nov = data.sel(time="2007-11")
+    if layout == "noon-stamps":
+        nov = nov.assign_coords(time=nov.time + np.timedelta64(12, "h"))
+    else:
+        t = xr.date_range("2007-11-01", periods=30, freq="D", calendar=layout, use_cftime=True)
+        nov = nov.assign_coords(time=t)
+    path = write_netcdf(nov, tmp_path / f"nov_{layout}.nc")
+    got, ref = tmp_path / "got", tmp_path / "ref"
+    shutil.copytree(template, got)
+    shutil.copytree(template, ref)
+    assert DroughtTwin.open(got).update(path).cursor == "2007-11"
+    DroughtTwin.open(ref).update(files["2007-11"])
+    _equal_products(DroughtTwin.open(ref), DroughtTwin.open(got), 0.0)
+
+
+def test_gates_stored_at_init_and_widened_for_one_update(
+    template: Path, twin_dir: Path, data: xr.Dataset, tmp_path: Path, dir_snapshot
+) -> None:
+    assert DroughtTwin.open(template).gates == Gates()
+    path = _implausible("tp-negative", data, tmp_path / "neg.nc")
+    twin = DroughtTwin.open(twin_dir)
+    before = dir_snapshot(twin_dir, skip_lock=True)
+    with pytest.raises(ConfigError, match=r"gates: tp\.mn: Extra inputs"):
+        twin.update(path, gates={"tp.mn": -10})
+    assert dir_snapshot(twin_dir, skip_lock=True) == before
+    result = twin.update(path, gates=["tp.min=-10"])
+    assert result.version == 1 and result.record is not None
+    assert result.record.summary["gates"]["tp"] == {"min": -10.0, "max": 1825.0}
+    assert twin.gates == Gates()  # the stored gates are unchanged
+    # a twin built with wider gates keeps them for every update
+    base = data.sel(time=slice(None, "2007-10-31"))
+    indices = DroughtIndices(INDICES, "2000-01-01", "2005-12-31").fit(base)
+    wide = DroughtTwin.init(
+        tmp_path / "wide", base, PersistenceForecaster(), indices, gates={"tp.min": -10}
+    )
+    assert wide.gates.tp.min == -10.0
+    assert wide.update(path).cursor == "2007-11"
 
 
 # --------------------------------------------------------------------------------- simulate
