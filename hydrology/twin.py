@@ -56,7 +56,7 @@ from hydrology.indices import DroughtIndices
 from hydrology.ingest import SOURCE_VARIABLE, prepare_months, read_init
 from hydrology.scenario import Region, Scenario, apply_scenario
 from twins.errors import DataError, TwinsError
-from twins.twin import TwinStore, UpdateRecord, format_status
+from twins.twin import TwinStore, UpdateRecord, format_status, restore_version
 
 __all__ = [
     "ALERT_MEANINGS",
@@ -571,6 +571,29 @@ class DroughtTwin:
         assert txn.record is not None
         log.info("twin %s: ingested %s, forecast issued %s", self.path, months, issue)
         return self._result(txn.record, False)
+
+    def rollback(self, version: int, wait: bool | float = False) -> UpdateRecord:
+        """Take the twin back to an earlier version: a bad month that got in is taken out.
+
+        Commits a new version (action ``"restore"``) whose cursor, model, state (gates
+        included) and products (history, alerts) are those of ``version``; the months
+        ingested after it may then be given again, corrected
+        (:func:`twins.twin.restore_version`).
+
+        Args:
+            version: An earlier committed version.
+            wait: As in :meth:`update`.
+
+        Returns:
+            The record of the new version.
+
+        Raises:
+            TwinVersionError: ``version`` is not an earlier committed version.
+            TwinLockedError: Another update holds the lock.
+        """
+        record = restore_version(self.store, version, wait=wait)
+        log.info("twin %s: rolled back to v%d as v%d", self.path, version, record.version)
+        return record
 
     def _result(self, record: UpdateRecord, noop: bool) -> UpdateResult:
         issue = str(record.summary.get("issue"))

@@ -30,7 +30,7 @@ from hydrology.twin import (
     alert_categories,
 )
 from twins.errors import ConfigError, DataError
-from twins.twin import EXIT_NOTHING_NEW, TwinLockedError, TwinStore
+from twins.twin import EXIT_NOTHING_NEW, TwinLockedError, TwinStore, TwinVersionError
 
 WORKER = Path(__file__).with_name("_drought_twin_worker.py")
 INDICES = ("spi_1", "spi_3", "spi_6", "ssmi_1")
@@ -447,6 +447,30 @@ def test_gates_stored_at_init_and_widened_for_one_update(
     )
     assert wide.gates.tp.min == -10.0
     assert wide.update(path).cursor == "2007-11"
+
+
+def test_rollback_takes_a_bad_month_out(
+    template: Path, twin_dir: Path, data: xr.Dataset, files: dict[str, Path], tmp_path: Path
+) -> None:
+    twin = DroughtTwin.open(twin_dir)
+    v0_history, v0_alerts = twin.history(), twin.alerts()
+    bad = _implausible("tp-negative", data, tmp_path / "neg.nc")
+    got_in = twin.update(bad, gates={"tp.min": -10})  # widened: the bad month gets in
+    # the harm the gate prevents: no rain at all over land, SPI-3 alerts everywhere
+    assert got_in.alerts["spi_3"]["1"]["none"] == 0
+    record = twin.rollback(0)
+    assert (record.version, record.action, record.cursor_after) == (2, "restore", "2007-10")
+    xr.testing.assert_identical(twin.history(), v0_history)
+    xr.testing.assert_identical(twin.alerts(), v0_alerts)
+    assert twin.status()["cursor"] == "2007-10" and TwinStore.open(twin_dir).verify() == []
+    with pytest.raises(TwinVersionError):
+        twin.rollback(2)
+    after = twin.update(files["2007-11"])
+    assert (after.noop, after.version, after.cursor) == (False, 3, "2007-11")
+    ref = tmp_path / "ref"
+    shutil.copytree(template, ref)
+    DroughtTwin.open(ref).update(files["2007-11"])
+    _equal_products(DroughtTwin.open(ref), twin, 0.0)
 
 
 # --------------------------------------------------------------------------------- simulate
