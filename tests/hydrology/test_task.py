@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import cftime
 import numpy as np
 import pytest
 import torch
@@ -13,11 +14,14 @@ import xarray as xr
 
 from hydrology.callbacks import PerOutputBest
 from hydrology.dataset import DEFAULT_SPLITS
+from hydrology.forecast import monthly_inputs
 from hydrology.model_forecaster import ModelForecaster, esp_forecast
 from hydrology.models.ensemble import PerOutputSelect, load_selected
 from hydrology.models.lstm import CellLSTM
+from hydrology.synthetic import generate, write_netcdf
 from hydrology.task import DroughtForecast, DroughtParams
 from twins.config import load_config
+from twins.errors import DataError
 from twins.task import build_task
 from twins.train.run import train_process
 
@@ -139,7 +143,6 @@ def _check_round_trip(cfg, tmp_path: Path) -> ModelForecaster:
     task = build_task(cfg)
     cube = task.cube()
     # rebuild a monthly history (inputs + indices) for the last test month
-    from hydrology.forecast import monthly_inputs
     from hydrology.indices import DroughtIndices
 
     ds = task.load_dataset()
@@ -223,3 +226,87 @@ def test_params_reject_typos_and_bad_splits() -> None:
         )
     assert DroughtParams().resolved_splits() == DEFAULT_SPLITS["tiny"]
     assert DroughtForecast.Params is DroughtParams
+
+
+# ------------------------------------------------------------------- training input files
+
+
+@pytest.fixture(scope="module")
+def tiny_daily() -> xr.Dataset:
+    return generate("tiny").drop_vars(["drought_forcing", "drought_mask"])
+
+
+def _task(tmp: Path, path: Path, *overrides: str) -> DroughtForecast:
+    task = build_task(_cfg(tmp, f"task.params.path={path}", *overrides))
+    assert isinstance(task, DroughtForecast)
+    return task
+
+
+def test_training_files_are_gated_with_a_configurable_bound(
+    tiny_daily: xr.Dataset, tmp_path: Path
+) -> None:
+    ds = tiny_daily.sel(time=slice(None, "2000-03-31")).copy()
+    land = ds["lsm"].values > 0.5
+    tp = ds["tp"].values.copy()
+    tp[:, land] = -0.005  # -5 mm/d over land
+    ds["tp"] = ds["tp"].copy(data=tp)
+    path = write_netcdf(ds, tmp_path / "negative.nc")
+    with pytest.raises(DataError) as info:
+        _task(tmp_path, path).load_dataset()
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: variable 'tp' has the value -5 mm/day"), msg
+    assert "minimum -0.1 mm/day (bound gates.tp.min" in msg
+    wide = _task(tmp_path, path, "task.params.gates.tp.min=-10")
+    assert wide.params.gates.tp.min == -10 and wide.params.gates.tp.max == 1825
+    assert float(wide.load_dataset()["tp"].min()) < 0
+    # the gates decide acceptance only: they are not part of the run's fingerprint
+    assert wide.fingerprint() == _task(tmp_path, path).fingerprint()
+    with pytest.raises(Exception, match=r"gates\.tp\.mn"):
+        _task(tmp_path, path, "task.params.gates.tp.mn=-10")
+
+
+# Largest error of a kelvin value that went through degC in float32 (see test_twin.py):
+# <= ulp(32)/2 + ulp(290)/2 < ulp(290) = 3.05e-5 K.
+T2M_ATOL = float(np.spacing(np.float32(290.0)))
+
+
+def test_training_converts_declared_celsius_to_kelvin(
+    tiny_daily: xr.Dataset, tmp_path: Path
+) -> None:
+    ds = tiny_daily.sel(time=slice(None, "2000-03-31"))
+    kelvin = write_netcdf(ds, tmp_path / "kelvin.nc")
+    c = ds.copy()
+    c["t2m"] = (ds["t2m"] - np.float32(273.15)).astype(np.float32).assign_attrs(units="degC")
+    celsius = write_netcdf(c, tmp_path / "celsius.nc")
+    a = _task(tmp_path, kelvin).load_dataset()
+    b = _task(tmp_path, celsius).load_dataset()
+    assert b["t2m"].attrs["units"] == "K"
+    np.testing.assert_allclose(b["t2m"].values, a["t2m"].values, rtol=0, atol=T2M_ATOL)
+
+
+# Monthly precipitation of the noleap path vs the standard path: to_units rounds each float32
+# daily value three times (x 1000 mm/m, / 86400 s, x 86400 s/day), <= 3 * 2**-24 relative;
+# the float64 sums of <= 31 terms add <= 32 * 2**-53.
+PR_RTOL = 3 * 2.0**-24 + 32 * 2.0**-53
+
+
+def test_training_on_a_noleap_calendar_uses_monthly_means(
+    tiny_daily: xr.Dataset, tmp_path: Path
+) -> None:
+    t = tiny_daily.indexes["time"]
+    noleap = tiny_daily.isel(time=~((t.month == 2) & (t.day == 29)))
+    days = noleap.indexes["time"]
+    noleap = noleap.assign_coords(
+        time=[cftime.DatetimeNoLeap(d.year, d.month, d.day) for d in days]
+    )
+    path = write_netcdf(noleap, tmp_path / "noleap.nc")
+    task = _task(tmp_path, path, "task.params.require_val_drought=false")
+    monthly = task.load_dataset()
+    assert monthly.indexes["time"][0] == np.datetime64("2000-01-01")
+    assert monthly.sizes["time"] == 96 and monthly["tp"].attrs["units"] == "mm/day"
+    ref = monthly_inputs(tiny_daily)
+    leap_feb = (ref.time.dt.month == 2) & ref.time.dt.year.isin([2000, 2004])
+    np.testing.assert_allclose(
+        monthly["tp"].values[~leap_feb.values], ref["pr"].values[~leap_feb.values], rtol=PR_RTOL
+    )
+    assert task.cube().meta["targets"] == ["spi_3", "ssmi_1"]
