@@ -10,8 +10,10 @@ import torch
 from gwpy.timeseries import TimeSeries, TimeSeriesDict
 
 from gravwave.io import write_multichannel_hdf5
+from gravwave.synthetic import SyntheticParams
 from gravwave.task import NoiseCleaning, NoiseCleaningParams, WindowDataset, load_network
-from twins.config import load_config
+from twins.config import config_hash, load_config
+from twins.errors import ConfigError
 from twins.train.run import train_process
 
 FS = 512.0
@@ -119,3 +121,77 @@ def test_params_are_strict() -> None:
         NoiseCleaningParams()
     with pytest.raises(ValueError, match="extra"):
         NoiseCleaningParams(path="x.h5", bogus=1)
+
+
+def _noise_yaml(tmp_path: Path, extra: str = "", synthetic: str = "duration: 24") -> Path:
+    """A small noise-task config; a line of ``extra`` replaces the param of the same key."""
+    params = {
+        "synthetic": f"{{{synthetic}, sample_rate: 1024, n_distractors: 1}}",
+        "sample_rate": "1024",
+        "window": "4.0",
+        "widths": "[4, 8]",
+        "loss_fftlength": "1.0",
+        "loss_overlap": "0.5",
+    }
+    for line in extra.splitlines():
+        key, _, value = line.strip().partition(": ")
+        params[key] = value
+    cfg = tmp_path / "noise.yaml"
+    cfg.write_text(
+        "name: n\ntask:\n  target: gravwave.task:NoiseCleaning\n  params:\n"
+        + "".join(f"    {k}: {v}\n" for k, v in params.items())
+    )
+    return cfg
+
+
+def test_synthetic_params_are_typed_and_strict(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_noise_yaml(tmp_path, synthetic="durration: 24"))
+    assert str(info.value) == (
+        f"{tmp_path / 'noise.yaml'}: task.params.synthetic.durration: unknown key"
+    )
+    cfg = load_config(_noise_yaml(tmp_path))
+    synthetic = cfg.task.params["synthetic"]
+    assert synthetic["duration"] == 24.0 and synthetic["psd"] == SyntheticParams().psd
+    again = load_config(_noise_yaml(tmp_path), ["task.params.synthetic.seed=0"])
+    assert config_hash(again) == config_hash(cfg)  # defaults filled in: one canonical form
+    assert isinstance(NoiseCleaningParams(**cfg.task.params).synthetic, SyntheticParams)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ("    window: 3.3\n", "task.params", "window 3.3 s is 3379.2 samples"),
+        ("    stride: 0.0001\n", "task.params", "stride 0.0001 s is under one sample"),
+        ("    loss_fftlength: 8.0\n", "task.params", "expected 2 to the window's 4096"),
+        ("    band: [[40.2, 40.4]]\n", "task.params", "no frequency bin of the loss"),
+        ("    band: [[60, 40]]\n", "task.params.band", "0 < low < high < Nyquist"),
+        ("    band: []\n", "task.params.band", "at least 1 item"),
+        ("    loss_overlap: 1.0\n", "task.params.loss_overlap", "loss_overlap < loss_fftlength"),
+        ("    loss_average: mode\n", "task.params.loss_average", "'mean' or 'median'"),
+        ("    widths: []\n", "task.params.widths", "at least 1 item"),
+        ("    widths: [4, 0]\n", "task.params.widths.1", "greater than or equal to 1"),
+        ("    dilations: [0]\n", "task.params.dilations.0", "greater than or equal to 1"),
+        ("    kernel_size: 4\n", "task.params.kernel_size", "odd kernel"),
+        ("    res_kernel_size: 0\n", "task.params.res_kernel_size", "greater than or equal"),
+        ("    channels: [V1:h]\n", "task.params.channels", "at least one witness"),
+        ("    channels: [a, b, a]\n", "task.params.channels", "each once"),
+        ("    window: .inf\n", "task.params.window", "finite number"),
+        ("    segment: 1\n", "task.params", "segment and test_segment must differ"),
+    ],
+)
+def test_network_and_loss_settings_are_config_errors(
+    tmp_path: Path, extra: str, key: str, problem: str
+) -> None:
+    """Settings the network or the loss would reject with a ValueError at the first step are
+    refused when the config is read, naming the key (or task.params for a combination)."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_noise_yaml(tmp_path, extra))
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 'noise.yaml'}: {key}: ") and problem in msg, msg
+    assert "\n" not in msg
+
+
+def test_synthetic_rate_must_be_the_working_rate(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="synthetic.sample_rate 2048 Hz differs from sample"):
+        load_config(_noise_yaml(tmp_path), ["task.params.synthetic.sample_rate=2048"])

@@ -134,7 +134,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError(
-            f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB, the most a config may be"
+            f"{path}: larger than {MAX_FILE_BYTES} bytes, the most a config file may hold"
         )
     if not raw:
         raise ConfigError(f"{path}: the config file is empty (0 bytes)", "give at least a name")
