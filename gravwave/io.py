@@ -3,7 +3,14 @@
 Every reader returns gwpy objects (:class:`~gwpy.timeseries.TimeSeries`,
 :class:`~gwpy.timeseries.TimeSeriesDict`, :class:`~gwpy.frequencyseries.FrequencySeries`)
 and raises :class:`twins.errors.DataError` with a one-line message naming the file and the
-channel when the input is unusable. Nothing partial is returned on failure.
+channel when the input is unusable; any exception of h5py, gwpy or lalframe while reading is
+wrapped into one (:func:`gravwave.io_common.foreign_errors`), and frame checksums are verified
+before lalframe reads a GWF file. Nothing partial is returned on failure. :func:`prepare`
+applies the plausibility gates of :mod:`gravwave.gates` (finite, no dead channel, every
+sample within :class:`~gravwave.gates.IngestBounds`).
+
+The multi-channel HDF5 and GWOSC layouts live in :mod:`gravwave.io_hdf5` and
+:mod:`gravwave.io_gwosc` and are importable from here.
 
 Times are GPS seconds, sample rates Hz, durations s. Requested spans are half-open,
 ``[start, end)``.
@@ -60,7 +67,6 @@ __all__ = [
     "PSD_AUTO_THRESHOLD",
     "WORKING_RATE",
     "IngestBounds",
-    "PathLike",
     "concatenate",
     "prepare",
     "read_asd",
