@@ -323,11 +323,20 @@ def _check_range(
                 hint="declare it: ds[var].encoding['_FillValue'] = value, or set the "
                 "attribute with ncatted; then it reads as missing",
             )
+    for pick in ("min", "max"):
+        if np.isinf(stats[f"raw_{pick}"]):
+            value, where = _where(raw, pick)
+            raise DataError(
+                f"{source}: {label} holds the value {value:g}{where}; values must be finite "
+                f"(bound gates.{name}.{pick})",
+                hint="check how the file was produced; missing values must be NaN or a "
+                "declared _FillValue",
+            )
     bound = gates.bound(name)
     unit = "" if GATE_UNITS[name] == "1" else f" {GATE_UNITS[name]}"
     for pick, limit in (("min", bound.min), ("max", bound.max)):
         value = stats[f"conv_{pick}"]
-        if limit is None or not np.isfinite(value):
+        if limit is None or np.isnan(value):  # an all-NaN variable has no extreme
             continue
         if (pick == "min" and value < limit) or (pick == "max" and value > limit):
             conv = stats["conv"]

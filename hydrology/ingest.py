@@ -31,7 +31,7 @@ import xarray as xr
 from hydrology.aggregate import monthly_mean
 from hydrology.forecast import monthly_inputs
 from hydrology.gates import Gates, check_gates
-from hydrology.io import STATIC, load_checked, normalise, open_grids, validate
+from hydrology.io import DYNAMIC, STATIC, load_checked, normalise, open_grids, validate
 from hydrology.timeaxis import calendar, is_standard, month_starts, whole_months
 from hydrology.units import to_units
 from twins.errors import DataError
@@ -116,6 +116,18 @@ def standard_months(ds: xr.Dataset) -> xr.Dataset:
     return month_starts(xr.Dataset(out, attrs=ds.attrs))
 
 
+def _require_time(ds: xr.Dataset, source: str, names: Sequence[str]) -> None:
+    """Refuse a dynamic variable without the ``time`` dimension (e.g. one map of ``tp``)."""
+    for name in names:
+        if name in DYNAMIC and name in ds.data_vars and "time" not in ds[name].dims:
+            dims = ", ".join(str(d) for d in ds[name].dims) or "none"
+            raise DataError(
+                f"{source}: variable '{name}' has no 'time' dimension (dims: {dims}); "
+                "expected (time, lat, lon)",
+                hint="give the daily fields, one map per time step",
+            )
+
+
 def read_training(paths: Sequence[str], gates: Gates) -> xr.Dataset:
     """The training dataset of the configured files: checked, gated, canonical units.
 
@@ -140,6 +152,7 @@ def read_training(paths: Sequence[str], gates: Gates) -> xr.Dataset:
         label = str(paths[0])
         ds = load_checked(open_grids(paths[0], chunks=None, gates=None), label)
         check_gates(ds, label, gates)
+    _require_time(ds, label, [str(v) for v in ds.data_vars])
     ds = canonical_units(ds)
     if not is_standard(ds):
         cal = calendar(ds.indexes["time"])
@@ -205,6 +218,7 @@ def read_init(data: DataInput, gates: Gates) -> tuple[xr.Dataset, list[str], xr.
         DataError: Bad data (one line naming the file and the variable).
     """
     ds, source, paths = _read(data)
+    _require_time(ds, source, [str(v) for v in ds.data_vars])
     months = whole_months(ds, source)
     _gate(ds, source, paths, gates, None, None)
     return ds, months, monthly_standard(ds), source
@@ -248,6 +262,7 @@ def prepare_months(
     """
     ds, source, paths = _read(data)
     validate(ds, source, required, check_values=True)
+    _require_time(ds, source, required)
     months = whole_months(ds, source)
     for axis in ("lat", "lon"):
         a, b = np.asarray(history[axis].values), np.asarray(ds[axis].values)

@@ -102,6 +102,12 @@ REFUSED: list[tuple[str, Callable[[xr.Dataset], xr.Dataset], str, tuple[str, ...
         ("1e+20", "undeclared fill value", "gates.fill_sentinels"),
     ),
     (
+        "temperature-infinite",
+        lambda d: _cell(d, "t2m", np.inf),
+        "t2m",
+        ("holds the value inf at time=", "values must be finite", "gates.t2m.max"),
+    ),
+    (
         "soil-water-percent",  # x100, still labelled m3 m-3
         lambda d: _set(d, "swvl1", d["swvl1"].values * 100),
         "swvl1",

@@ -295,6 +295,8 @@ def _implausible(kind: str, data: xr.Dataset, path: Path) -> Path:
         return path
     if kind == "time-without-units":
         nov = nov.assign_coords(time=np.arange(nov.sizes["time"], dtype=np.int64))
+    elif kind == "tp-one-map-without-time":
+        nov["tp"] = nov["tp"].isel(time=0, drop=True)
     elif kind == "ensemble-of-2":
         tp = nov["tp"]
         nov["tp"] = xr.concat([tp, tp], dim="number").assign_coords(number=[0, 1])
@@ -337,6 +339,7 @@ def _implausible(kind: str, data: xr.Dataset, path: Path) -> Path:
         ("netcdf3-cut-60", ("file truncated or unreadable", "variable '", "60.0% of the")),
         ("time-without-units", ("variable 'time' is not decoded as dates", "int64")),
         ("ensemble-of-2", ("variable 'tp' has an extra dimension 'number' of size 2",)),
+        ("tp-one-map-without-time", ("variable 'tp' has no 'time' dimension (dims: lat, lon)",)),
     ],
 )
 def test_implausible_or_unreadable_month_never_gets_in(
