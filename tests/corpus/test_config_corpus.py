@@ -12,7 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import xarray as xr
+
+from hydrology.synthetic import generate, write_netcdf
 
 #: Appended to configs whose refusal is about another section: should a gate be missing,
 #: the run that starts is one step of the toy task, untracked and unmetered.
@@ -64,6 +69,46 @@ def _file_at(rel: str) -> Callable[[Path], None]:
         target = cwd / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("I am a file, not a directory\n")
+
+    return make
+
+
+def _bytes_at(rel: str, content: bytes) -> Callable[[Path], None]:
+    def make(cwd: Path) -> None:
+        target = cwd / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+
+    return make
+
+
+def _netcdf_without_tp(rel: str) -> Callable[[Path], None]:
+    """Daily 2000-2007 (the tiny preset's splits) whose precipitation is called ``precip``
+    (not a known name): the only thing wrong is the missing ``tp``."""
+
+    def make(cwd: Path) -> None:
+        target = cwd / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        time = pd.date_range("2000-01-01", "2007-12-31")
+        precip = xr.DataArray(
+            np.ones((time.size, 2, 2), np.float32),
+            coords={"time": time, "lat": [49.0, 49.1], "lon": [5.0, 5.1]},
+            dims=("time", "lat", "lon"),
+            attrs={"units": "mm"},
+        )
+        xr.Dataset({"precip": precip}).to_netcdf(target)
+
+    return make
+
+
+def _tiny_negative_tp(rel: str) -> Callable[[Path], None]:
+    """The tiny preset's daily record with ``tp`` = -5 mm/day at every land cell-day."""
+
+    def make(cwd: Path) -> None:
+        ds = generate("tiny").drop_vars(["drought_forcing", "drought_mask"])
+        land = (ds["lsm"] > 0.5).broadcast_like(ds["tp"])
+        ds["tp"] = xr.where(land, np.float32(-0.005), ds["tp"]).assign_attrs(ds["tp"].attrs)
+        write_netcdf(ds, cwd / rel)
 
     return make
 
@@ -160,6 +205,49 @@ CASES: list[Bad] = [
         code=3,
         file=False,
     ),
+    Bad(
+        "drought-path-zero-length-file",
+        DROUGHT + "    path: data/era5land_2000.nc\n" + QUIET + SHORT,
+        ("era5land_2000.nc",),
+        code=3,
+        file=False,
+        setup=_bytes_at("data/era5land_2000.nc", b""),
+    ),
+    Bad(
+        "drought-path-without-tp",
+        DROUGHT + "    path: data/era5land_2000.nc\n" + QUIET + SHORT,
+        ("era5land_2000.nc", "tp"),
+        code=3,
+        file=False,
+        setup=_netcdf_without_tp("data/era5land_2000.nc"),
+    ),
+    Bad(
+        "drought-path-negative-tp",
+        DROUGHT + "    path: data/era5land_2000-2007.nc\n" + QUIET + SHORT,
+        ("era5land_2000-2007.nc", "tp"),
+        code=3,
+        file=False,
+        setup=_tiny_negative_tp("data/era5land_2000-2007.nc"),
+    ),
+    Bad(
+        "noise-path-zero-length-file",
+        NOISE + "    path: data/V-SEG-0.h5\n" + QUIET + SHORT,
+        ("V-SEG-0.h5",),
+        code=3,
+        file=False,
+        setup=_bytes_at("data/V-SEG-0.h5", b""),
+    ),
+    Bad(
+        "noise-band-above-nyquist",
+        NOISE + "    synthetic: {duration: 64}\n    band: [[3000, 3100]]\n" + QUIET + SHORT,
+        ("task.params.band",),
+    ),
+    Bad(
+        "noise-synthetic-and-path",
+        NOISE + "    synthetic: {duration: 64}\n    path: data/V-SEG-0.h5\n" + QUIET + SHORT,
+        ("task.params",),
+    ),
+    Bad("python-object-tag", "name: !!python/object/apply:os.getcwd []\n"),
     # -- where the run would be written
     Bad(
         "workdir-is-a-file",
