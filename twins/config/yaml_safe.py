@@ -7,7 +7,7 @@ value is constructed, so before an alias could be expanded):
 - a document whose expanded size exceeds :data:`MAX_EXPANDED_NODES` nodes, each alias
   counting as the full size of the node it refers to (a "billion laughs" alias bomb
   of 9 levels of 9 aliases expands to 9**9 = 387 million nodes; it is refused at its
-  6th level, after composing about 60 nodes);
+  6th level, after composing about 20 nodes and 45 alias references);
 - an alias that refers to a node containing it (a recursive structure);
 - nesting deeper than :data:`MAX_DEPTH` levels (the composer recurses per level);
 - a key given twice in one mapping, at any depth (YAML requires unique keys; PyYAML

@@ -51,8 +51,8 @@ def test_alias_bomb_is_refused_fast_with_bounded_memory() -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # Bounds: the loader composes the document's ~60 distinct nodes (the 6th level, 9**6 =
-    # 531 441 expanded nodes, is the first over MAX_EXPANDED_NODES) and never constructs a
+    # Bounds: the loader composes about 20 distinct nodes and 45 alias references (the 6th
+    # level, 597 871 expanded nodes, is the first over MAX_EXPANDED_NODES) and constructs no
     # value. That is a few ms and a few tens of kB (measured: 8 ms, 18 kB). Expanding once
     # would allocate 9**9 list slots, 8 bytes each: 3.1 GB and tens of seconds. 0.5 s and
     # 1 MiB leave a margin of 50x for a loaded CPU and allocator while staying three orders
