@@ -29,7 +29,12 @@ Canonical form (``reference/hydrology.md`` section 10):
 - every renamed variable records ``attrs["source_name"]`` and ``attrs["source_convention"]``.
 
 Every problem with the input is a :class:`twins.errors.DataError` whose one-line message names
-the file and the variable.
+the file and the variable: a NetCDF-3 file shorter than its header declares
+(:mod:`hydrology.ncheader`), any reader exception while opening or reading ("file truncated or
+unreadable"), a time axis without CF units, an extra dimension such as an ensemble ``number``
+of size > 1, and values outside the plausibility gates (:mod:`hydrology.gates`, run by
+:func:`open_grids` unless ``gates=None``). Unit conversions live in :mod:`hydrology.units`
+(re-exported here), time-axis checks in :mod:`hydrology.timeaxis`.
 """
 
 from __future__ import annotations
@@ -460,8 +465,10 @@ def open_grids(
         ) from None
     except Exception as exc:  # a file that cannot be opened: find and name it
         for f in files:
-            if os.path.abspath(f) not in records:
-                raise _open_error(f, exc) from None
+            try:
+                xr.open_dataset(f, engine=_engine(f), chunks=chunks).close()
+            except Exception as one:
+                raise _open_error(f, one) from None
         raise DataError(f"{files[0]} ... {files[-1]}: cannot open ({_one_line(exc)})") from None
     _check_across(files, records)
     label = f"{files[0]} ... {files[-1]} ({len(files)} files)"

@@ -432,3 +432,11 @@ def test_gate_refusal_in_a_set_names_the_file(small: xr.Dataset, tmp_path: Path)
     pa, pb = _write(a, tmp_path / "a.nc"), _write(b, tmp_path / "b.nc")
     with pytest.raises(DataError, match=f"{pb}: variable 'tp' has the value -10 mm/day"):
         open_grids([pa, pb])
+
+
+def test_unreadable_file_in_a_set_is_named(small: xr.Dataset, tmp_path: Path) -> None:
+    good = _write(small[["tp"]].sel(time="2001"), tmp_path / "a.nc")
+    bad = tmp_path / "b.nc"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)  # an HDF5 signature, then nothing
+    with pytest.raises(DataError, match=f"{bad}: cannot open: file truncated or unreadable"):
+        open_grids([good, bad])
