@@ -15,8 +15,14 @@ import math
 import os
 from typing import Any
 
-from twins.config import RunConfig, to_dict
-from twins.errors import TwinsError
+import ray
+from ray.train import RunConfig as RayRunConfig
+from ray.train import ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from twins.config import RunConfig, check_workdir, to_dict
+from twins.errors import ConfigError, DataError, TwinsError
+from twins.train.run import removed_if_refused
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +65,52 @@ def run_on_ray(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
         The run summary written by rank 0.
 
     Raises:
-        TwinsError: Ray is missing, the cluster cannot be reached, or a worker failed.
+        ConfigError: The config is refused (by the driver or a worker); nothing is left.
+        DataError: The data is refused by a worker; nothing is left.
+        TwinsError: The cluster cannot be reached, or a worker failed (its logs are kept).
     """
     for k, v in QUIET_RAY_ENV.items():
         os.environ.setdefault(k, v)
-    try:
-        import ray
-        from ray.train import RunConfig as RayRunConfig
-        from ray.train import ScalingConfig
-        from ray.train.torch import TorchTrainer
-    except ImportError as exc:  # pragma: no cover - ray is a declared dependency
-        raise TwinsError(f"backend ray needs ray[train]: {exc}") from None
-    d = cfg.distributed
     cfg = cfg.model_copy(update={"workdir": cfg.workdir.resolve()})
+    check_workdir(cfg)
+    with removed_if_refused(cfg.run_dir):  # a refused task leaves no run directory behind
+        failure = _fit_on_ray(cfg, resume)
+    if failure is not None:
+        raise failure
+    summary_path = cfg.run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise TwinsError(
+            f"Ray run finished but {summary_path} is missing",
+            "is workdir on a file system shared by all Ray nodes?",
+        )
+    return json.loads(summary_path.read_text())
+
+
+def _refusal(exc: BaseException) -> TwinsError | None:
+    """The config or data error a worker raised, rebuilt on the driver, or None.
+
+    Ray wraps a worker's exception: ``WorkerGroupError.worker_failures`` maps ranks to it, and
+    a ``RayTaskError`` keeps it as ``.cause``.
+    """
+    seen: list[BaseException] = [exc]
+    for err in list(seen):
+        seen.extend(getattr(err, "worker_failures", {}).values())
+    for err in seen:
+        for candidate in (err, err.__cause__, getattr(err, "cause", None)):
+            original = getattr(candidate, "cause", candidate)
+            if isinstance(original, ConfigError | DataError):
+                text = str(original).strip().splitlines()[0]
+                return type(original)(text, original.hint)
+    return None
+
+
+def _fit_on_ray(cfg: RunConfig, resume: bool) -> TwinsError | None:
+    """Start or join Ray and fit; raise refusals (config/data errors), return other failures.
+
+    Returns:
+        None on success, else the error to raise once the run directory is kept for its logs.
+    """
+    d = cfg.distributed
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.tracking.enabled:
         from twins.track import prepare_store, resolve_tracking_uri
@@ -113,18 +152,16 @@ def run_on_ray(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     try:
         trainer.fit()
     except Exception as exc:  # noqa: BLE001 - surface the worker's error in one line
+        refusal = _refusal(exc)
+        if refusal is not None:
+            raise refusal from None
         cause = exc.__cause__ or exc
-        raise TwinsError(
-            f"Ray training of {cfg.name} failed: {type(cause).__name__}: {cause}",
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        return TwinsError(
+            f"Ray training of {cfg.name} failed: {type(cause).__name__}: {first}",
             f"worker logs are under {cfg.run_dir / 'ray'}",
-        ) from None
+        )
     finally:
         if started:
             ray.shutdown()
-    summary_path = cfg.run_dir / "summary.json"
-    if not summary_path.is_file():
-        raise TwinsError(
-            f"Ray run finished but {summary_path} is missing",
-            "is workdir on a file system shared by all Ray nodes?",
-        )
-    return json.loads(summary_path.read_text())
+    return None
