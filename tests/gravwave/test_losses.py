@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -112,6 +114,8 @@ def test_median_bias_matches_scipy_and_segment_counts_cover_odd_and_even() -> No
         x = np.tile(period, n)
         _, mean = signal.welch(x, nperseg=64, noverlap=0, average="mean")
         _, median = signal.welch(x, nperseg=64, noverlap=0, average="median")
+        # bitwise-equal segments: scipy's mean of n equal values (<= n u64), an exact median,
+        # our bias (<= (n + 1) / 2 terms) and two divisions: <= (2 n + 4) u64 < 5e-15
         assert median_bias(n) == pytest.approx(np.median(mean[1:] / median[1:]), rel=1e-12)
     # The parametrised cases above average 31, 22, 15 and 32 segments: odd and even medians.
     assert {(8192 - ov) // (n - ov) % 2 for n, ov in [(512, 256), (500, 150)]} == {0, 1}
@@ -134,11 +138,16 @@ def _signals(batch: int = 4, seconds: float = 8.0) -> torch.Tensor:
 
 def test_loss_is_one_for_zero_and_zero_for_perfect_prediction() -> None:
     loss = ASDRatioLoss(FS, [(20.0, 30.0), (60.0, 70.0)])
-    target = _signals()
-    assert loss(torch.zeros_like(target), target).item() == pytest.approx(1.0, abs=1e-9)
-    assert loss(target, target).item() == pytest.approx(0.0, abs=2e-6)  # sqrt(eps) = 1e-6
-    # Half the target in the prediction halves the residual amplitude everywhere.
-    assert loss(0.5 * target, target).item() == pytest.approx(0.5, abs=1e-6)
+    target = _signals()  # float64
+    # Each case makes every PSD ratio exact: the residual is the target (ratio 1), zero
+    # (ratio 0), or half the target (t - t/2 is exact by Sterbenz's lemma, and scaling by a
+    # power of two commutes with every rounding of the Welch estimate: ratio 1/4). What is
+    # left is sqrt(ratio + eps) and a mean of ~100 equal values: a few u64 (1.1e-16)
+    # relative, so rel=1e-14.
+    exact = {1.0: torch.zeros_like(target), 0.0: target, 0.25: 0.5 * target}
+    for ratio, pred in exact.items():
+        expected = math.sqrt(ratio + loss.eps)
+        assert loss(pred, target).item() == pytest.approx(expected, rel=1e-14), ratio
 
 
 def test_loss_is_differentiable_including_at_the_optimum() -> None:
@@ -169,14 +178,23 @@ def test_loss_respects_band_mask() -> None:
     in_band = ASDRatioLoss(FS, [(24.5, 25.6)], fftlength=2.0, overlap=1.0)
     away = ASDRatioLoss(FS, [(60.0, 90.0)], fftlength=2.0, overlap=1.0)
     assert in_band(pred, target).item() < 0.1
-    assert away(pred, target).item() == pytest.approx(1.0, abs=1e-6)
+    # 25 Hz x 2 s is 50 whole cycles: the line sits on a bin, and a periodic Hann has three
+    # non-zero DFT coefficients, so nothing of it leaks past +-0.5 Hz. Away from it the
+    # residual is the noise up to rounding (<= 2 u64 |target| per sample) and the FFT's
+    # (Higham's bound, see welch_error_bound: (9 L + 2) u64 sqrt(n) ||x|| <= 3e-12 relative to
+    # a typical bin's |X|, n = 512). abs=1e-9 holds for bins down to 1/300 of the typical
+    # amplitude; a leak of the line would show at 1e-3 or more.
+    flat = math.sqrt(1.0 + away.eps)
+    assert away(pred, target).item() == pytest.approx(flat, abs=1e-9)
     # The Hann main lobe of the line spans 24.5-25.5 Hz: a wider band would average in bins
     # where the target is noise only and the ratio is 1.
-    np.testing.assert_allclose(in_band.frequencies, [24.5, 25.0, 25.5])
+    # k / (512 / 256 Hz): binary fractions, computed exactly
+    np.testing.assert_array_equal(in_band.frequencies, [24.5, 25.0, 25.5])
     assert in_band.mask.dtype == torch.bool and int(in_band.mask.sum()) == 3
+    # 8 bins in 23-27 Hz: the 3 of the main lobe and 5 noise-only ones (ratio 1 as above)
     wider = ASDRatioLoss(FS, [(23.0, 27.0)], fftlength=2.0, overlap=1.0)
     assert wider(pred, target).item() == pytest.approx(
-        (5 + 3 * in_band(pred, target).item()) / 8, abs=0.03
+        (5 * flat + 3 * in_band(pred, target).item()) / 8, abs=1e-9
     )
     both = ASDRatioLoss(FS, [(24.5, 25.6), (60.0, 90.0)])
     assert int(both.mask.sum()) == 3 + 60
