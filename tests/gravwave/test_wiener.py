@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import pytest
@@ -130,14 +129,15 @@ def test_input_errors() -> None:
         wf.fit(x, x[0]).predict(x[:1])
 
 
-def test_fit_is_fast_at_full_scale() -> None:
-    """4 witnesses x 256 s at 4096 Hz with 1024 taps: seconds (FFT correlations)."""
+def test_fit_at_full_scale() -> None:
+    """4 witnesses x 256 s at 4096 Hz with 1024 taps (FFT correlations). How fast is a
+    benchmark's question (benchmarks/bench_cleaning.py), never a timed test."""
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((4, 256 * 4096))
+    n = 256 * 4096
+    x = rng.standard_normal((4, n))
     y = x[0] + 0.5 * np.roll(x[1], 7) + 0.1 * rng.standard_normal(x.shape[1])
-    start = time.perf_counter()
     wf = WienerFilter(1024, 4096.0).fit(x, y)
-    elapsed = time.perf_counter() - start
     assert wf.taps is not None
+    # each tap's error has a standard deviation of about noise / sqrt(n) = 1e-4: 0.01 is 100 of
+    # them (the other 4 x 1024 - 2 taps are free parameters too, each as noisy)
     assert abs(wf.taps[0, 0] - 1.0) < 0.01 and abs(wf.taps[1, 7] - 0.5) < 0.01
-    assert elapsed < 30.0, f"fit took {elapsed:.1f} s"
