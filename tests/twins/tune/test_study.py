@@ -60,10 +60,7 @@ def _children(workdir: Path, parent: str) -> list[Any]:
 
 def test_asha_study_leaves_nested_runs_and_best_config(ray_cluster: None, tmp_path: Path) -> None:
     cfg, tune_cfg = load_study(SPACE, [f"workdir={tmp_path}", *OVERRIDES])
-    t0 = time.perf_counter()
     result = run_study(cfg, tune_cfg)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 60, f"study took {elapsed:.1f} s"
     assert result.trials == 4 and result.errors == 0
     assert 4 <= result.trial_epochs <= 12
     # nested runs under the study run: one per trial, closed
@@ -82,6 +79,7 @@ def test_asha_study_leaves_nested_runs_and_best_config(ray_cluster: None, tmp_pa
     assert {"trials.csv", "best.yaml", "study.json"} <= artifacts
     # best.yaml is a complete run config with the best point applied
     best = load_config(result.best_config)
+    # the lr went through YAML and JSON, which write floats with repr (exact round trip)
     assert best.train.optimizer.lr == pytest.approx(result.best_overrides["train.optimizer.lr"])
     assert best.task.params["hidden"] == result.best_overrides["task.params.hidden"]
     assert best.train.batch_size == result.best_overrides["train.batch_size"]
@@ -119,6 +117,7 @@ def test_optuna_study_proposes_and_finishes(ray_cluster: None, tmp_path: Path) -
     rows = result.table.read_text().strip().splitlines()
     assert len(rows) == 4  # header + 3 trials
     best = load_config(result.best_config)
+    # as above: a repr round trip, exact
     assert best.train.optimizer.lr == pytest.approx(result.best_overrides["train.optimizer.lr"])
 
 
@@ -139,6 +138,7 @@ def test_resume_after_sigkill_keeps_finished_trials(ray_cluster: None, tmp_path:
         stderr=subprocess.DEVNULL,
     )
     try:
+        # a hang guard, not a timing: a toy trial takes seconds; this fails only if none ends
         deadline = time.monotonic() + 60
         while not _terminated(paths["experiment"]):
             assert proc.poll() is None, "the study process ended before it was killed"
