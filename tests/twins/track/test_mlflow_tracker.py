@@ -106,6 +106,9 @@ def test_prepare_store_unreachable_server_fails_fast_and_redacts(http_defaults: 
     started = time.perf_counter()
     with pytest.raises(TrackingError) as info:
         prepare_store(uri, "e")
+    # Bounds something huge: with MLflow's own HTTP defaults (7 retries, backoff factor 2)
+    # one refused call backs off for minutes (sleeps of 2, 4, ..., 64 s: over 120 s); with
+    # HTTP_ENV_DEFAULTS (2 retries, factor 1) about 3 s. 15 s sits between, 5x from each.
     assert time.perf_counter() - started < 15
     message = str(info.value)
     assert "s3cret" not in message and "alice:***@127.0.0.1" in message
@@ -185,6 +188,7 @@ def test_run_round_trip(
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == list(
         enumerate(losses)
     )
+    # 0.01 logged and read back as a float64: exact; approx only guards the representation
     assert [m.value for m in client.get_metric_history(run_id, "lr")] == [pytest.approx(0.01)] * 5
     assert sorted(m.step for m in client.get_metric_history(run_id, "b")) == list(range(5, 130))
     assert "bad" not in run.data.metrics
@@ -293,6 +297,8 @@ def test_dead_server_never_raises(
     elapsed = time.perf_counter() - started
     assert t.degraded
     assert len(warnings_about(caplog, "MLflow start failed")) == 1
+    # the tracker gives up at its first failure (no retry storm): seconds, against the
+    # minutes per call of MLflow's defaults (see above); 10 s leaves a 3x margin
     assert elapsed < 10, f"took {elapsed:.1f} s"
     for key, value in HTTP_ENV_DEFAULTS.items():
         assert os.environ[key] == value
@@ -461,6 +467,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
                         break
             except OSError:
                 pass
+            # a hang guard: the server starts in seconds; 60 s fails only if it never does
             if proc.poll() is not None or time.perf_counter() - started > 60:
                 pytest.fail(
                     "mlflow server did not come up:\n"
@@ -525,4 +532,6 @@ def test_tracker_through_mlflow_server(
     t2.end()
     assert t2.degraded
     assert len(warnings_about(caplog, "log_metrics failed")) == 1
+    # 6 calls to a dead server: with HTTP_ENV_DEFAULTS one bounded failure, then degraded;
+    # with MLflow's defaults minutes per call (over 120 s of backoff each, see above)
     assert time.perf_counter() - started < 30
