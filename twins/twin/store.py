@@ -29,16 +29,13 @@ lock, since committed version directories and history entries never change or di
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import logging
 import os
-import re
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from twins.twin.atomic import (
     fsync_dir,
@@ -46,7 +43,6 @@ from twins.twin.atomic import (
     json_dumps,
     remove_tree,
     sha256_file,
-    write_json_atomic,
 )
 from twins.twin.errors import (
     ProductNotFoundError,
@@ -59,6 +55,23 @@ from twins.twin.errors import (
     TwinUpdateError,
     TwinVersionError,
 )
+from twins.twin.layout import (
+    COMPLETE_FILE,
+    HISTORY_DIR,
+    HISTORY_RE,
+    INIT_KEY,
+    LOCK_FILE,
+    PRODUCTS_DIR,
+    RECORD_FILE,
+    SNAPSHOT_FILE,
+    STAGING_DIR,
+    STATE_FILE,
+    TMP_RE,
+    VERSION_RE,
+    check_key,
+    listdir,
+    product_manifest,
+)
 from twins.twin.lock import FileLock, LockHolder, probe_lock, read_holder
 from twins.twin.records import (
     FORMAT,
@@ -70,6 +83,7 @@ from twins.twin.records import (
     key_hash,
     version_name,
 )
+from twins.twin.transaction import Transaction
 
 __all__ = [
     "FORMAT",
@@ -92,25 +106,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "twin.json"
-LOCK_FILE = ".lock"
-STAGING_DIR = "staging"
-HISTORY_DIR = "history"
-PRODUCTS_DIR = "products"
-RECORD_FILE = "update.json"
-#: Copy of the state a version committed (``twin.json`` as of that version), kept so that
-#: :func:`twins.twin.restore.restore` can bring it back. Versions written before it existed
-#: lack it.
-SNAPSHOT_FILE = "state.json"
-#: Marker of a version whose ``products/`` holds the whole product set (a restore): product
-#: lookups stop there instead of searching older versions.
-COMPLETE_FILE = "complete"
-INIT_KEY = "init"
-
-_VERSION_RE = re.compile(r"^v(\d{6,})$")
-_HISTORY_RE = re.compile(r"^(\d{6,})-([0-9a-f]{16})\.json$")
-_TMP_RE = re.compile(r"^\..+\.tmp-[0-9a-f]+$")
-
 #: Test hook: when set, called with a point name at each step of a commit, so that a test can
 #: kill the process exactly there. Points: ``"staged"``, ``"renamed"``, ``"history"``,
 #: ``"committed"`` (updates) and ``"init-built"`` (init).
@@ -120,360 +115,6 @@ _fault_hook: Callable[[str], None] | None = None
 def _fault(point: str) -> None:
     if _fault_hook is not None:
         _fault_hook(point)
-
-
-def _listdir(directory: Path) -> list[str]:
-    try:
-        return os.listdir(directory)
-    except FileNotFoundError:
-        return []
-
-
-def _manifest(products_dir: Path) -> dict[str, dict[str, Any]]:
-    """Return the size + sha256 manifest of every regular file below ``products_dir``.
-
-    Raises:
-        ValueError: A product is a symbolic link or a special file.
-    """
-    manifest: dict[str, dict[str, Any]] = {}
-    for dirpath, dirnames, filenames in os.walk(products_dir):
-        for name in dirnames:
-            if os.path.islink(os.path.join(dirpath, name)):
-                raise ValueError(f"product {name!r} is a symbolic link")
-        for name in filenames:
-            path = Path(dirpath, name)
-            rel = path.relative_to(products_dir).as_posix()
-            if path.is_symlink() or not path.is_file():
-                raise ValueError(f"product {rel!r} is not a regular file")
-            manifest[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-    return dict(sorted(manifest.items()))
-
-
-def _check_key(key: object, path: Path) -> str:
-    if not isinstance(key, str) or not key:
-        raise TwinUpdateError(
-            f"twin {path}: update key must be a non-empty string, not {key!r}",
-            hint="pass a key that identifies the update's inputs, e.g. a hash of them",
-        )
-    return key
-
-
-class _Unset(enum.Enum):
-    UNSET = enum.auto()
-
-
-UNSET = _Unset.UNSET
-
-
-# --------------------------------------------------------------------------------------------
-# Transaction
-
-
-class Transaction:
-    """One update of a twin; use through ``with store.transaction(key) as txn:``.
-
-    Entering acquires the twin's lock, runs recovery and re-reads the state. If an update with
-    the same key is already committed, :attr:`noop` is True, :attr:`record` is that update's
-    record and leaving the block writes nothing. Otherwise the caller writes product files into
-    :attr:`products_dir`, may change the state with :meth:`update_state` and fill
-    :attr:`summary`; leaving the block normally commits, leaving it with an exception aborts
-    (the staging directory is removed, the twin is unchanged) and the exception propagates.
-
-    Attributes:
-        store: The store.
-        key: Idempotency key.
-        noop: True if the key was already committed.
-        record: The already committed record (no-op) or, after commit, the new record.
-        summary: Domain summary stored in the new record (JSON-serialisable values only).
-        action: Record action, ``"update"`` unless set otherwise.
-        complete: Set True when :attr:`products_dir` receives the twin's whole product set
-            (a restore); lookups of products then stop at this version.
-        committed: True once the commit succeeded.
-    """
-
-    def __init__(self, store: TwinStore, key: str, wait: bool | float) -> None:
-        self.store = store
-        self.key = _check_key(key, store.path)
-        self.noop = False
-        self.record: UpdateRecord | None = None
-        self._state: TwinState | None = None
-        self.summary: dict[str, Any] = {}
-        self.action = "update"
-        self.complete = False
-        self.committed = False
-        self._wait = wait
-        self._lock: FileLock | None = None
-        self._staging: Path | None = None
-        self._started = ""
-        self._changes: dict[str, Any] = {}
-        self._entered = False
-        self._closed = False
-
-    # -- context manager ------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        if self._entered:
-            raise TwinUpdateError(f"twin {self.store.path}: a transaction can be entered once")
-        self._entered = True
-        store = self.store
-        # Lock-free fast path: committed history entries never change or disappear, so a key
-        # found here stays committed; nothing (not even the lock file) is touched.
-        state = store._read_state()
-        existing = store._find(self.key, state)
-        if existing is None:
-            self._lock = store._acquire(self._wait, f"update key={self.key}")
-            try:
-                self._started = _now()
-                store._recover()
-                state = store._read_state()
-                existing = store._find(self.key, state)
-                if existing is None:
-                    staging_root = store.path / STAGING_DIR
-                    staging_root.mkdir(exist_ok=True)
-                    self._staging = staging_root / secrets.token_hex(8)
-                    (self._staging / PRODUCTS_DIR).mkdir(parents=True)
-            except OSError as exc:
-                self._release()
-                raise TwinError(
-                    f"twin {store.path}: cannot prepare update key={self.key!r}: {exc}",
-                    hint="check permissions and free space in the twin directory",
-                ) from exc
-            except BaseException:
-                self._release()
-                raise
-        self._state = state
-        if existing is not None:
-            self.noop = True
-            self.record = existing
-            self._release()
-            logger.info(
-                "twin %s: update key=%r already committed as v%d, nothing to do",
-                store.path,
-                self.key,
-                existing.version,
-            )
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self.noop:
-            return
-        try:
-            if exc_type is not None:
-                logger.info(
-                    "twin %s: update key=%r aborted by %s",
-                    self.store.path,
-                    self.key,
-                    exc_type.__name__,
-                )
-                self._abort()
-                return
-            try:
-                self._commit()
-            except BaseException:
-                self._abort()
-                raise
-        finally:
-            self._release()
-
-    # -- API used inside the block --------------------------------------------------------
-
-    def _require_open(self) -> None:
-        if not self._entered or self._closed:
-            raise TwinUpdateError(
-                f"twin {self.store.path}: transaction key={self.key!r} is not active",
-                hint="use it inside `with store.transaction(key) as txn:`",
-            )
-        if self.noop:
-            raise TwinUpdateError(
-                f"twin {self.store.path}: update key={self.key!r} is already committed "
-                f"(v{self.record.version if self.record else '?'}); nothing may be written",
-                hint="check txn.noop before writing",
-            )
-
-    @property
-    def state(self) -> TwinState:
-        """The committed state as it was when the transaction started (read under the lock).
-
-        Raises:
-            TwinUpdateError: The transaction has not been entered.
-        """
-        if self._state is None:
-            raise TwinUpdateError(
-                f"twin {self.store.path}: transaction key={self.key!r} has not been entered",
-                hint="use it inside `with store.transaction(key) as txn:`",
-            )
-        return self._state
-
-    @property
-    def version(self) -> int:
-        """The version this transaction creates (or, for a no-op, the committed one)."""
-        if self.record is not None:
-            return self.record.version
-        return self.state.version + 1
-
-    @property
-    def products_dir(self) -> Path:
-        """Directory (inside staging) to write this update's product files into.
-
-        Raises:
-            TwinUpdateError: The transaction is a no-op or not active.
-        """
-        self._require_open()
-        assert self._staging is not None
-        return self._staging / PRODUCTS_DIR
-
-    def update_state(
-        self,
-        *,
-        cursor: str | None | _Unset = UNSET,
-        model_ref: str | None | _Unset = UNSET,
-        config_hash: str | None | _Unset = UNSET,
-        extra: Mapping[str, Any] | _Unset = UNSET,
-        undone: tuple[tuple[int, int], ...] | _Unset = UNSET,
-    ) -> None:
-        """Set fields of the state this update commits; unspecified fields stay as they are.
-
-        Args:
-            cursor: New data cursor.
-            model_ref: New model reference.
-            config_hash: New config hash.
-            extra: New domain data; replaces the whole ``extra`` dict (copy
-                ``txn.state.extra`` and modify it to merge).
-            undone: New :attr:`TwinState.undone` ranges (set by a restore).
-
-        Raises:
-            TwinUpdateError: A value has the wrong type, ``extra`` is not JSON-serialisable,
-                or the transaction is a no-op or not active.
-        """
-        self._require_open()
-        path = self.store.path
-        for name, value in (
-            ("cursor", cursor),
-            ("model_ref", model_ref),
-            ("config_hash", config_hash),
-        ):
-            if value is UNSET:
-                continue
-            if value is not None and not isinstance(value, str):
-                raise TwinUpdateError(
-                    f"twin {path}: {name} must be a string or None, not {type(value).__name__}"
-                )
-            self._changes[name] = value
-        if extra is not UNSET:
-            if not isinstance(extra, Mapping):
-                raise TwinUpdateError(
-                    f"twin {path}: extra must be a mapping, not {type(extra).__name__}"
-                )
-            try:
-                self._changes["extra"] = _json_copy(dict(extra), "extra")
-            except ValueError as exc:
-                raise TwinUpdateError(f"twin {path}: {exc}") from None
-        if undone is not UNSET:
-            self._changes["undone"] = tuple((int(a), int(b)) for a, b in undone)
-
-    # -- commit / abort -------------------------------------------------------------------
-
-    def _commit(self) -> None:
-        store = self.store
-        state = self.state
-        staging = self._staging
-        assert staging is not None
-        path = store.path
-        try:
-            summary = _json_copy(self.summary, "summary")
-        except ValueError as exc:
-            raise TwinUpdateError(f"twin {path}: update key={self.key!r}: {exc}") from None
-        try:
-            manifest = _manifest(staging / PRODUCTS_DIR)
-        except ValueError as exc:
-            raise TwinUpdateError(f"twin {path}: update key={self.key!r}: {exc}") from None
-        new_state = state.model_copy(update=self._changes)
-        version = state.version + 1
-        finished = _now()
-        record = UpdateRecord(
-            version=version,
-            key=self.key,
-            action=self.action,
-            started=self._started,
-            finished=finished,
-            cursor_before=state.cursor,
-            cursor_after=new_state.cursor,
-            model_ref=new_state.model_ref,
-            config_hash=new_state.config_hash,
-            summary=summary,
-            products=manifest,
-        )
-        new_state = new_state.model_copy(
-            update={
-                "version": version,
-                "updated": finished,
-                "current": f"{VERSIONS_DIR}/{version_name(version)}",
-            }
-        )
-        record_json = json_dumps(record.to_dict()).encode("utf-8")
-        target = path / VERSIONS_DIR / version_name(version)
-        try:
-            (staging / RECORD_FILE).write_bytes(record_json)
-            (staging / SNAPSHOT_FILE).write_text(json_dumps(new_state.to_dict()), encoding="utf-8")
-            if self.complete:
-                (staging / COMPLETE_FILE).touch()
-            fsync_tree(staging)
-            _fault("staged")
-            if target.exists():  # recovery removed it; something else is writing here
-                raise TwinUpdateError(
-                    f"twin {path}: {target} appeared during the update; another writer "
-                    "ignored the lock",
-                )
-            os.rename(staging, target)
-            self._staging = None
-            fsync_dir(path / VERSIONS_DIR)
-            fsync_dir(path / STAGING_DIR)
-            _fault("renamed")
-            write_json_atomic(
-                path / HISTORY_DIR / f"{version:06d}-{key_hash(self.key)}.json",
-                record.to_dict(),
-            )
-            _fault("history")
-            write_json_atomic(path / STATE_FILE, new_state.to_dict())  # the commit point
-            _fault("committed")
-        except OSError as exc:
-            raise TwinUpdateError(
-                f"twin {path}: could not commit update key={self.key!r} as v{version}: {exc}",
-                hint="check free space and permissions; the twin is unchanged unless "
-                "`status` shows the new version",
-            ) from exc
-        self.record = record
-        self.committed = True
-        logger.info(
-            "twin %s: committed v%d key=%r (%d products)", path, version, self.key, len(manifest)
-        )
-
-    def _abort(self) -> None:
-        if self._staging is not None:
-            with contextlib.suppress(OSError):
-                remove_tree(self._staging)
-            self._staging = None
-        # If the failure came after the rename, recovery (based on twin.json, so correct
-        # whether or not the commit point was reached) removes the uncommitted leftovers.
-        try:
-            self.store._recover()
-        except (OSError, TwinError) as exc:
-            logger.warning(
-                "twin %s: cleanup after aborted update failed: %s", self.store.path, exc
-            )
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,6 +130,11 @@ class TwinStore:
     Args:
         path: Absolute path of the twin directory (use :meth:`open` rather than this).
     """
+
+    @staticmethod
+    def _fault(point: str) -> None:
+        """Call the test hook (:data:`_fault_hook`) at a named step of a commit."""
+        _fault(point)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -585,7 +231,7 @@ class TwinStore:
             if products is not None:
                 products(v0 / PRODUCTS_DIR)
             try:
-                manifest = _manifest(v0 / PRODUCTS_DIR)
+                manifest = product_manifest(v0 / PRODUCTS_DIR)
             except ValueError as exc:
                 raise TwinError(f"cannot create twin {target}: {exc}") from None
             record = UpdateRecord(
@@ -728,8 +374,8 @@ class TwinStore:
     def _history_files(self, committed: int) -> list[tuple[int, str, Path]]:
         """Committed history entries as ``(version, key hash, path)``, oldest first."""
         entries = []
-        for name in _listdir(self.path / HISTORY_DIR):
-            match = _HISTORY_RE.match(name)
+        for name in listdir(self.path / HISTORY_DIR):
+            match = HISTORY_RE.match(name)
             if match and int(match.group(1)) <= committed:
                 entries.append(
                     (int(match.group(1)), match.group(2), self.path / HISTORY_DIR / name)
@@ -769,7 +415,7 @@ class TwinStore:
         Returns:
             Its record, or None.
         """
-        return self._find(_check_key(key, self.path), self._read_state())
+        return self._find(check_key(key, self.path), self._read_state())
 
     def _committed_version(self, version: int | None) -> tuple[int, TwinState]:
         state = self._read_state()
@@ -919,24 +565,24 @@ class TwinStore:
         state = self._read_state()
         removed: list[str] = []
         staging = self.path / STAGING_DIR
-        for entry in _listdir(staging):
+        for entry in listdir(staging):
             remove_tree(staging / entry)
             removed.append(f"{STAGING_DIR}/{entry}")
         versions = self.path / VERSIONS_DIR
-        for entry in _listdir(versions):
-            match = _VERSION_RE.match(entry)
+        for entry in listdir(versions):
+            match = VERSION_RE.match(entry)
             if match and int(match.group(1)) > state.version:
                 remove_tree(versions / entry)
                 removed.append(f"{VERSIONS_DIR}/{entry}")
         history = self.path / HISTORY_DIR
         history.mkdir(exist_ok=True)
-        for entry in _listdir(history):
-            match = _HISTORY_RE.match(entry)
-            if (match and int(match.group(1)) > state.version) or _TMP_RE.match(entry):
+        for entry in listdir(history):
+            match = HISTORY_RE.match(entry)
+            if (match and int(match.group(1)) > state.version) or TMP_RE.match(entry):
                 remove_tree(history / entry)
                 removed.append(f"{HISTORY_DIR}/{entry}")
         for entry in os.listdir(self.path):
-            if _TMP_RE.match(entry):
+            if TMP_RE.match(entry):
                 remove_tree(self.path / entry)
                 removed.append(entry)
         if removed:
