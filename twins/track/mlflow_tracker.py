@@ -1,30 +1,19 @@
-"""MLflow tracking that never stops training.
+"""MLflow tracking that never stops training: one fault-tolerant run.
 
-Three pieces:
-
-* :func:`resolve_tracking_uri` picks the tracking URI (config, then
-  ``$MLFLOW_TRACKING_URI``, then an embedded sqlite DB in the work directory).
-* :func:`prepare_store` creates and migrates the store and the experiment once, in the
-  launching process, *before* DDP ranks or Ray workers start. Two processes opening a
-  fresh sqlite DB at once corrupt its schema migration; a pre-created DB is safe.
-* :class:`Tracker` is one fault-tolerant MLflow run. Each method swallows backend errors,
-  logs one warning per kind of call and marks the tracker ``degraded``.
-  :class:`NullTracker` has the same interface and does nothing (ranks other than 0,
-  tracking disabled).
+:class:`Tracker` is one MLflow run. Each method swallows backend errors, logs one warning per
+kind of call and marks the tracker ``degraded``. :class:`NullTracker` has the same interface
+and does nothing (ranks other than 0, tracking disabled). The store itself (URI, creation,
+HTTP fail-fast defaults) is :mod:`twins.track.store`; loading and registering models is
+:mod:`twins.track.registry`.
 
 Everything goes through an explicit :class:`mlflow.MlflowClient`, never MLflow's
 process-global "fluent" run state, so trackers are safe inside Ray workers and tests.
-The one exception is :meth:`Tracker.log_model` (and :func:`load_registered_model`):
-``mlflow.pytorch`` reads the global tracking URI, so those calls set it for their own
-duration under a process-wide lock and then restore both the global and the
+The one exception is :meth:`Tracker.log_model`: ``mlflow.pytorch`` reads the global
+tracking URI, so that call sets it for its own duration under a process-wide lock
+(:func:`twins.track.store.fluent_tracking_uri`) and then restores both the global and the
 ``MLFLOW_TRACKING_URI`` environment variable exactly as they were. No fluent run is ever
 started.
 
-HTTP fail-fast: MLflow retries HTTP requests 7 times with exponential backoff and a
-120 s timeout by default, so a dead server can block a call for minutes. For ``http(s)``
-URIs, :class:`Tracker`, :func:`prepare_store` and :func:`load_registered_model` set
-:data:`HTTP_ENV_DEFAULTS` in ``os.environ`` **only for variables the user has not set**
-(2 retries, backoff factor 1, 30 s timeout: a refused connection fails in about 2-3 s).
 After :data:`FAILURES_BEFORE_PAUSE` consecutive failed calls a tracker stops calling the
 backend for :data:`PAUSE_S` seconds, so a black-holed server cannot slow training by
 one timeout per call.
@@ -38,19 +27,25 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import torch
 
-from twins.errors import TwinsError
+from twins.track.store import (
+    apply_http_defaults,
+    artifact_location,
+    check_uri,
+    ensure_experiment,
+    error_summary,
+    fluent_tracking_uri,
+    redact,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -60,12 +55,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Environment defaults applied for ``http(s)`` tracking URIs when the user has not set them.
-HTTP_ENV_DEFAULTS: dict[str, str] = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
 #: Terminal run statuses accepted by :meth:`Tracker.end`.
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 #: Buffered metrics are sent as soon as this many are waiting.
@@ -82,9 +71,6 @@ _MAX_PARAM_VAL_LENGTH = 6000
 _MAX_TAG_VAL_LENGTH = 8000
 _MAX_KEY_LENGTH = 250
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
-
-# log_model / load_registered_model temporarily change MLflow's global tracking URI.
-_FLUENT_LOCK = threading.Lock()
 
 
 class _FirstPickleWarningOnly(logging.Filter):
@@ -104,216 +90,6 @@ class _FirstPickleWarningOnly(logging.Filter):
 
 
 _PICKLE_FILTER = _FirstPickleWarningOnly()
-
-
-class TrackingError(TwinsError):
-    """The MLflow tracking store cannot be used (malformed URI, unreachable server, ...)."""
-
-
-# --------------------------------------------------------------------------- URIs
-
-
-def resolve_tracking_uri(configured: str | None, workdir: Path) -> str:
-    """Pick the tracking URI.
-
-    Precedence: ``configured`` (the config's ``tracking.uri``), then
-    ``$MLFLOW_TRACKING_URI``, then ``sqlite:///<workdir>/mlflow.db`` (absolute path).
-    A relative sqlite path (``sqlite:///mlflow.db``) is made absolute against the
-    current directory, so every process of one launch names the same file.
-
-    Args:
-        configured: URI from the config, or ``None``/empty for "not set".
-        workdir: Work directory holding the default embedded DB.
-
-    Returns:
-        The tracking URI.
-    """
-    uri = (configured or "").strip() or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if not uri:
-        return f"sqlite:///{workdir.resolve()}/mlflow.db"
-    db = _sqlite_path(uri)
-    if db is not None and not db.is_absolute():
-        query = uri.partition("?")[2]
-        uri = f"sqlite:///{db.resolve()}" + (f"?{query}" if query else "")
-    return uri
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    """The DB file of a ``sqlite:///`` URI, or ``None`` (not sqlite, or in memory)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    rest = uri[len("sqlite:///") :].partition("?")[0]
-    if rest in ("", ":memory:"):
-        return None
-    return Path(rest)
-
-
-def _redact(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` (for messages)."""
-    try:
-        parts = urlsplit(uri)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-            return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        pass
-    return uri
-
-
-def _check_uri(uri: str) -> None:
-    """Reject URIs MLflow would only fail on slowly or confusingly.
-
-    Raises:
-        TrackingError: Empty URI, ``http(s)`` without a host, or ``sqlite:`` without ``//``.
-    """
-    if not uri.strip():
-        raise TrackingError(
-            "the MLflow tracking URI is empty",
-            "set tracking.uri or $MLFLOW_TRACKING_URI, or leave both unset",
-        )
-    try:
-        parts = urlsplit(uri)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        raise TrackingError(f"malformed MLflow tracking URI {_redact(uri)!r}: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme in ("http", "https") and not host:
-        raise TrackingError(
-            f"malformed MLflow tracking URI {_redact(uri)!r}: no host",
-            "use e.g. http://127.0.0.1:5000",
-        )
-    if scheme == "sqlite" and not uri.startswith("sqlite://"):
-        raise TrackingError(
-            f"malformed MLflow tracking URI {_redact(uri)!r}",
-            "use sqlite:////absolute/path/mlflow.db",
-        )
-
-
-def _apply_http_defaults(uri: str) -> None:
-    """Set :data:`HTTP_ENV_DEFAULTS` for ``http(s)`` URIs, keeping the user's own values."""
-    if uri.lower().startswith(("http://", "https://")):
-        for key, value in HTTP_ENV_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-
-
-def _artifact_location(uri: str, artifact_root: Path | None) -> str | None:
-    """Artifact location for a new experiment: explicit root, ``<dbdir>/mlartifacts``, or None."""
-    if artifact_root is not None:
-        return Path(artifact_root).resolve().as_uri()
-    db = _sqlite_path(uri)
-    if db is not None:
-        return (db.resolve().parent / "mlartifacts").as_uri()
-    return None  # servers proxy artifacts themselves (mlflow-artifacts:/)
-
-
-def _summary(exc: BaseException, uri: str = "") -> str:
-    """One line describing ``exc``, with the password of ``uri`` masked."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
-    with contextlib.suppress(ValueError):
-        if password := urlsplit(uri).password:
-            text = text.replace(password, "***")
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """The id of experiment ``name``, created (with ``artifact_location``) if missing."""
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            exp = client.get_experiment_by_name(name)  # another process won the race
-            if exp is None:
-                raise
-    if exp.lifecycle_stage == "deleted":
-        raise TrackingError(
-            f"MLflow experiment {name!r} is deleted",
-            "restore it (mlflow experiments restore) or choose another tracking.experiment",
-        )
-    return str(exp.experiment_id)
-
-
-def prepare_store(uri: str, experiment: str, artifact_root: Path | None = None) -> str:
-    """Create/migrate the store and the experiment, once, in the launching process.
-
-    Call this before DDP ranks or Ray workers start: two processes opening a *fresh*
-    sqlite DB at once crash in the schema migration, while a pre-created DB is safe.
-    For sqlite URIs the DB's directory is created and a new experiment stores its
-    artifacts in ``<dbdir>/mlartifacts`` unless ``artifact_root`` is given. An existing
-    experiment keeps its artifact location. The dry run uses this to fail fast.
-
-    Args:
-        uri: Tracking URI (see :func:`resolve_tracking_uri`).
-        experiment: Experiment name.
-        artifact_root: Artifact directory for a new experiment (default: next to the DB;
-            for servers, the server's own artifact store).
-
-    Returns:
-        The experiment id.
-
-    Raises:
-        TrackingError: The URI is malformed, the store unreachable or unusable, or the
-            experiment deleted.
-    """
-    _check_uri(uri)
-    _apply_http_defaults(uri)
-    db = _sqlite_path(uri)
-    if db is not None:
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingError(
-                f"cannot create the MLflow DB directory {db.parent}: {exc}",
-                "choose a writable workdir or tracking.uri",
-            ) from None
-    try:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
-        exp_id = _ensure_experiment(client, experiment, _artifact_location(uri, artifact_root))
-    except TwinsError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy, requests all raise their own
-        raise TrackingError(
-            f"cannot use MLflow tracking store {_redact(uri)}: {_summary(exc, uri)}",
-            "check tracking.uri / $MLFLOW_TRACKING_URI (sqlite:////abs/path/mlflow.db or "
-            "http://host:port) and that the server is running",
-        ) from None
-    log.debug("MLflow store %s ready, experiment %r has id %s", _redact(uri), experiment, exp_id)
-    return exp_id
-
-
-@contextlib.contextmanager
-def _fluent_tracking_uri(uri: str) -> Iterator[None]:
-    """Temporarily make ``uri`` MLflow's global tracking URI, then restore it exactly.
-
-    Needed because ``mlflow.pytorch.log_model``/``load_model`` read the global URI.
-    Restores the module global *and* ``$MLFLOW_TRACKING_URI`` (``mlflow.set_tracking_uri``
-    writes that variable). Serialised by a process-wide lock.
-    """
-    import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    with _FLUENT_LOCK:
-        saved_global = getattr(tracking_utils, "_tracking_uri", None)
-        saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(saved_global)  # type: ignore[arg-type]  # None unsets
-            if saved_env is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 # --------------------------------------------------------------------------- helpers
@@ -445,7 +221,7 @@ class Tracker:
         self._paused_until = 0.0
         self._ended = False
         if enabled:
-            _apply_http_defaults(uri)
+            apply_http_defaults(uri)
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -481,8 +257,8 @@ class Tracker:
                 "MLflow %s failed at %s (%s); training continues, further "
                 "%s failures are logged at DEBUG level",
                 kind,
-                _redact(self.uri),
-                _summary(exc, self.uri),
+                redact(self.uri),
+                error_summary(exc, self.uri),
                 kind,
             )
             if self._failures >= FAILURES_BEFORE_PAUSE:
@@ -493,7 +269,7 @@ class Tracker:
                     "MLflow: %d consecutive failures, not contacting %s "
                     "for %.0f s (data logged meanwhile is dropped)",
                     FAILURES_BEFORE_PAUSE,
-                    _redact(self.uri),
+                    redact(self.uri),
                     PAUSE_S,
                 )
             return False, None
@@ -514,11 +290,9 @@ class Tracker:
             return self.run_id
 
         def _start() -> tuple[str, str]:
-            _check_uri(self.uri)
+            check_uri(self.uri)
             client = self._get_client()
-            exp_id = _ensure_experiment(
-                client, self.experiment, _artifact_location(self.uri, None)
-            )
+            exp_id = ensure_experiment(client, self.experiment, artifact_location(self.uri, None))
             tags: dict[str, str] = {}
             with contextlib.suppress(Exception):
                 from mlflow.tracking.context.registry import resolve_tags
@@ -538,7 +312,7 @@ class Tracker:
                 "MLflow run %s (experiment %r) at %s",
                 self.run_id,
                 self.experiment,
-                _redact(self.uri),
+                redact(self.uri),
             )
         return self.run_id
 
@@ -791,7 +565,7 @@ class Tracker:
                 source_run_id=run_id,
                 params=dict(self._params) or None,
             )
-            with _fluent_tracking_uri(self.uri):
+            with fluent_tracking_uri(self.uri):
                 info = mlflow.pytorch.log_model(
                     module,
                     name=artifact_name,
@@ -828,48 +602,3 @@ class NullTracker(Tracker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__("", "", enabled=False)
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_registered_model(
-    uri: str,
-    name: str,
-    version: str | int = "latest",
-    map_location: str | torch.device | None = "cpu",
-) -> torch.nn.Module:
-    """Load a registered PyTorch model logged by :meth:`Tracker.log_model`.
-
-    Sets MLflow's global tracking URI for the duration of the call (restored after).
-
-    Args:
-        uri: Tracking URI of the store holding the registry.
-        name: Registered-model name.
-        version: Version number, or ``"latest"``.
-        map_location: Device for the weights (default CPU, so GPU-trained models load
-            anywhere); ``None`` keeps the saved devices.
-
-    Returns:
-        The original ``nn.Module`` (pickle format).
-
-    Raises:
-        TrackingError: The store, model or version cannot be found or loaded.
-    """
-    _check_uri(uri)
-    _apply_http_defaults(uri)
-    model_uri = f"models:/{name}/{version}"
-    try:
-        import mlflow.pytorch
-
-        with _fluent_tracking_uri(uri):
-            kwargs = {} if map_location is None else {"map_location": map_location}
-            model = mlflow.pytorch.load_model(model_uri, **kwargs)
-    except Exception as exc:  # noqa: BLE001
-        raise TrackingError(
-            f"cannot load {model_uri} from {_redact(uri)}: {_summary(exc, uri)}",
-            "check the model name and version in the MLflow UI",
-        ) from None
-    if not isinstance(model, torch.nn.Module):
-        raise TrackingError(f"{model_uri} is a {type(model).__name__}, not a torch nn.Module")
-    return model
