@@ -22,8 +22,8 @@ import shutil
 from pathlib import Path
 
 from twins.twin.errors import TwinCorruptError, TwinUpdateError, TwinVersionError
-from twins.twin.records import TwinState, UpdateRecord
 from twins.twin.layout import COMPLETE_FILE, PRODUCTS_DIR, SNAPSHOT_FILE
+from twins.twin.records import TwinState, UpdateRecord
 from twins.twin.store import TwinStore
 
 __all__ = ["restore_version", "visible_products"]
