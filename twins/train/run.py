@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import torch
 
+from twins.atomic import atomic_write
 from twins.config import RunConfig, check_workdir, config_hash, to_dict, to_yaml
 from twins.errors import TwinsError
 from twins.task import build_task
@@ -34,13 +34,6 @@ from twins.train.energy_cb import EnergyCallback
 from twins.train.tracking_cb import TrackingCallback
 
 log = logging.getLogger(__name__)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to a temp file and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _missing_dirs(directory: Path) -> list[Path]:
@@ -161,7 +154,7 @@ def _train(
         fingerprint = task.fingerprint()
     if strategy.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        atomic_write(run_dir / "config.yaml", to_yaml(cfg))
     tags = {
         "twins.task": cfg.task.target,
         "twins.config_hash": config_hash(cfg),
@@ -219,9 +212,7 @@ def _train(
                 )
             summary["mlflow_run_id"] = tracker.run_id
             summary["model_version"] = version
-            atomic_write_text(
-                run_dir / "summary.json", json.dumps(summary, indent=2, default=float)
-            )
+            atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
             log.info(
                 "run %s done: best %s %.4g, test_loss %.4g, %s",
                 cfg.name,

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from twins.twin.atomic import sha256_file
+from twins.atomic import sha256_file
 from twins.twin.errors import TwinUpdateError
 
 STATE_FILE = "twin.json"

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from twins.twin.atomic import json_dumps
+from twins.atomic import json_dumps
 
 #: On-disk format of ``twin.json``, ``update.json`` and history entries.
 FORMAT = 1

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from twins.twin.atomic import (
+from twins.atomic import (
     fsync_dir,
     fsync_tree,
     json_dumps,

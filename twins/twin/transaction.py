@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from twins.twin.atomic import fsync_dir, fsync_tree, json_dumps, remove_tree, write_json_atomic
+from twins.atomic import fsync_dir, fsync_tree, json_dumps, remove_tree, write_json_atomic
 from twins.twin.errors import TwinError, TwinUpdateError
 from twins.twin.layout import (
     COMPLETE_FILE,

@@ -1,7 +1,9 @@
-"""Durable file-system primitives: fsync of files, directories and trees, atomic JSON writes.
+"""Durable file-system primitives: one atomic file replacement, fsync of files, directories
+and trees.
 
-These helpers know nothing about twins. They exist so that the store can say precisely which
-bytes are on disk before it takes its single commit step (replacing ``twin.json``).
+These helpers know nothing about twins or training. The twin store uses them to say precisely
+which bytes are on disk before its single commit step (replacing ``twin.json``); checkpoints,
+run files and domain products use :func:`atomic_write` so that no reader ever sees half a file.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "atomic_write",
     "fsync_dir",
     "fsync_file",
     "fsync_tree",
@@ -105,35 +109,52 @@ def json_dumps(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a reader or a crash sees the old or the new content.
+def atomic_write(
+    path: str | os.PathLike[str], content: bytes | str | Callable[[Path], object]
+) -> Path:
+    """Replace ``path`` so that a reader, or a crash at any instant, sees the old or the new file.
 
-    The data goes to a temporary sibling (``.<name>.tmp-<random>``), which is fsynced, renamed
-    over ``path`` with :func:`os.replace`, and then the directory is fsynced so that the rename
-    itself is durable. On any error the temporary file is removed.
+    The new content goes to a temporary sibling (``.<name>.tmp-<random>``), which is fsynced,
+    renamed over ``path`` with :func:`os.replace`, and then the directory is fsynced so that
+    the rename itself is durable. On any error the temporary file is removed and ``path`` is
+    untouched. This is the one routine every file replacement in twins goes through.
 
     Args:
-        path: Destination file.
-        data: The complete new content.
+        path: Destination file; its directory must exist.
+        content: The bytes, or text (UTF-8), or a writer called with the temporary path that
+            writes the complete file there (``torch.save``, ``Dataset.to_netcdf``, h5py, ...).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if callable(content):
+            content(tmp)
+        else:
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            finally:
+                os.close(fd)
+        fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     fsync_dir(target.parent)
+    return target
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """:func:`atomic_write` of bytes (kept for the twin store's callers)."""
+    atomic_write(path, data)
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
@@ -143,7 +164,7 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
         path: Destination file.
         data: JSON-serialisable data.
     """
-    write_bytes_atomic(path, json_dumps(data).encode("utf-8"))
+    atomic_write(path, json_dumps(data))
 
 
 def remove_tree(path: str | os.PathLike[str]) -> None:
