@@ -54,6 +54,7 @@ def test_cascade_round_trips_weights_only(tmp_path: Path) -> None:
         assert again.witness_channels == cleaner.witness_channels
         np.testing.assert_array_equal(again.noise(x), cleaner.noise(x))
     stages = cascade.stages()
+    # the same two stage outputs (O(1)) added once, in float64: <= u64 * 10
     np.testing.assert_allclose(
         cascade.noise(x), stages["wiener"].noise(x) + stages["network"].noise(x), atol=1e-12
     )

@@ -44,9 +44,11 @@ class OracleCleaner:
 def test_overlap_add_weights_sum_to_one(total: int, overlap: float) -> None:
     x = np.random.default_rng(0).standard_normal((2, total))
     ones = overlap_add(lambda b: np.ones((b.shape[0], 1, b.shape[2])), x, 1024, overlap)
+    # float64 weights of <= 4 overlapping windows divided by their sum: a few u64
     np.testing.assert_allclose(ones, 1.0, rtol=1e-12)
     # a periodic Hann at 50 % overlap sums to exactly 1 without normalisation
     w = hann(1024)
+    # sin^2 + cos^2 from two correctly rounded cosines and three operations: <= 4 u64 = 4e-16
     np.testing.assert_allclose(w[:512] + w[512:], 1.0, atol=1e-15)
 
 
@@ -61,6 +63,7 @@ def test_oracle_prediction_returns_the_oracle() -> None:
     )
     cleaned = clean_offline(OracleCleaner(), strain, wit, window=8.0)
     # identical predictions in every window, weights summing to 1: float rounding only
+    # |values| < 6 (Gaussian, 1e5 samples): a few float64 operations, <= 10 u64 * 6 = 7e-15
     np.testing.assert_allclose(cleaned.value, floor, rtol=0, atol=1e-12)
     assert cleaned.t0.value == 100.0 and cleaned.name == "V1:h_DC"
 
@@ -136,6 +139,7 @@ def test_online_with_a_plain_cleaner_and_bad_frames() -> None:
         sl = slice(i * int(FS), (i + 1) * int(FS))
         out += online.push(x[0, sl] + 1.0, x[:, sl])
     out += online.flush()
+    # (x + 1) - x in float64 for |x| < 6: <= 2 u64 * 7 = 2e-15
     np.testing.assert_allclose(np.concatenate(out), 1.0, atol=1e-12)
     from twins.errors import DataError
 

@@ -78,7 +78,8 @@ def test_monthly_rate_units_chain():
     ds = synthetic(n_years=2, ny=1, nx=2)
     pr_m = hi.monthly_precip_rate(ds.tp)
     assert pr_m.attrs["units"] == "mm d-1" and pr_m.dtype == np.float64
-    # A monthly amount in m over a 31-day January is amount / 31 * 1000 mm/d.
+    # A monthly amount in m over a 31-day January is amount / 31 * 1000 mm/d. Rates are a
+    # mean and a unit factor in float64: a few u64 (1e-16) apart, so rtol 1e-12.
     np.testing.assert_allclose(pr_m[0].values, ds.tp[0].values / 31 * 1000, rtol=1e-12)
     # The same amounts in mm (E-OBS) give the same rates.
     mm = (ds.tp * 1000).assign_attrs(units="mm")
@@ -185,6 +186,8 @@ def test_ssmi_standardised_per_month():
     sm = hi.monthly_soil_moisture(ds.swvl1)
     z = hi.ssmi(sm, cal_start="1981-01-01", cal_end="2000-12-31", clip=np.inf)
     cal = z.sel(time=slice("1981", "2000")).groupby("time.month")
+    # z = (x - mean) / std over these 20 values, in float64: their mean is 0 and their std 1
+    # to <= 20 u64 * max|z| (< 5) = 1e-14
     np.testing.assert_allclose(cal.mean("time").values, 0, atol=1e-12)
     np.testing.assert_allclose(cal.std("time", ddof=1).values, 1, atol=1e-12)
     clipped = hi.ssmi((sm * 1.0).assign_attrs(sm.attrs), cal_start="1981", cal_end="2000")
