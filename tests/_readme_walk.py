@@ -12,6 +12,7 @@ import importlib
 import io
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -358,6 +359,18 @@ class Walk:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+    def stop_background(self) -> None:
+        """Stop the servers this walk started (their process groups), and forget them."""
+        for proc in self.background:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self.background.clear()
 
     def result(self, step: Live) -> Result:
         key = id(step)

@@ -25,12 +25,10 @@ The table is checked against the README both ways: a new README command without 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -169,14 +167,7 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
     try:
         yield w
     finally:
-        for proc in w.background:  # only what this walk started, by process group
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        w.stop_background()  # only what this walk started, by process group
 
 
 # -- checks of what cannot run here -------------------------------------------------------------
@@ -271,6 +262,7 @@ def _served_run_logged(walk: Walk) -> None:
     summary = json.loads((walk.root / "runs" / "readme-served" / "summary.json").read_text())
     run = MlflowClient(walk.values["MLFLOW_TRACKING_URI"]).get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
+    walk.stop_background()  # nothing after this needs the server
 
 
 # -- the table ---------------------------------------------------------------------------------
