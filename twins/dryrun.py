@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from twins.config import RunConfig
+from twins.config import RunConfig, check_workdir
 from twins.energy import EnergyMeter
 from twins.errors import DataError, TwinsError
 from twins.task import build_task
@@ -29,6 +29,7 @@ from twins.train.build import build_trainer
 from twins.train.callbacks import Callback, Checkpointing, ProgressBar
 from twins.train.dist import Strategy
 from twins.train.loop import Trainer, move_to
+from twins.train.run import removed_if_refused
 
 
 @dataclass
@@ -180,20 +181,14 @@ def launch_commands(cfg_path: str, workers: int, nodes: int, backend: str) -> li
     ]
 
 
-def check_writable(directory: Path) -> None:
-    """Raise a clear error unless ``directory`` can be created and written."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory):
-            pass
-    except OSError as exc:
-        raise TwinsError(f"run directory {directory} is not writable: {exc.strerror}") from None
-
-
 def dry_run(
     cfg: RunConfig, workers: int = 1, steps: int = 5, nodes: int = 1, config_path: str = "CONFIG"
 ) -> DryRunReport:
     """Dry-run a config at the scale of ``workers`` ranks on ``nodes`` nodes.
+
+    The run directory is checked before anything is written; a dry run that fails removes
+    the run directory it created (a task's data cache), as a refused real run does. A dry
+    run that succeeds leaves only what the real run would reuse (the cache).
 
     Args:
         cfg: Resolved config.
@@ -208,7 +203,14 @@ def dry_run(
     Raises:
         TwinsError: Whatever the real run would fail on first.
     """
-    check_writable(cfg.run_dir)
+    check_workdir(cfg)
+    with removed_if_refused(cfg.run_dir):
+        return _dry_run(cfg, workers, steps, nodes, config_path)
+
+
+def _dry_run(
+    cfg: RunConfig, workers: int, steps: int, nodes: int, config_path: str
+) -> DryRunReport:
     if cfg.tracking.enabled:
         from twins.track import prepare_store, resolve_tracking_uri
 

@@ -119,15 +119,14 @@ def test_noise_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_overrides_after_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``twins dryrun CONFIG --workers 8 workdir=/x``: an override after a flag is accepted
-    and applied (the run directory is the override's)."""
+    """``twins dryrun CONFIG --workers 8 workdir=/x``: overrides after a flag are accepted
+    and applied (the batch is the override's) and passed on to the launch command."""
     cfg = tmp_path / "run.yaml"
     cfg.write_text("name: late\ntrain:\n  batch_size: 64\ntracking:\n  enabled: false\n")
-    elsewhere = tmp_path / "x"
-    out = _cli(["dryrun", str(cfg), "--workers", "8", f"workdir={elsewhere}"], capsys)
-    assert "8 worker(s) on 1 node(s), local batch 8" in out
-    assert (elsewhere / "late").is_dir()
-    assert f"twins train {cfg} workdir={elsewhere}" in out.split("launch:")[-1]
+    late = [f"workdir={tmp_path / 'x'}", "train.batch_size=32"]
+    out = _cli(["dryrun", str(cfg), "--workers", "8", *late], capsys)
+    assert "8 worker(s) on 1 node(s), local batch 4" in out  # 32 / 8, not 64 / 8
+    assert f"twins train {cfg} {' '.join(late)}" in out.split("launch:")[-1]
 
 
 def test_batch_smaller_than_workers_is_a_message(
@@ -138,6 +137,20 @@ def test_batch_smaller_than_workers_is_a_message(
     assert main(["dryrun", str(cfg), "--workers", "8"]) != 0
     err = capsys.readouterr().err
     assert "train.batch_size 4 is smaller than 8 workers" in err and "Traceback" not in err
+
+
+def test_refused_dry_run_leaves_no_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The drought task caches its cube in the run directory before the batch check
+    refuses: the refused dry run takes the directory away again (a real run does too)."""
+    argv = ["dryrun", str(TINY), f"workdir={tmp_path}", "tracking.enabled=false"]
+    assert main([*argv, "train.batch_size=4", "--workers", "8"]) == 1
+    assert "train.batch_size 4 is smaller than 8 workers" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    assert main([*argv, "--workers", "8", "--steps", "1"]) == 0
+    left = {p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*")}
+    assert left <= {("drought-tiny",), ("drought-tiny", "data")}  # the cube cache only
 
 
 # -- the launchers run the dry run for their resource request ---------------------------
