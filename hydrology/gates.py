@@ -35,8 +35,9 @@ a sentinel left in the data was not declared), and a month whose share of missin
 over land exceeds ``max_missing_share`` is refused.
 
 A user with a wet tropical grid widens one bound with a key: ``task.params.gates.tp.max=2500``
-for training, ``DroughtTwin.update(..., gates={"tp.max": 2500})`` (or ``["tp.max=2500"]``)
-for one twin update; the twin keeps the gates given at init in its state.
+for training, ``twins twin init ... --gates tp.max=2500`` for a twin (it keeps them in its
+state), ``twins twin update ... --gates tp.max=2500`` (``DroughtTwin.update(data,
+{"gates": ["tp.max=2500"]})``) for one twin update.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from twins.errors import DataError
 
 __all__ = [
     "CANONICAL_UNITS",
+    "TRAINING_REQUIRED",
     "DataInput",
     "canonical_units",
     "content_key",
@@ -60,6 +61,9 @@ CANONICAL_UNITS = {
     "lsm": "1",
     "z": "m2 s-2",
 }
+#: Canonical variables every training file set must hold (the indices and the baselines
+#: start from precipitation).
+TRAINING_REQUIRED = ("tp",)
 #: Daily canonical variable each monthly twin input comes from.
 SOURCE_VARIABLE = {"pr": "tp", "wb": "pev", "sm": "swvl1", "t2m": "t2m"}
 _WATER = ("tp", "e", "pev")
@@ -142,15 +146,18 @@ def read_training(paths: Sequence[str], gates: Gates) -> xr.Dataset:
         Canonical dataset; on a model calendar, monthly means at standard month starts.
 
     Raises:
-        DataError: A missing, truncated or unreadable file, invalid content, or a value
-            outside the gates.
+        DataError: A missing, truncated or unreadable file, no ``tp`` (:data:`TRAINING_REQUIRED`),
+            invalid content, or a value outside the gates.
     """
     if len(paths) > 1:
         ds = open_grids(list(paths), gates=gates)
         label = f"{paths[0]} ... {paths[-1]}"
+        validate(ds, label, TRAINING_REQUIRED, check_values=False)
     else:
         label = str(paths[0])
-        ds = load_checked(open_grids(paths[0], chunks=None, gates=None), label)
+        opened = open_grids(paths[0], chunks=None, gates=None)
+        validate(opened, label, TRAINING_REQUIRED, check_values=False)  # before reading it all
+        ds = load_checked(opened, label)
         check_gates(ds, label, gates)
     _require_time(ds, label, [str(v) for v in ds.data_vars])
     ds = canonical_units(ds)

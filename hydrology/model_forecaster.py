@@ -13,7 +13,6 @@ them) into maps at every lead.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,10 @@ from hydrology.forecast import forecast_dataset
 from hydrology.indices import CLIP, IndexSpec
 from hydrology.models.ensemble import PerOutputSelect, TileConvLSTM, load_selected
 from hydrology.models.lstm import CellLSTM
+from twins.config import load_config
 from twins.errors import DataError
+from twins.task import build_task
+from twins.train.checkpoint import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +185,6 @@ class ModelForecaster:
     @classmethod
     def from_run(cls, run_dir: str | Path) -> ModelForecaster:
         """Load a run written by ``twins train`` (``config.yaml``, ``model.pt``, cached cube)."""
-        from twins.config import load_config
-        from twins.task import build_task
-
         run_dir = Path(run_dir)
         cfg = load_config(run_dir / "config.yaml")
         cfg = cfg.model_copy(update={"workdir": run_dir.parent, "name": run_dir.name})
@@ -206,9 +205,7 @@ class ModelForecaster:
     def save(self, path: str | Path) -> Path:
         """Write one ``torch.load(weights_only=True)``-loadable file, atomically."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(self.blob, tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(self.blob, path)
         return path
 
     @classmethod

@@ -8,11 +8,12 @@ and forecasts from it; the twin directory is never written.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hydrology.timeaxis import month_label
 
@@ -63,7 +64,8 @@ class Scenario(BaseModel):
     Attributes:
         precip_scale: Factor on precipitation (1 = unchanged).
         temp_shift: Temperature shift [K].
-        region: Box where the scenario applies; None = the whole grid.
+        region: Box where the scenario applies; None = the whole grid. Also given as the four
+            numbers ``[lat0, lat1, lon0, lon1]`` (``--region LAT0 LAT1 LON0 LON1``).
         months: Apply to the last ``months`` months of the history (None: see start/end).
         start: First month ``"YYYY-MM"`` of the period (with ``end``), instead of ``months``.
         end: Last month ``"YYYY-MM"`` of the period.
@@ -71,12 +73,32 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    precip_scale: float = Field(1.0, ge=0)
-    temp_shift: float = 0.0
-    region: Region | None = None
-    months: int | None = Field(None, ge=1)
-    start: str | None = None
-    end: str | None = None
+    precip_scale: float = Field(1.0, ge=0, description="factor on precipitation")
+    temp_shift: float = Field(0.0, description="temperature shift [K]")
+    region: Region | None = Field(
+        None,
+        description="box where the scenario applies (degrees; default the whole grid)",
+        json_schema_extra={"cli_nargs": 4, "cli_metavar": ("LAT0", "LAT1", "LON0", "LON1")},
+    )
+    months: int | None = Field(None, ge=1, description="the last N months (default 3)")
+    start: str | None = Field(None, description="first month YYYY-MM (with --end)")
+    end: str | None = Field(None, description="last month YYYY-MM")
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _corners(cls, v: Any) -> Any:
+        """``[lat0, lat1, lon0, lon1]`` (any order of the two ends) -> a :class:`Region`."""
+        if isinstance(v, list | tuple):
+            if len(v) != 4:
+                raise ValueError(f"a region is 4 numbers LAT0 LAT1 LON0 LON1, got {list(v)}")
+            lat0, lat1, lon0, lon1 = (float(x) for x in v)
+            return Region(
+                lat_min=min(lat0, lat1),
+                lat_max=max(lat0, lat1),
+                lon_min=min(lon0, lon1),
+                lon_max=max(lon0, lon1),
+            )
+        return v
 
     @model_validator(mode="after")
     def _period(self) -> Scenario:
@@ -90,7 +112,7 @@ class Scenario(BaseModel):
         return self
 
 
-def apply_scenario(history: xr.Dataset, sc: Scenario) -> tuple[xr.Dataset, int | None]:
+def apply_scenario(history: xr.Dataset, sc: Scenario) -> tuple[xr.Dataset, tuple[int, int] | None]:
     """A modified copy of a twin's monthly history.
 
     Args:
@@ -99,8 +121,8 @@ def apply_scenario(history: xr.Dataset, sc: Scenario) -> tuple[xr.Dataset, int |
         sc: The scenario.
 
     Returns:
-        ``(modified, first)``: the modified copy and the position of its first modified
-        month (None when the scenario selects no cell-month).
+        ``(modified, span)``: the modified copy and the positions of the first and last
+        month whose inputs changed (None when the scenario selects no cell-month).
     """
     out = history.copy(deep=True)
     months = [month_label(t) for t in history["time"].values]
@@ -148,5 +170,5 @@ def apply_scenario(history: xr.Dataset, sc: Scenario) -> tuple[xr.Dataset, int |
     for v in out.data_vars:
         if "time" in out[v].dims:
             out[v] = out[v].transpose("time", ...)
-    first = int(np.argmax(sel))
-    return out, first
+    chosen = np.flatnonzero(sel)
+    return out, (int(chosen[0]), int(chosen[-1]))

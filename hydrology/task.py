@@ -13,17 +13,28 @@ Per-output best states come from :class:`hydrology.callbacks.PerOutputBest`, whi
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
+from hydrology.callbacks import PerOutputBest
 from hydrology.dataset import (
     DEFAULT_SPLITS,
     CellDataset,
@@ -36,14 +47,59 @@ from hydrology.dataset import (
     output_names,
     subsample_cells,
 )
+from hydrology.evaluate import evaluate_run, headline
 from hydrology.gates import Gates
+from hydrology.indices import IndexSpec
 from hydrology.ingest import read_training
 from hydrology.models.ensemble import PerOutputSelect, TileConvLSTM
 from hydrology.models.lstm import CellLSTM
-from twins.errors import DataError
+from hydrology.synthetic import PRESETS, generate
+from twins.errors import DataError, TwinsError
 from twins.task import Splits, Task
 
 log = logging.getLogger(__name__)
+
+
+def _month(value: str) -> str:
+    """A month ``"YYYY-MM"`` (a day ``"YYYY-MM-DD"`` names its month)."""
+    try:
+        ok = len(value) in (7, 10) and value[4] == "-" and pd.Timestamp(value) is not None
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"expected a month 'YYYY-MM', got {value!r}")
+    return value
+
+
+Month = Annotated[str, AfterValidator(_month)]
+
+
+class DroughtSplits(BaseModel):
+    """Training, validation and test periods, each ``[first month, last month]`` inclusive;
+    time-ordered and disjoint (``train < val < test``).
+
+    Example (YAML)::
+
+        splits: {train: [1991-01, 2010-12], val: [2011-01, 2014-12], test: [2015-01, 2020-12]}
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: tuple[Month, Month]
+    val: tuple[Month, Month]
+    test: tuple[Month, Month]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DroughtSplits:
+        try:
+            check_splits(self.periods())
+        except TwinsError as exc:  # check_splits speaks DataError; here it is a config value
+            raise ValueError(f"{exc} ({exc.hint})" if exc.hint else str(exc)) from None
+        return self
+
+    def periods(self) -> dict[str, tuple[str, str]]:
+        """``{"train"|"val"|"test": (first month, last month)}``."""
+        return {"train": self.train, "val": self.val, "test": self.test}
 
 
 class DroughtParams(BaseModel):
@@ -53,12 +109,13 @@ class DroughtParams(BaseModel):
         preset: Synthetic preset (``tiny`` or ``demo``) used when ``path`` is not given.
         path: NetCDF file(s) or glob of a canonical daily dataset (overrides ``preset``).
         seed: Seed of the synthetic generator.
-        splits: ``{train|val|test: [first month, last month]}``; default per preset.
+        splits: Training, validation and test periods (:class:`DroughtSplits`); default per
+            preset.
         require_val_drought: Refuse a validation period without drought months.
         seq_len: Months of input history (issue month included).
         regional: Kernel widths [cells] of regional-mean inputs of every target index
-            (Gaussian over land; e.g. ``[6, 12]``); empty = none.
-        targets: Target indices.
+            (Gaussian over land; e.g. ``[6, 12]``), finite and > 0; empty = none.
+        targets: Target indices, ``spi_N``, ``spei_N`` or ``ssmi_N`` (N >= 1 months), distinct.
         leads: Lead times in months.
         model: ``lstm`` (per cell) or ``convlstm`` (space-time tiles).
         hidden: Hidden size (LSTM units / ConvLSTM channels).
@@ -89,7 +146,7 @@ class DroughtParams(BaseModel):
     preset: Literal["tiny", "demo"] = "tiny"
     path: list[str] | None = None
     seed: int = Field(0, ge=0)
-    splits: dict[str, tuple[str, str]] | None = None
+    splits: DroughtSplits | None = None
     require_val_drought: bool = True
     seq_len: int = Field(36, ge=1, le=120)
     regional: list[float] = Field(default_factory=list)
@@ -117,8 +174,20 @@ class DroughtParams(BaseModel):
     @field_validator("regional")
     @classmethod
     def _regional(cls, v: list[float]) -> list[float]:
-        if any(not s > 0 for s in v):
-            raise ValueError(f"regional kernel widths must be > 0 cells, got {v}")
+        if any(not (math.isfinite(s) and s > 0) for s in v):
+            raise ValueError(f"regional kernel widths must be finite and > 0 cells, got {v}")
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        for name in v:
+            try:
+                IndexSpec.parse(name)
+            except TwinsError as exc:
+                raise ValueError(f"{exc}; {exc.hint}") from None
+        if len(set(v)) != len(v):
+            raise ValueError(f"targets must be distinct, got {v}")
         return v
 
     @field_validator("leads")
@@ -130,15 +199,13 @@ class DroughtParams(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DroughtParams:
-        if self.splits is not None:
-            check_splits(self.splits)
         if not self.targets:
             raise ValueError("targets must not be empty")
         return self
 
     def resolved_splits(self) -> dict[str, tuple[str, str]]:
         """The splits in use (explicit, or the preset's defaults)."""
-        return dict(self.splits) if self.splits else DEFAULT_SPLITS[self.preset]
+        return self.splits.periods() if self.splits else DEFAULT_SPLITS[self.preset]
 
 
 class DroughtForecast(Task):
@@ -151,8 +218,6 @@ class DroughtForecast(Task):
     def _data_identity(self) -> dict[str, Any]:
         p = self.params
         if p.path:
-            import glob
-
             files = sorted(f for pat in p.path for f in glob.glob(pat)) or list(p.path)
             stats = []
             for f in files:
@@ -176,8 +241,6 @@ class DroughtForecast(Task):
             # without dask: the cube loads everything anyway and dask's task graph costs
             # ~15 % of the read (benchmarks/bench_grid_pipeline.py).
             return read_training(p.path, p.gates)
-        from hydrology.synthetic import PRESETS, generate
-
         return generate(PRESETS[p.preset].model_copy(update={"seed": p.seed}))
 
     def cube(self) -> DroughtCube:
@@ -270,8 +333,6 @@ class DroughtForecast(Task):
         """Trainer callbacks the task contributes: the per-output best-state keeper."""
         if not self.params.per_output_best:
             return []
-        from hydrology.callbacks import PerOutputBest
-
         return [PerOutputBest(self.outputs, patience=self.params.output_patience)]
 
     def fingerprint(self) -> str:
@@ -288,8 +349,6 @@ class DroughtForecast(Task):
     ) -> Any:
         """Skill table DataFrame of ``model`` and the three baselines (see
         :func:`hydrology.evaluate.evaluate_run`)."""
-        from hydrology.evaluate import evaluate_run
-
         p = self.params
         return evaluate_run(model, self.cube(), p.seq_len, p.model, split, out_dir)
 
@@ -309,8 +368,6 @@ class DroughtForecast(Task):
         ``skill_{split}.csv`` in the run directory, and skill and drought maps to
         ``figures/`` there (in the same pass; :meth:`figures` returns them).
         """
-        from hydrology.evaluate import headline
-
         if split not in ("train", "val", "test"):
             raise DataError(f"unknown split {split!r}")
         fig_dir = Path(self.workdir) / "figures" if self.workdir is not None else None

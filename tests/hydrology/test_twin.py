@@ -1,4 +1,5 @@
-"""The drought twin: init, update (transactional, idempotent, locked), rejects, simulate, CLI."""
+"""The drought twin: init, update (transactional, idempotent, locked), rejects, simulate,
+status, history and rollback, in Python and through the core command line."""
 
 from __future__ import annotations
 
@@ -17,20 +18,28 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from hydrology.domain import twin_command
 from hydrology.forecast import PersistenceForecaster
 from hydrology.gates import Gates
 from hydrology.indices import DroughtIndices
 from hydrology.synthetic import generate, write_netcdf
 from hydrology.twin import (
     ALERT_THRESHOLDS,
+    DroughtStatus,
     DroughtTwin,
+    DroughtUpdateOptions,
     Region,
     Scenario,
     alert_categories,
 )
+from twins.cli import main
 from twins.errors import ConfigError, DataError
-from twins.twin import EXIT_NOTHING_NEW, TwinLockedError, TwinStore, TwinVersionError
+from twins.twin import (
+    EXIT_NOTHING_NEW,
+    RollbackResult,
+    TwinLockedError,
+    TwinStore,
+    TwinVersionError,
+)
 
 WORKER = Path(__file__).with_name("_drought_twin_worker.py")
 INDICES = ("spi_1", "spi_3", "spi_6", "ssmi_1")
@@ -91,17 +100,20 @@ def _products(twin_dir: Path, version: int) -> dict[str, bytes]:
 def test_init_stores_params_history_and_alerts(template: Path) -> None:
     twin = DroughtTwin.open(template)
     st = twin.status()
-    assert st["cursor"] == "2007-10" and st["version"] == 0
-    assert st["model_ref"] == "persistence"
+    assert isinstance(st, DroughtStatus)
+    assert st.cursor == "2007-10" and st.version == 0 and st.issue == "2007-10"
+    assert st.model_ref == "persistence" and st.kind == "hydrology"
+    assert set(st.alerts) == {"spi_3", "ssmi_1"}
     names = sorted(p.name for p in (template / "versions/v000000/products").iterdir())
     assert names == ["alerts_2007-10.nc", "history.nc", "indices.nc"]
-    hist = twin.history()
+    hist = twin.monthly_history()
     # spi_6 needs 5 months before the first new month, persistence 1; plus the margin
     assert hist.sizes["time"] == 5 + 12
     assert str(hist.time.values[-1])[:7] == "2007-10"
     assert {"pr", "wb", "sm", "t2m", "lsm", "z", *INDICES} <= set(hist.data_vars)
     assert twin.indices.names == list(INDICES)
-    assert "spi_3 lead 1" in st["text"]
+    assert "spi_3 lead 1" in st.text
+    assert [r.version for r in twin.history()] == [0]  # the core's version history
 
 
 # ----------------------------------------------------------------------------------- update
@@ -119,7 +131,7 @@ def test_update_advances_cursor_and_matches_full_recompute(
     assert TwinStore.open(twin_dir).verify() == []
     # indices from stored parameters == a full recompute on the concatenated daily record
     full = twin.indices.transform(data)
-    hist = twin.history()
+    hist = twin.monthly_history()
     for name in INDICES:
         want = full[name].sel(time=hist.time).values
         np.testing.assert_allclose(hist[name].values, want, rtol=0, atol=1e-9, err_msg=name)
@@ -147,7 +159,7 @@ def test_several_months_at_once(
     seq = DroughtTwin.open(seq_dir)
     seq.update(files["2007-11"])
     seq.update(files["2007-12"])
-    xr.testing.assert_allclose(DroughtTwin.open(twin_dir).history(), seq.history())
+    xr.testing.assert_allclose(DroughtTwin.open(twin_dir).monthly_history(), seq.monthly_history())
     xr.testing.assert_identical(DroughtTwin.open(twin_dir).alerts(), seq.alerts())
 
 
@@ -373,14 +385,14 @@ def test_valid_month_goes_in_after_a_refusal(
 
 
 def _equal_products(a: DroughtTwin, b: DroughtTwin, t2m_atol: float) -> None:
-    ha, hb = a.history(), b.history()
+    ha, hb = a.monthly_history(), b.monthly_history()
     assert list(ha.data_vars) == list(hb.data_vars)
     for name in ha.data_vars:
         atol = t2m_atol if name == "t2m" else 0.0
         np.testing.assert_allclose(hb[name], ha[name], rtol=0, atol=atol, err_msg=str(name))
     np.testing.assert_array_equal(ha.time.values, hb.time.values)
     xr.testing.assert_identical(a.alerts(), b.alerts())
-    assert a.status()["alerts"] == b.status()["alerts"]
+    assert a.status().alerts == b.status().alerts
 
 
 # Largest error of a kelvin value that went through degC in float32: the degC file rounds
@@ -402,7 +414,7 @@ def test_declared_celsius_gives_the_products_of_kelvin(
         twins[name] = DroughtTwin.open(tmp_path / name)
         twins[name].update(path)
     _equal_products(twins["K"], twins["degC"], T2M_ATOL)
-    assert float(twins["degC"].history()["t2m"].isel(time=-1).mean()) > 250  # kelvin
+    assert float(twins["degC"].monthly_history()["t2m"].isel(time=-1).mean()) > 250  # kelvin
 
 
 @pytest.mark.parametrize("layout", ["noleap", "360_day", "noon-stamps"])
@@ -435,16 +447,21 @@ def test_gates_stored_at_init_and_widened_for_one_update(
     path = _implausible("tp-negative", data, tmp_path / "neg.nc")
     twin = DroughtTwin.open(twin_dir)
     before = dir_snapshot(twin_dir, skip_lock=True)
-    with pytest.raises(ConfigError, match=r"gates: tp\.mn: Extra inputs"):
-        twin.update(path, gates={"tp.mn": -10})
+    with pytest.raises(ValueError, match=r"gates: tp\.mn: Extra inputs"):
+        twin.update(path, {"gates": ["tp.mn=-10"]})
     assert dir_snapshot(twin_dir, skip_lock=True) == before
-    result = twin.update(path, gates=["tp.min=-10"])
+    result = twin.update(path, DroughtUpdateOptions(gates=["tp.min=-10"]))
     assert result.version == 1 and result.record is not None
     assert result.record.summary["gates"]["tp"] == {"min": -10.0, "max": 1825.0}
     assert twin.gates == Gates()  # the stored gates are unchanged
     # a twin built with wider gates keeps them for every update
     base = data.sel(time=slice(None, "2007-10-31"))
     indices = DroughtIndices(INDICES, "2000-01-01", "2005-12-31").fit(base)
+    with pytest.raises(ConfigError, match=r"gates: tp\.mn: Extra inputs"):
+        DroughtTwin.init(
+            tmp_path / "bad", base, PersistenceForecaster(), indices, gates={"tp.mn": 1}
+        )
+    assert not (tmp_path / "bad").exists()
     wide = DroughtTwin.init(
         tmp_path / "wide", base, PersistenceForecaster(), indices, gates={"tp.min": -10}
     )
@@ -456,16 +473,19 @@ def test_rollback_takes_a_bad_month_out(
     template: Path, twin_dir: Path, data: xr.Dataset, files: dict[str, Path], tmp_path: Path
 ) -> None:
     twin = DroughtTwin.open(twin_dir)
-    v0_history, v0_alerts = twin.history(), twin.alerts()
+    v0_history, v0_alerts = twin.monthly_history(), twin.alerts()
     bad = _implausible("tp-negative", data, tmp_path / "neg.nc")
-    got_in = twin.update(bad, gates={"tp.min": -10})  # widened: the bad month gets in
+    got_in = twin.update(bad, {"gates": ["tp.min=-10"]})  # widened: the bad month gets in
     # the harm the gate prevents: no rain at all over land, SPI-3 alerts everywhere
     assert got_in.alerts["spi_3"]["1"]["none"] == 0
-    record = twin.rollback(0)
-    assert (record.version, record.action, record.cursor_after) == (2, "restore", "2007-10")
-    xr.testing.assert_identical(twin.history(), v0_history)
+    back = twin.rollback(0)
+    assert isinstance(back, RollbackResult)
+    assert (back.version, back.action, back.cursor) == (2, "restore", "2007-10")
+    assert (back.restored, back.undone, back.model_ref) == (0, (1, 1), "persistence")
+    xr.testing.assert_identical(twin.monthly_history(), v0_history)
     xr.testing.assert_identical(twin.alerts(), v0_alerts)
-    assert twin.status()["cursor"] == "2007-10" and TwinStore.open(twin_dir).verify() == []
+    assert twin.status().cursor == "2007-10" and TwinStore.open(twin_dir).verify() == []
+    assert [r.action for r in twin.history()] == ["init", "update", "restore"]
     with pytest.raises(TwinVersionError):
         twin.rollback(2)
     after = twin.update(files["2007-11"])
@@ -484,11 +504,14 @@ def test_simulate_leaves_twin_unchanged_and_drier_means_lower_spi(
 ) -> None:
     twin = DroughtTwin.open(twin_dir)
     before = dir_snapshot(twin_dir)
-    hist = twin.history()
+    hist = twin.monthly_history()
     lat, lon = hist.lat.values, hist.lon.values
     region = Region(lat_min=lat[2], lat_max=lat[8], lon_min=lon[3], lon_max=lon[9])
-    diff = twin.simulate(Scenario(precip_scale=0.5, temp_shift=2.0, region=region, months=3))
+    sim = twin.simulate(Scenario(precip_scale=0.5, temp_shift=2.0, region=region, months=3))
     assert dir_snapshot(twin_dir) == before
+    diff = sim.dataset
+    assert sim.issue_month == "2007-10" and sim.modified_months == ("2007-08", "2007-10")
+    assert sim.scenario["region"]["lat_min"] == lat[2]
     inside = (
         (diff.lat >= lat[2]) & (diff.lat <= lat[8]) & (diff.lon >= lon[3]) & (diff.lon <= lon[9])
     )
@@ -500,17 +523,25 @@ def test_simulate_leaves_twin_unchanged_and_drier_means_lower_spi(
     np.testing.assert_allclose(
         diff["spi_3"], diff["scenario_spi_3"] - diff["baseline_spi_3"], atol=1e-6
     )
-    wetter = twin.simulate({"precip_scale": 1.5, "months": 2})
+    # the printed summary is the dataset's: the float64 mean over finite cells, per lead (the
+    # same numpy reduction on the same values: exact)
+    lead1 = float(np.nanmean(diff["spi_3"].isel(lead=0).values.astype(np.float64)))
+    assert sim.variables["spi_3"].mean_per_lead is not None
+    assert sim.variables["spi_3"].mean_per_lead["1"] == lead1
+    assert "dataset" not in json.loads(sim.to_json())
+    wetter = twin.simulate({"precip_scale": 1.5, "months": 2}).dataset
     assert float(wetter["spi_3"].isel(lead=0).mean()) > 0
-    neutral = twin.simulate(Scenario())
+    neutral = twin.simulate(Scenario()).dataset
     assert float(abs(neutral["spi_3"]).max()) == 0
 
 
 def test_temperature_shift_lowers_water_balance_only(twin_dir: Path) -> None:
     twin = DroughtTwin.open(twin_dir)
-    diff = twin.simulate(Scenario(temp_shift=3.0, start="2007-09", end="2007-10"))
+    sim = twin.simulate(Scenario(temp_shift=3.0, start="2007-09", end="2007-10"))
+    diff = sim.dataset
     assert float(abs(diff["delta_spi_1"]).max()) == 0  # SPI sees precipitation only
     assert diff.attrs["modified_months"] == "2007-09..2007-10"
+    assert sim.modified_months == ("2007-09", "2007-10")
 
 
 def test_scenario_rejects_unknown_keys() -> None:
@@ -518,27 +549,112 @@ def test_scenario_rejects_unknown_keys() -> None:
         Scenario.model_validate({"precip_scal": 0.5})
     with pytest.raises(ValueError, match="either"):
         Scenario(months=2, start="2007-01")
+    # the command line's four numbers, either end first, are a box
+    box = Scenario.model_validate({"region": [49.6, 49.0, 5.8, 5.2]}).region
+    assert box == Region(lat_min=49.0, lat_max=49.6, lon_min=5.2, lon_max=5.8)
+    with pytest.raises(ValueError, match="4 numbers"):
+        Scenario.model_validate({"region": [49.0, 49.6, 5.2]})
 
 
 # -------------------------------------------------------------------------------------- CLI
 
 
-def test_twin_command_update_simulate_status(
+def _cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """``twins ARGV`` in this process: exit code, stdout, stderr."""
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_twin_commands_update_simulate_status_history_rollback(
     twin_dir: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert twin_command("update", twin_dir, ["--data", str(files["2007-11"])]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["cursor"] == "2007-11" and not out["noop"]
-    again = twin_command("update", twin_dir, ["--data", str(files["2007-11"]), "--wait"])
-    assert again == EXIT_NOTHING_NEW  # the same month again: nothing new, for schedulers
-    assert json.loads(capsys.readouterr().out)["noop"]
-    args = ["--precip-scale", "0.5", "--region", "49", "49.6", "5.2", "5.8", "--months", "2"]
-    assert twin_command("simulate", twin_dir, args) == 0
-    sim = json.loads(capsys.readouterr().out)
-    assert sim["variables"]["spi_3"]["mean"] < 0
-    assert twin_command("status", twin_dir, []) == 0
-    text = capsys.readouterr().out
-    assert "cursor       2007-11" in text and "spi_3 lead 1" in text
+    rc, out, _ = _cli(capsys, "twin", "update", twin_dir, "--data", files["2007-11"])
+    up = _last_json(out)
+    assert rc == 0 and (up["cursor"], up["noop"], up["version"]) == ("2007-11", False, 1)
+    assert up["months"] == ["2007-11"] and up["action"] == "update" and "record" not in up
+    assert Path(up["alerts_file"]).name == "alerts_2007-11.nc"
+    assert sum(up["alerts"]["spi_3"]["1"].values()) > 0
+    again = _cli(capsys, "twin", "update", twin_dir, "--data", files["2007-11"], "--wait")
+    assert again[0] == EXIT_NOTHING_NEW  # the same month again: nothing new, for schedulers
+    assert _last_json(again[1])["noop"]
+    box = ["--region", "49.6", "49", "5.2", "5.8"]  # either end first
+    rc, out, _ = _cli(capsys, "twin", "simulate", twin_dir, "--precip-scale", "0.5", *box)
+    sim = _last_json(out)
+    assert rc == 0 and sim["variables"]["spi_3"]["mean"] < 0 and "dataset" not in sim
+    assert sim["scenario"]["region"] == {
+        "lat_min": 49.0,
+        "lat_max": 49.6,
+        "lon_min": 5.2,
+        "lon_max": 5.8,
+    }
+    assert sim["scenario"]["months"] == 3 and sim["modified_months"] == ["2007-09", "2007-11"]
+    period = ["--temp-shift", "3", "--start", "2007-09", "--end", "2007-10"]
+    rc, out, _ = _cli(capsys, "twin", "simulate", twin_dir, *period)
+    assert rc == 0 and _last_json(out)["modified_months"] == ["2007-09", "2007-10"]
+    rc, out, _ = _cli(capsys, "twin", "status", twin_dir)
+    assert rc == 0 and "cursor       2007-11" in out and "spi_3 lead 1" in out
+    rc, out, _ = _cli(capsys, "twin", "status", twin_dir, "--json")
+    st = _last_json(out)
+    assert (st["issue"], st["version"], st["kind"]) == ("2007-11", 1, "hydrology")
+    assert st["alerts"] == up["alerts"]
+    rc, out, _ = _cli(capsys, "twin", "history", twin_dir)
+    lines = out.strip().splitlines()
+    assert rc == 0 and [ln.split()[:2] for ln in lines] == [["v0", "init"], ["v1", "update"]]
+    rc, out, _ = _cli(capsys, "twin", "rollback", twin_dir, "--to", "0")
+    back = _last_json(out)
+    assert rc == 0 and (back["version"], back["restored"], back["cursor"]) == (2, 0, "2007-10")
+    assert DroughtTwin.open(twin_dir).status().issue == "2007-10"
+    assert TwinStore.open(twin_dir).verify() == []
+
+
+def test_gates_flag_widens_one_update_and_a_bad_key_exits_2(
+    twin_dir: Path,
+    data: xr.Dataset,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    dir_snapshot,
+) -> None:
+    path = _implausible("tp-negative", data, tmp_path / "neg.nc")
+    before = dir_snapshot(twin_dir, skip_lock=True)
+    rc, _, err = _cli(capsys, "twin", "update", twin_dir, "--data", path)
+    assert rc == 3 and "gates.tp.min" in err  # the message names the key that widens it
+    for bad in (["tp.mn=-10"], ["tp.min"], ["tp.min=wet"]):
+        rc, _, err = _cli(capsys, "twin", "update", twin_dir, "--data", path, "--gates", *bad)
+        errors = [ln for ln in err.splitlines() if ln.startswith("twins: error:")]
+        assert rc == 2 and len(errors) == 1, err
+        assert "--gates" in errors[0] and bad[0].split("=")[0] in errors[0], errors[0]
+    assert dir_snapshot(twin_dir, skip_lock=True) == before
+    wide = ["--gates", "tp.min=-10", "max_missing_share=0.5"]
+    rc, out, _ = _cli(capsys, "twin", "update", twin_dir, "--data", path, *wide)
+    assert rc == 0 and _last_json(out)["cursor"] == "2007-11"
+    gates = TwinStore.open(twin_dir).record(1).summary["gates"]
+    assert gates["tp"]["min"] == -10.0 and gates["max_missing_share"] == 0.5
+    assert DroughtTwin.open(twin_dir).gates == Gates()  # the stored gates are unchanged
+
+
+def test_simulate_flags_refused_before_anything_runs(
+    twin_dir: Path, capsys: pytest.CaptureFixture[str], dir_snapshot
+) -> None:
+    before = dir_snapshot(twin_dir, skip_lock=True)
+    with pytest.raises(SystemExit) as info:  # argparse: 3 numbers for a 4-number flag
+        _cli(capsys, "twin", "simulate", twin_dir, "--region", "49", "49.6", "5.2")
+    assert info.value.code == 2
+    for args, names in (
+        (["--precip-scale", "-1"], ("--precip-scale", "greater than or equal to 0")),
+        (["--region", "91", "0", "5", "6"], ("--region", "lat_max")),
+        (["--months", "2", "--start", "2007-01"], ("either",)),
+        (["--start", "2007-13"], ("2007-13",)),
+    ):
+        rc, _, err = _cli(capsys, "twin", "simulate", twin_dir, *args)
+        assert rc == 2, (args, err)
+        assert all(n in err for n in names), (args, err)
+    assert dir_snapshot(twin_dir, skip_lock=True) == before
 
 
 def _has_hydrology_domain() -> bool:
@@ -560,11 +676,14 @@ def test_cli_twin_commands(twin_dir: Path, files: dict[str, Path]) -> None:
 
     up = run("update", str(twin_dir), "--data", str(files["2007-11"]))
     assert up.returncode == 0, up.stderr
-    assert json.loads(up.stdout.strip().splitlines()[-1])["cursor"] == "2007-11"
+    assert _last_json(up.stdout)["cursor"] == "2007-11"
     sim = run("simulate", str(twin_dir), "--precip-scale", "0.5", "--months", "2")
     assert sim.returncode == 0, sim.stderr
+    assert _last_json(sim.stdout)["scenario"]["precip_scale"] == 0.5
     st = run("status", str(twin_dir))
     assert st.returncode == 0 and "2007-11" in st.stdout
+    hist = run("history", str(twin_dir))
+    assert hist.returncode == 0 and len(hist.stdout.strip().splitlines()) == 2
     bad = run("update", str(twin_dir), "--data", str(files["2007-11"]).replace("11", "13"))
     assert bad.returncode != 0 and "twins: error:" in bad.stderr
 
