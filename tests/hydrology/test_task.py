@@ -20,12 +20,14 @@ from hydrology.models.ensemble import PerOutputSelect, load_selected
 from hydrology.models.lstm import CellLSTM
 from hydrology.synthetic import generate, write_netcdf
 from hydrology.task import DroughtForecast, DroughtParams
+from twins.cli import main
 from twins.config import load_config
 from twins.errors import DataError
 from twins.task import build_task
 from twins.train.run import train_process
 
 CONFIG = Path(__file__).resolve().parents[2] / "hydrology" / "configs" / "tiny.yaml"
+TARGET = "hydrology.task:DroughtForecast"
 
 
 def _cfg(tmp: Path, *overrides: str):
@@ -226,6 +228,50 @@ def test_params_reject_typos_and_bad_splits() -> None:
         )
     assert DroughtParams().resolved_splits() == DEFAULT_SPLITS["tiny"]
     assert DroughtForecast.Params is DroughtParams
+
+
+_SPLITS = "val: [2005-01, 2005-12], test: [2006-01, 2007-12]"
+
+
+@pytest.mark.parametrize(
+    ("params", "key", "problem"),
+    [
+        (
+            f"splits: {{trian: [2000-01, 2004-12], {_SPLITS}}}",
+            "task.params.splits.trian",
+            "unknown",
+        ),
+        (f"splits: {{{_SPLITS}}}", "task.params.splits.train", "missing required key"),
+        (f"splits: {{train: [2000-01, 2004-13], {_SPLITS}}}", "splits.train.1", "'2004-13'"),
+        (f"splits: {{train: [2000-01, 2005-06], {_SPLITS}}}", "task.params.splits", "ordered"),
+        ("targets: [nope]", "task.params.targets", "unknown index 'nope'"),
+        ("targets: [spi_3, spi_3]", "task.params.targets", "distinct"),
+        ("regional: [.inf]", "task.params.regional", "finite and > 0"),
+        ("regional: [.nan]", "task.params.regional", "finite and > 0"),
+    ],
+)
+@pytest.mark.parametrize("command", ["config", "train"])
+def test_bad_params_are_one_config_error_naming_file_and_key(
+    command: str,
+    params: str,
+    key: str,
+    problem: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    dir_snapshot,
+) -> None:
+    """Refused when the config is read (exit 2), before any data or run directory."""
+    config = tmp_path / "bad.yaml"
+    body = f"workdir: {tmp_path / 'runs'}\ntask:\n  target: {TARGET}\n  params:\n    {params}\n"
+    config.write_text(body)
+    before = dir_snapshot(tmp_path)
+    rc = main([command, str(config)])
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("twins: error:")]
+    assert rc == 2 and len(errors) == 1, err
+    assert errors[0].startswith(f"twins: error: {config}: "), errors[0]
+    assert key in errors[0] and problem in errors[0], errors[0]
+    assert dir_snapshot(tmp_path) == before
 
 
 # ------------------------------------------------------------------- training input files
