@@ -1,4 +1,5 @@
-"""The drought-twin notebook runs top to bottom on the tiny preset."""
+"""The drought-twin notebook runs top to bottom on the tiny preset, through the twin contract
+(from_run, open, update, simulate, status, history, rollback)."""
 
 from __future__ import annotations
 
@@ -33,4 +34,9 @@ def test_drought_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "cursor" in text and "spi_3 lead 1" in text
+    # history, rollback and the month in again: v0 init, v1 and v2 the two months, v3 the
+    # rollback to v1, v4 the second month again
+    assert "v2 update  cursor 2007-12" in text
+    assert "rollback: v3 restores v1, cursor 2007-11" in text
+    assert "v4: ['2007-12'] in again, cursor 2007-12" in text
     assert (tmp_path / "work" / "twin" / "twin.json").is_file()
