@@ -12,12 +12,12 @@ import os
 import signal
 import sys
 
+from hydrology.twin import DroughtTwin
+from twins.twin import store as store_module
+
 
 def main(argv: list[str]) -> int:
     """Run one update (see the module docstring)."""
-    from hydrology.twin import DroughtTwin
-    from twins.twin import store as store_module
-
     twin_dir, data = argv[0], argv[1]
     if len(argv) > 2:
         point = argv[2]
