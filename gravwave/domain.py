@@ -1,23 +1,20 @@
-"""The gravitational-wave domain for the ``twins`` command line: demo and twin commands.
+"""The gravitational-wave domain for the ``twins`` command line: the demo and the noise twin.
 
-``twins twin update DIR --data FILE [--channels LIST] [--wait]`` consumes one segment file
-(multi-channel HDF5 or GWF) with :meth:`gravwave.twin.NoiseTwin.process_file`.
+The noise twin is :class:`gravwave.twin.NoiseTwin`; the core builds
+``twins twin init|update|simulate|status|history|rollback`` from its models:
 
-``twins twin simulate DIR [--data FILE] [--cleaner FILE] [--gain-scale F]`` is the noise twin's
-what-if: it cleans a segment (default: the newest buffered one) with the current cleaner and,
-if given, a candidate cleaner, optionally with the witnessed coupling scaled by ``F`` ("what
-if the coupling gain drifted by this factor"), and reports the quality (in-band ratios,
-out-of-band ratio, ranges [Mpc], whether the twin would count as degraded). The twin is not
-changed. Both print one JSON object.
-
-This module imports no training code at import time (``twins.train`` is only reached through
-:func:`gravwave.cascade.fit_cascade` inside the demo).
+* ``twins twin init DIR --kind gravwave --cleaner FILE [--policy JSON]`` creates a twin around
+  a saved cleaner;
+* ``twins twin update DIR --data FILE [--channels A,B,...] [--wait]`` consumes one segment
+  file (multi-channel HDF5 or GWF);
+* ``twins twin simulate DIR [--data FILE] [--cleaner FILE] [--gain-scale F]`` is the what-if:
+  it cleans a segment (default: the newest buffered one) with the current cleaner and, if
+  given, a candidate cleaner, optionally with the witnessed coupling scaled by ``F``, and
+  reports the quality and whether the twin would count as degraded. The twin is not changed.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import shutil
 import time
@@ -25,13 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gwpy.timeseries import TimeSeries, TimeSeriesDict
 
+from gravwave import metrics
+from gravwave import synthetic as syn
+from gravwave.cleaners import Cleaner, OnlineCleaner, WienerCleaner
+from gravwave.policy import TwinPolicy
+from gravwave.training import CascadeParams, fit_cascade
+from gravwave.twin import KIND, NoiseTwin
+from gravwave.twin_state import NoiseScenario
 from twins.domains import Domain
 from twins.errors import ConfigError
 
-log = logging.getLogger(__name__)
+__all__ = ["DEMO_DEFAULTS", "DOMAIN", "demo"]
 
-KIND = "gravwave"
+log = logging.getLogger(__name__)
 
 #: Demo settings, overridable as ``gravwave.<key>=<value>``.
 DEMO_DEFAULTS: dict[str, Any] = {
@@ -61,10 +66,8 @@ def _options(overrides: list[str]) -> dict[str, Any]:
     return opts
 
 
-def _concat(segments: list[Any]) -> tuple[Any, Any]:
+def _concat(segments: list[syn.SyntheticSegment]) -> tuple[TimeSeries, TimeSeriesDict]:
     """Strain TimeSeries and witness TimeSeriesDict of contiguous synthetic segments."""
-    from gwpy.timeseries import TimeSeries, TimeSeriesDict
-
     first = segments[0]
 
     def join(values: list[np.ndarray], name: str) -> TimeSeries:
@@ -80,33 +83,29 @@ def _concat(segments: list[Any]) -> tuple[Any, Any]:
     return strain, wit
 
 
-def _fit_cleaner(opts: dict[str, Any], strain: Any, wit: Any, params: Any, workdir: Path) -> Any:
-    from gravwave.cleaner import WienerCleaner
-
+def _fit_cleaner(
+    opts: dict[str, Any],
+    strain: TimeSeries,
+    wit: TimeSeriesDict,
+    params: syn.SyntheticParams,
+    workdir: Path,
+) -> Cleaner:
     bands = [tuple(params.linear_band)]
     if opts["cleaner"] == "cascade":
-        try:
-            from gravwave.cascade import CascadeParams, fit_cascade
-        except ImportError as exc:
-            log.warning("gravwave.cascade unavailable (%s): using the Wiener cleaner", exc)
-        else:
-            steps = int(opts["steps"])
-            cp = CascadeParams(
-                linear_bands=bands,
-                network_band=tuple(params.bands["bilinear"]),
-                n_taps=128,
-                epochs=2,
-                max_steps_per_epoch=max(1, steps // 2),
-                name="demo-cascade",
-            )
-            log.info("fitting the Wiener + DeepClean cascade (%d network steps)", steps)
-            return fit_cascade(strain, wit, cp, workdir=workdir / "cascade")
+        steps = int(opts["steps"])
+        cp = CascadeParams(
+            linear_bands=bands,
+            network_band=tuple(params.bands["bilinear"]),
+            n_taps=128,
+            epochs=2,
+            max_steps_per_epoch=max(1, steps // 2),
+            name="demo-cascade",
+        )
+        log.info("fitting the Wiener + DeepClean cascade (%d network steps)", steps)
+        return fit_cascade(strain, wit, cp, workdir=workdir / "cascade")
     log.info("fitting the Wiener cleaner (linear stage only)")
-    chans = list(wit)
-    w = np.stack([wit[c].value for c in chans])
-    return WienerCleaner(
-        strain.name, chans, float(strain.sample_rate.value), bands, n_taps=128
-    ).fit(w, strain.value)
+    rate = float(strain.sample_rate.value)
+    return WienerCleaner(strain.name, list(wit), rate, bands, n_taps=128).fit(strain, wit)
 
 
 def demo(workdir: Path, overrides: list[str]) -> int:
@@ -116,12 +115,6 @@ def demo(workdir: Path, overrides: list[str]) -> int:
     cleaned / oracle [Mpc] and the share of the oracle gain, the matched-filter SNR of the
     injections before and after, online agreement and latency, and the twin's drift episode.
     """
-    from gravwave import metrics
-    from gravwave import synthetic as syn
-    from gravwave.clean import OnlineCleaner, clean_offline
-    from gravwave.twin import NoiseTwin, TwinPolicy
-    from twins.twin import format_status
-
     tic = time.perf_counter()
     opts = _options(overrides)
     workdir = Path(workdir) / "gravwave"
@@ -138,7 +131,7 @@ def demo(workdir: Path, overrides: list[str]) -> int:
     # Offline cleaning of an unseen segment with injections.
     pt = p.model_copy(update={"injections": 2, "injection_snr": (15.0, 18.0)})
     test = syn.generate(pt, n_train)
-    cleaned = clean_offline(cleaner, test.strain, test.witnesses)
+    cleaned = cleaner.clean(test.strain, test.witnesses)
     bands = dict(p.bands)
     for name, band in bands.items():
         r = metrics.asd_ratio(cleaned, test.strain, [band])
@@ -162,9 +155,8 @@ def demo(workdir: Path, overrides: list[str]) -> int:
 
     # The same segment as a stream of 1-s frames.
     online = OnlineCleaner(cleaner, frame=1.0, lookahead=0.5)
-    chans = list(cleaner.witness_channels)
     fs = int(p.sample_rate)
-    w = np.stack([test.witnesses[c].value for c in chans])
+    w = cleaner.witness_array(test.witnesses)
     frames: list[np.ndarray] = []
     for i in range(0, len(test.strain), fs):
         frames += online.push(test.strain.value[i : i + fs], w[:, i : i + fs])
@@ -186,80 +178,21 @@ def demo(workdir: Path, overrides: list[str]) -> int:
     twin = NoiseTwin.init(twin_dir, cleaner, policy)
     pd = p.model_copy(update={"t0": p.t0 + (n_train + 1) * dur, "drift": float(opts["drift"])})
     for k, seg in enumerate(syn.stream(pd, 0, int(opts["twin_segments"]))):
-        rec = twin.process(seg.strain, seg.witnesses)
-        ratios = ", ".join(f"{b} Hz {v:.3f}" for b, v in rec["asd_ratio"].items())
-        events = ", ".join(rec["events"]) or "-"
+        r = twin.update(seg.strain, witnesses=seg.witnesses)
+        ratios = ", ".join(f"{b} Hz {v:.3f}" for b, v in r.asd_ratio.items())
         print(
             f"gravwave: twin segment {k} (coupling x{seg.gains['linear'][0] / p.linear_gain:.2f}"
-            f"): in-band {ratios}; range gain {rec['range_gain_mpc']:+.2f} Mpc; {events}"
+            f"): in-band {ratios}; range gain {r.range_gain_mpc:+.2f} Mpc; "
+            f"{', '.join(r.events) or '-'}"
         )
-    what_if = twin.simulate(gain_scale=1.5)
+    what_if = twin.simulate(NoiseScenario(gain_scale=1.5))
+    in_band = {k: round(v, 3) for k, v in what_if.current.asd_ratio.items()}
     print(
-        "gravwave: what-if coupling x1.5 on the newest segment: in-band "
-        + json.dumps({k: round(v, 3) for k, v in what_if["current"]["asd_ratio"].items()})
-        + f", degraded={what_if['degraded']}"
+        f"gravwave: what-if coupling x1.5 on the newest segment: in-band {in_band}, "
+        f"degraded={what_if.degraded}"
     )
-    print(format_status(twin.store))
+    print(twin.status().text)
     print(f"gravwave: demo part took {time.perf_counter() - tic:.0f} s")
-    return 0
-
-
-def _channel_option(value: str | None) -> list[str] | None:
-    """``--channels "A,B"`` -> ``["A", "B"]``; None when not given.
-
-    Raises:
-        ConfigError: An empty name (``"A,,B"``, a trailing comma) or a name given twice.
-    """
-    if value is None:
-        return None
-    names = [c.strip() for c in value.split(",")]
-    if not all(names):
-        raise ConfigError(
-            f"--channels {value!r}: an empty channel name; expected comma-separated names, "
-            "strain first"
-        )
-    twice = sorted({c for c in names if names.count(c) > 1})
-    if twice:
-        raise ConfigError(f"--channels {value!r}: {', '.join(twice)} given twice")
-    return names
-
-
-def twin_command(cmd: str, twin_dir: Path, args: list[str]) -> int:
-    """``twins twin update|simulate|status DIR ...`` for a noise twin.
-
-    ``update`` and ``simulate`` print one JSON object; ``status`` prints the twin's state and
-    its last quality record. ``update`` returns :data:`twins.twin.EXIT_NOTHING_NEW` when the
-    segment was already processed.
-    """
-    from gravwave.twin import NoiseTwin
-    from twins.twin import EXIT_NOTHING_NEW, format_status
-
-    if cmd == "status":
-        twin = NoiseTwin.open(twin_dir)
-        print(format_status(twin.store))
-        last = twin.status().get("last_quality")
-        if last:
-            print(f"last quality {json.dumps(last, default=str)}")
-        return 0
-
-    ap = argparse.ArgumentParser(prog=f"twins twin {cmd} {twin_dir}")
-    ap.add_argument("--data", help="segment file: multi-channel HDF5 (.h5) or GWF (.gwf)")
-    ap.add_argument("--channels", help="comma-separated channels, strain first")
-    ap.add_argument("--wait", action="store_true", help="wait for another writer")
-    if cmd == "simulate":
-        ap.add_argument("--cleaner", help="candidate cleaner file to compare")
-        ap.add_argument("--gain-scale", type=float, default=1.0, help="coupling factor")
-    ns = ap.parse_args(args)
-    twin = NoiseTwin.open(twin_dir)
-    if cmd == "update":
-        if not ns.data:
-            raise ConfigError("twins twin update needs --data FILE", "give a segment file")
-        channels = _channel_option(ns.channels)
-        result = twin.process_file(ns.data, channels, wait=ns.wait)
-        print(json.dumps(result, default=str))
-        return EXIT_NOTHING_NEW if result.get("noop") else 0
-    result = twin.simulate(ns.data, ns.cleaner, ns.gain_scale)
-    print(json.dumps(result, default=str))
     return 0
 
 
@@ -267,5 +200,5 @@ DOMAIN = Domain(
     name=KIND,
     description="Virgo noise twin: Wiener + DeepClean cleaning, quality watch, refit, rollback",
     demo=demo,
-    twin_command=twin_command,
+    twin=NoiseTwin,
 )

@@ -1,12 +1,14 @@
 """The noise-cleaning network as a core :class:`~twins.task.Task` (trained by ``twins train``).
 
 Data: a synthetic span (:mod:`gravwave.synthetic`) or a multi-channel HDF5 file
-(:func:`gravwave.io.read_multichannel_hdf5`, strain first in ``channels``). Optionally a
-fitted Wiener cleaner's prediction is subtracted from the strain first (cascade: the
-network learns the residual). The target is the strain band-passed to the network's
-band (zero-phase order-8 Butterworth) divided by its standard deviation on the training
-part; witnesses are standardised with statistics of the training part only. Both travel
-with the model in ``<run_dir>/normalisation.pt``.
+(:func:`gravwave.io.read_multichannel_hdf5`, strain first in ``channels``) whose channels pass
+the ingest gates (:func:`gravwave.gates.check_segment`, bounds ``ingest``) before anything is
+trained on them. Optionally a fitted Wiener cleaner's prediction is subtracted from the strain
+first (cascade: the network learns the residual). The target is the strain band-passed to the
+network's band (zero-phase order-8 Butterworth) divided by its standard deviation on the
+training part; witnesses are standardised with statistics of the training part only. Both
+travel with the model in ``<run_dir>/normalisation.pt``, from which
+:meth:`gravwave.cleaners.NetworkCleaner.from_run` builds the cleaner.
 
 Splits are time-ordered: training windows from the start of the span, validation windows
 from its last ``val_fraction``; the test split is a separate synthetic segment or
@@ -23,11 +25,16 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from gwpy.timeseries import TimeSeries
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from torch import nn
 from torch.utils.data import Dataset
 
+from gravwave.cleaners import NORMALISATION_FILE, load_cleaner
+from gravwave.gates import IngestBounds, check_segment
+from gravwave.io import read_multichannel_hdf5
 from gravwave.losses import ASDRatioLoss
+from gravwave.metrics import plot_asd
 from gravwave.models import DeepClean
 from gravwave.preprocess import Standardizer, bandpass, check_bands
 from gravwave.synthetic import SyntheticParams, generate
@@ -36,11 +43,51 @@ from twins.task import Splits, Task
 
 log = logging.getLogger(__name__)
 
-NORMALISATION_FILE = "normalisation.pt"
+
+class NetworkSettings(BaseModel):
+    """The network's and its loss's settings (shared by the task and the cascade training).
+
+    Attributes:
+        widths: DeepClean encoder widths.
+        kernel_size: DeepClean kernel (odd).
+        dilations: DeepClean bottleneck dilations.
+        res_kernel_size: DeepClean bottleneck kernel (odd).
+        val_stride: Stride of validation and test windows [s].
+        loss_fftlength: Welch segment of the loss [s].
+        loss_overlap: Welch overlap of the loss [s] (below ``loss_fftlength``).
+        loss_average: ``"mean"`` or ``"median"`` Welch.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    widths: list[Annotated[int, Field(ge=1)]] = Field([8, 16, 32, 64], min_length=1)
+    kernel_size: int = Field(7, ge=1)
+    dilations: list[Annotated[int, Field(ge=1)]] = [1, 2, 4, 8, 16]
+    res_kernel_size: int = Field(3, ge=1)
+    val_stride: float = Field(4.0, gt=0)
+    loss_fftlength: float = Field(2.0, gt=0)
+    loss_overlap: float = Field(1.0, ge=0)
+    loss_average: Literal["mean", "median"] = "mean"
+
+    @field_validator("kernel_size", "res_kernel_size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"expected an odd kernel (the output keeps its length), got {v}")
+        return v
+
+    @field_validator("loss_overlap")
+    @classmethod
+    def _overlap_below_fftlength(cls, v: float, info: ValidationInfo) -> float:
+        fft = info.data.get("loss_fftlength")
+        if fft is not None and not v < fft:
+            raise ValueError(f"expected loss_overlap < loss_fftlength ({fft} s), got {v} s")
+        return v
 
 
-class NoiseCleaningParams(BaseModel):
-    """Parameters of :class:`NoiseCleaning`.
+class NoiseCleaningParams(NetworkSettings):
+    """Parameters of :class:`NoiseCleaning`: the data, the windows, the band, and the
+    network and loss settings of :class:`NetworkSettings`.
 
     Attributes:
         synthetic: Settings of the generator, validated as strictly as the rest (a
@@ -53,23 +100,16 @@ class NoiseCleaningParams(BaseModel):
         span: ``(start, end)`` in s from the start of the data used for training and
             validation; default everything.
         test_span: ``(start, end)`` in s of a file's test span (default: the validation part).
+        ingest: Plausibility bounds every channel of the file must pass
+            (:func:`gravwave.gates.check_segment`); widen one with a key, e.g.
+            ``task.params.ingest.max_robust_sigma=20``.
         sample_rate: Working rate in Hz (the data must already be at it).
         window: Window length in s (samples a multiple of the network stride).
         stride: Stride of training windows in s.
-        val_stride: Stride of validation and test windows in s.
         val_fraction: Share of the span, at its end, used for validation.
         band: The network's band(s) in Hz.
         wiener: Path of a fitted Wiener cleaner whose prediction is subtracted first.
-        widths: DeepClean encoder widths.
-        kernel_size: DeepClean kernel.
-        dilations: DeepClean bottleneck dilations.
-        res_kernel_size: DeepClean bottleneck kernel.
-        loss_fftlength: Welch segment of the loss in s.
-        loss_overlap: Welch overlap of the loss in s.
-        loss_average: ``"mean"`` or ``"median"`` Welch.
     """
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     synthetic: SyntheticParams | None = None
     segment: int = Field(0, ge=0)
@@ -78,20 +118,13 @@ class NoiseCleaningParams(BaseModel):
     channels: list[str] | None = None
     span: tuple[float, float] | None = None
     test_span: tuple[float, float] | None = None
+    ingest: IngestBounds = Field(default_factory=IngestBounds)
     sample_rate: float = Field(4096.0, gt=0)
     window: float = Field(8.0, gt=0)
     stride: float = Field(0.25, gt=0)
-    val_stride: float = Field(4.0, gt=0)
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     band: list[tuple[float, float]] = Field([(49.0, 51.0)], min_length=1)
     wiener: str | None = None
-    widths: list[Annotated[int, Field(ge=1)]] = Field([8, 16, 32, 64], min_length=1)
-    kernel_size: int = Field(7, ge=1)
-    dilations: list[Annotated[int, Field(ge=1)]] = [1, 2, 4, 8, 16]
-    res_kernel_size: int = Field(3, ge=1)
-    loss_fftlength: float = Field(2.0, gt=0)
-    loss_overlap: float = Field(1.0, ge=0)
-    loss_average: Literal["mean", "median"] = "mean"
 
     @field_validator("channels")
     @classmethod
@@ -107,21 +140,6 @@ class NoiseCleaningParams(BaseModel):
     ) -> list[tuple[float, float]]:
         if "sample_rate" in info.data:
             check_bands(v, info.data["sample_rate"])  # ValueError: 0 < low < high < Nyquist
-        return v
-
-    @field_validator("kernel_size", "res_kernel_size")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError(f"expected an odd kernel (the output keeps its length), got {v}")
-        return v
-
-    @field_validator("loss_overlap")
-    @classmethod
-    def _overlap_below_fftlength(cls, v: float, info: ValidationInfo) -> float:
-        fft = info.data.get("loss_fftlength")
-        if fft is not None and not v < fft:
-            raise ValueError(f"expected loss_overlap < loss_fftlength ({fft} s), got {v} s")
         return v
 
     @model_validator(mode="after")
@@ -224,9 +242,8 @@ class NoiseCleaning(Task):
             names = p.channels or [seg.strain.name, *seg.witnesses]
             span = p.span if which == "train" else None
         else:
-            from gravwave.io import read_multichannel_hdf5
-
-            data = read_multichannel_hdf5(p.path, p.channels)  # type: ignore[arg-type]
+            assert p.path is not None  # one source: the model validator
+            data = read_multichannel_hdf5(p.path, p.channels)
             names = p.channels or list(data)
             span = p.span if which == "train" else p.test_span
         missing = [c for c in names if c not in data]
@@ -238,12 +255,13 @@ class NoiseCleaning(Task):
                 f"data at {fs} Hz, task expects {p.sample_rate} Hz",
                 hint="resample with gravwave.io.prepare first",
             )
-        arrs = np.stack([np.asarray(data[c].value, dtype=np.float64) for c in names])
-        if span is not None:
-            a, b = round(span[0] * fs), round(span[1] * fs)
-            if not 0 <= a < b <= arrs.shape[1]:
-                raise DataError(f"span {span} s is outside the {arrs.shape[1] / fs} s of data")
-            arrs = arrs[:, a:b]
+        n = len(data[names[0]])
+        a, b = (0, n) if span is None else (round(span[0] * fs), round(span[1] * fs))
+        if not 0 <= a < b <= n:
+            raise DataError(f"span {span} s is outside the {n / fs} s of data")
+        if p.path is not None:  # the span trained on passes the ingest gates, as in prepare()
+            check_segment({c: data[c][a:b] for c in names}, Path(p.path).name, p.ingest)
+        arrs = np.stack([np.asarray(data[c].value[a:b], dtype=np.float64) for c in names])
         return names[0], names[1:], arrs[1:], arrs[0]
 
     def _target(
@@ -264,8 +282,6 @@ class NoiseCleaning(Task):
         p = self.params
         resid = strain
         if p.wiener:
-            from gravwave.cleaner import load_cleaner
-
             resid = strain - load_cleaner(p.wiener).noise(witnesses)
         return bandpass(resid, p.band, p.sample_rate)
 
@@ -365,10 +381,6 @@ class NoiseCleaning(Task):
     def figures(self, model: nn.Module, split: str, out_dir: Path) -> list[Path]:
         """ASD of the network's target ("raw") and of what it leaves ("cleaned": target minus
         the band-passed prediction) on up to eight windows of ``split``; one PNG."""
-        from gwpy.timeseries import TimeSeries
-
-        from gravwave.metrics import plot_asd
-
         data = getattr(self.splits(), split)
         n = min(len(data), 8)
         if n == 0:
@@ -408,37 +420,3 @@ class NoiseCleaning(Task):
                 average=p.loss_average,
             )
         return self._loss.batch_loss(model, batch)
-
-
-def load_network(run_dir: str | Path, window: float = 8.0, overlap: float = 0.5) -> Any:
-    """Build a :class:`~gravwave.cascade.NetworkCleaner` from a finished training run.
-
-    Args:
-        run_dir: ``<workdir>/<name>`` of the run (holds ``model.pt`` and the normalisation).
-        window: Offline cleaning window in s.
-        overlap: Offline overlap fraction.
-
-    Raises:
-        DataError: Missing files.
-    """
-    from gravwave.cascade import NetworkCleaner
-
-    run_dir = Path(run_dir)
-    for name in ("model.pt", NORMALISATION_FILE):
-        if not (run_dir / name).is_file():
-            raise DataError(f"{run_dir / name} not found: did the training run finish?")
-    best = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
-    norm = torch.load(run_dir / NORMALISATION_FILE, map_location="cpu", weights_only=True)
-    model = DeepClean(**norm["model_kwargs"])
-    model.load_state_dict(best["model"])
-    return NetworkCleaner(
-        model,
-        Standardizer.from_state_dict(norm["standardizer"]),
-        norm["target_scale"],
-        norm["strain_channel"],
-        norm["witness_channels"],
-        norm["sample_rate"],
-        [tuple(b) for b in norm["bands"]],
-        window=window,
-        overlap=overlap,
-    )

@@ -1,7 +1,7 @@
 """Subprocess helper of the noise-twin crash test: ``python _noise_twin_writer.py TWIN SEGMENT``.
 
-Opens the twin, prints ``ready`` and processes the segment file (multi-channel HDF5); the test
-kills it with SIGKILL at a random instant.
+Opens the twin, prints ``ready`` and updates it with the segment file (multi-channel HDF5); the
+test kills it with SIGKILL at a random instant.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from gravwave.twin import NoiseTwin
 
 
 def main(argv: list[str]) -> int:
-    """Process one segment file into one twin."""
+    """Update one twin with one segment file."""
     twin = NoiseTwin.open(argv[0])
     print("ready", flush=True)
-    twin.process_file(argv[1], wait=True)
+    twin.update(argv[1], wait=True)
     print("done", flush=True)
     return 0
 

@@ -8,24 +8,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gwpy.timeseries import TimeSeries, TimeSeriesDict
+from pydantic import ValidationError
 
-from gravwave.cascade import (
+from gravwave.cleaners import (
     CascadeCleaner,
-    CascadeParams,
+    Cleaner,
     NetworkCleaner,
-    WienerStage,
-    fit_cascade,
+    NetworkConfig,
+    WienerCleaner,
+    load_cleaner,
 )
-from gravwave.clean import clean_offline
-from gravwave.cleaner import Cleaner, WienerCleaner, load_cleaner
 from gravwave.metrics import asd_ratio, matched_filter_snr, out_of_band_ratio
 from gravwave.models import DeepClean
+from gravwave.policy import TwinPolicy
 from gravwave.preprocess import Standardizer
 from gravwave.synthetic import SyntheticParams, generate
-from twins.errors import DataError
+from gravwave.training import CascadeParams, CascadeTraining, fit_cascade, retrain_cascade
+from twins.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 FS = 1024.0
+
+
+def _series(x: np.ndarray, y: np.ndarray, chans: list[str]) -> tuple[TimeSeries, TimeSeriesDict]:
+    wit = TimeSeriesDict((c, TimeSeries(x[i], sample_rate=FS)) for i, c in enumerate(chans))
+    return TimeSeries(y, sample_rate=FS, name="V1:h"), wit
 
 
 def _small_cascade() -> CascadeCleaner:
@@ -33,13 +41,21 @@ def _small_cascade() -> CascadeCleaner:
     chans = ["a", "b", "c"]
     x = rng.standard_normal((3, int(32 * FS)))
     y = np.convolve(x[1], [0.3, 0.2, -0.1], mode="same")
-    wiener = WienerCleaner("V1:h", chans, FS, [(100.0, 140.0)], n_taps=16).fit(x, y)
+    wiener = WienerCleaner("V1:h", chans, FS, [(100.0, 140.0)], n_taps=16).fit(
+        *_series(x, y, chans)
+    )
     model = DeepClean(3, widths=(4, 8), dilations=(1, 2))
     with torch.no_grad():
         for prm in model.parameters():
             prm.add_(0.1 * torch.randn_like(prm))
-    net = NetworkCleaner(model, Standardizer().fit(x), 2.5, "V1:h", chans, FS, [(40.0, 60.0)])
-    return CascadeCleaner(WienerStage(wiener), net)
+    config = NetworkConfig(
+        strain_channel="V1:h",
+        witness_channels=chans,
+        sample_rate=FS,
+        bands=[(40.0, 60.0)],
+        target_scale=2.5,
+    )
+    return CascadeCleaner(wiener, NetworkCleaner(model, Standardizer().fit(x), config))
 
 
 def test_cascade_round_trips_weights_only(tmp_path: Path) -> None:
@@ -60,6 +76,15 @@ def test_cascade_round_trips_weights_only(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match="same witness channels"):
         CascadeCleaner(cascade.wiener, _rename(cascade.network))
+    # fit refits the Wiener stage only; the trained network stays; a network alone is trained
+    y = np.convolve(x[2], [0.4, -0.1], mode="same")
+    refit = cascade.refit(*_series(x, y, list(cascade.witness_channels)))
+    assert refit.network.state()["model"].keys() == cascade.network.state()["model"].keys()
+    for k, v in refit.network.state()["model"].items():
+        torch.testing.assert_close(v, cascade.network.state()["model"][k], rtol=0, atol=0)
+    assert not np.array_equal(refit.wiener.filter.taps, cascade.wiener.filter.taps)
+    with pytest.raises(ConfigError, match="a NetworkCleaner is trained, not fitted"):
+        cascade.network.refit(*_series(x, y, list(cascade.witness_channels)))
 
 
 def _rename(net: NetworkCleaner) -> NetworkCleaner:
@@ -89,10 +114,11 @@ def test_short_cascade_beats_wiener_alone_and_keeps_signals(tmp_path: Path) -> N
         ),
         tmp_path,
     )
+    assert isinstance(cascade.wiener, WienerCleaner) and cascade.wiener.window == 4.0
     test = generate(p.model_copy(update={"injections": 2, "injection_snr": (15.0, 18.0)}), 3)
     raw, bands = test.strain, test.bands
-    wiener_only = clean_offline(cascade.stages()["wiener"], raw, test.witnesses)
-    cleaned = clean_offline(cascade, raw, test.witnesses)
+    wiener_only = cascade.stages()["wiener"].clean(raw, test.witnesses)
+    cleaned = cascade.clean(raw, test.witnesses)
     r_w = asd_ratio(wiener_only, raw, [bands["bilinear"]])
     r_c = asd_ratio(cleaned, raw, [bands["bilinear"]])
     log.info("bilinear band ASD ratio: Wiener alone %.3f, cascade %.3f", r_w, r_c)
@@ -109,8 +135,6 @@ def test_short_cascade_beats_wiener_alone_and_keeps_signals(tmp_path: Path) -> N
 def test_twin_cascade_refit_retrains_both_stages_on_new_coupling(tmp_path: Path) -> None:
     """TwinPolicy(refit="cascade"): the whole cascade is retrained on the buffered data with
     the current bands, taps and channels, and cleans the new coupling it was refitted on."""
-    from gravwave.twin import TwinPolicy, default_refit
-
     torch.set_num_threads(2)
     current = _small_cascade()
     rng = np.random.default_rng(7)
@@ -127,16 +151,18 @@ def test_twin_cascade_refit_retrains_both_stages_on_new_coupling(tmp_path: Path)
             "batch_size": 4,
             "val_fraction": 0.2,
             "network": {"loss_fftlength": 1.0, "loss_overlap": 0.5, "val_stride": 2.0},
-            "n_taps": 999,  # ignored: taps and bands always come from the current cascade
         },
     )
-    new = default_refit(policy)(current, x, y)
+    # taps and bands always come from the current cascade: they are no training setting
+    with pytest.raises(ValidationError, match="n_taps"):
+        TwinPolicy(refit="cascade", cascade_refit={"n_taps": 999})
+    strain, wit = _series(x, y, list(current.witness_channels))
+    new = retrain_cascade(current, strain, wit, policy.cascade_refit)
     assert isinstance(new, CascadeCleaner) and new is not current
     assert new.witness_channels == current.witness_channels
     assert new.wiener.bands == current.wiener.bands
     assert new.network.bands == current.network.bands
-    assert new.wiener.wiener.filter.n_taps == current.wiener.wiener.filter.n_taps
-    from gwpy.timeseries import TimeSeries
+    assert new.wiener.filter.n_taps == current.wiener.filter.n_taps
 
     def ratio(cleaner: CascadeCleaner) -> float:
         def ts(v: np.ndarray) -> TimeSeries:
@@ -149,5 +175,5 @@ def test_twin_cascade_refit_retrains_both_stages_on_new_coupling(tmp_path: Path)
         "linear-band ASD ratio on the drifted coupling: old %.3f, refitted %.3f", before, after
     )
     assert after < 0.5 < before
-    with pytest.raises(Exception, match="needs a CascadeCleaner"):
-        default_refit(policy)(current.wiener.wiener, x, y)
+    with pytest.raises(ConfigError, match="needs a CascadeCleaner"):
+        retrain_cascade(current.wiener, strain, wit, CascadeTraining())

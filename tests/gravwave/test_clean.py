@@ -1,43 +1,55 @@
-"""Offline Hann overlap-add and online frame-by-frame cleaning."""
+"""Offline Hann overlap-add (:meth:`Cleaner.clean`) and online frame-by-frame cleaning."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any, Self
 
 import numpy as np
 import pytest
 from gwpy.timeseries import TimeSeries, TimeSeriesDict
 from scipy import signal
 
-from gravwave.cascade import CascadeCleaner, NetworkCleaner, WienerStage
-from gravwave.clean import (
+from gravwave.cleaners import (
+    CascadeCleaner,
+    Cleaner,
+    NetworkCleaner,
+    NetworkConfig,
     OnlineCleaner,
-    WindowedCleaner,
-    clean_offline,
-    fir_bandpass,
-    hann,
-    overlap_add,
+    WienerCleaner,
 )
-from gravwave.cleaner import WienerCleaner
+from gravwave.cleaners.windowed import fir_bandpass, hann, overlap_add
 from gravwave.models import DeepClean
 from gravwave.preprocess import Standardizer
 
 FS = 1024.0
 
 
-class OracleCleaner:
-    """Predicts the noise exactly: witness 0 *is* the noise."""
+class OracleCleaner(Cleaner):
+    """Predicts the noise exactly: witness 0 *is* the noise (zero reach, nothing to fit)."""
 
+    kind = "test-oracle"
     strain_channel = "V1:h"
     witness_channels = ("noise", "other")
     sample_rate = FS
     bands = ((10.0, 20.0),)
 
-    def noise(self, witnesses: np.ndarray) -> np.ndarray:
-        return np.asarray(witnesses)[0].copy()
+    def fit(self, strain: TimeSeries, witnesses: Mapping[str, TimeSeries]) -> Self:
+        return self
 
-    def save(self, path):  # pragma: no cover - not used
-        raise NotImplementedError
+    def raw(self, witnesses: np.ndarray) -> np.ndarray:
+        return np.asarray(witnesses)[:, :1].copy()
+
+    def finish(self, raw: np.ndarray) -> np.ndarray:
+        return np.asarray(raw)[0]
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        return cls()
 
 
 @pytest.mark.parametrize(("total", "overlap"), [(10_000, 0.5), (4096, 0.5), (5000, 0.75)])
@@ -61,7 +73,7 @@ def test_oracle_prediction_returns_the_oracle() -> None:
         noise=TimeSeries(noise, sample_rate=FS, t0=100.0),
         other=TimeSeries(rng.standard_normal(n), sample_rate=FS, t0=100.0),
     )
-    cleaned = clean_offline(OracleCleaner(), strain, wit, window=8.0)
+    cleaned = OracleCleaner().clean(strain, wit, window=8.0)
     # identical predictions in every window, weights summing to 1: float rounding only
     # |values| < 6 (Gaussian, 1e5 samples): a few float64 operations, <= 10 u64 * 6 = 7e-15
     np.testing.assert_allclose(cleaned.value, floor, rtol=0, atol=1e-12)
@@ -81,17 +93,23 @@ def _cascade(n_ch: int = 4, seed: int = 0) -> CascadeCleaner:
     chans = [f"w{i}" for i in range(n_ch)]
     x = rng.standard_normal((n_ch, int(64 * FS)))
     y = signal.lfilter([0.5, -0.3, 0.2], [1.0], x[0]) + 0.1 * rng.standard_normal(x.shape[1])
-    wiener = WienerCleaner("V1:h", chans, FS, [(100.0, 140.0)], n_taps=32).fit(x, y)
+    wit = TimeSeriesDict((c, TimeSeries(x[i], sample_rate=FS)) for i, c in enumerate(chans))
+    wiener = WienerCleaner("V1:h", chans, FS, [(100.0, 140.0)], n_taps=32, window=8.0)
+    wiener.fit(TimeSeries(y, sample_rate=FS), wit)
     model = DeepClean(n_ch, widths=(4, 8), dilations=(1, 2)).eval()
-    net = NetworkCleaner(
-        model, Standardizer().fit(x), 0.7, "V1:h", chans, FS, [(40.0, 60.0)], window=8.0
+    config = NetworkConfig(
+        strain_channel="V1:h",
+        witness_channels=chans,
+        sample_rate=FS,
+        bands=[(40.0, 60.0)],
+        target_scale=0.7,
+        window=8.0,
     )
-    return CascadeCleaner(WienerStage(wiener, window=8.0), net)
+    return CascadeCleaner(wiener, NetworkCleaner(model, Standardizer().fit(x), config))
 
 
 def test_online_equals_offline_in_the_interior() -> None:
     cascade = _cascade()
-    assert isinstance(cascade, WindowedCleaner)
     rng = np.random.default_rng(2)
     n = int(40 * FS)
     x = rng.standard_normal((4, n))
@@ -100,7 +118,7 @@ def test_online_equals_offline_in_the_interior() -> None:
     wit = TimeSeriesDict(
         (c, TimeSeries(x[i], sample_rate=FS)) for i, c in enumerate(cascade.witness_channels)
     )
-    offline = clean_offline(cascade, strain, wit).value
+    offline = cascade.clean(strain, wit).value
 
     online = OnlineCleaner(cascade, frame=1.0, lookahead=0.5)
     frames = []

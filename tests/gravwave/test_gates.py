@@ -21,7 +21,8 @@ from gravwave.gates import (
     robust_location_scale,
     robust_standardize,
 )
-from gravwave.twin import TwinPolicy, _policy, glitch_flags
+from gravwave.policy import TwinPolicy, load_policy
+from gravwave.quality import glitch_flags
 from twins.errors import ConfigError, DataError
 
 FS = 4096.0
@@ -110,7 +111,7 @@ def test_bounds_model_is_strict_and_per_channel() -> None:
     # The twin's policy holds the bounds in one field: a typo there is a config error.
     assert TwinPolicy(ingest={"max_robust_sigma": 20}).ingest.max_robust_sigma == 20
     with pytest.raises(ConfigError, match=r"ingest\.max_robust_sigmaa"):
-        _policy({"ingest": {"max_robust_sigmaa": 20}})
+        load_policy({"ingest": {"max_robust_sigmaa": 20}})
     # A per-channel K widens one channel only.
     spiky = _noise(int(16 * FS), seed=1)
     spiky[5000] = 30 * MAD_TO_SIGMA * np.median(np.abs(spiky))
@@ -165,5 +166,5 @@ def test_glitch_whitening_flags_huge_glitch_without_overflow() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         flags = glitch_flags(x, FS, 100.0)
-    assert len(flags) == 1 and flags[0]["gps_peak"] == 109.0
-    assert math.isfinite(flags[0]["peak"]) and flags[0]["peak"] > 6
+    assert len(flags) == 1 and flags[0].gps_peak == 109.0
+    assert math.isfinite(flags[0].peak) and flags[0].peak > 6

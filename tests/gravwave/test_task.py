@@ -9,11 +9,13 @@ import pytest
 import torch
 from gwpy.timeseries import TimeSeries, TimeSeriesDict
 
+from gravwave.cleaners import NetworkCleaner
+from gravwave.gates import IngestBounds
 from gravwave.io import write_multichannel_hdf5
 from gravwave.synthetic import SyntheticParams
-from gravwave.task import NoiseCleaning, NoiseCleaningParams, WindowDataset, load_network
+from gravwave.task import NoiseCleaning, NoiseCleaningParams, WindowDataset
 from twins.config import config_hash, load_config
-from twins.errors import ConfigError
+from twins.errors import ConfigError, DataError
 from twins.train.run import train_process
 
 FS = 512.0
@@ -60,6 +62,10 @@ def test_normalisation_ignores_the_validation_part(tmp_path: Path) -> None:
             stride=1.0,
             val_fraction=0.25,
             band=[(40.0, 60.0)],
+            # The second file's validation part is implausible on purpose (a 50-unit offset
+            # on unit noise: ~60 robust sigma, its strain x30: ~90), so the ingest gate
+            # (13 robust sigma) would refuse it; 1000 leaves a factor > 10 of margin.
+            ingest=IngestBounds(max_robust_sigma=1000),
         )
         task = NoiseCleaning(params, workdir=tmp_path / f"run{k}")
         tasks.append(task)
@@ -110,10 +116,31 @@ def test_trains_through_train_process(tmp_path: Path) -> None:
     assert summary["steps"] == 6 and np.isfinite(summary["test_loss"])
     assert 0 < summary["best_val_loss"] < 1.5
     assert [Path(f).name for f in summary["figures"]] == ["asd_test.png"]  # for MLflow
-    net = load_network(cfg.run_dir, window=4.0)
+    net = NetworkCleaner.from_run(cfg.run_dir, window=4.0)
     assert net.witness_channels[0] == "V1:ENV_CEB_MAG_X" and len(net.witness_channels) == 4
     noise = net.noise(np.random.default_rng(0).standard_normal((4, 9000)))
     assert noise.shape == (9000,) and np.isfinite(noise).all()
+
+
+def test_training_file_passes_the_ingest_gates(tmp_path: Path) -> None:
+    """A 1e30 witness sample is refused naming file, channel and bound; outside the span
+    trained on it is not looked at; a widened per-channel bound lets it in."""
+    rng = np.random.default_rng(1)
+    n = int(64 * FS)
+    wit, strain = rng.standard_normal((3, n)), rng.standard_normal(n)
+    wit[1, int(48 * FS)] = 1e30  # GPS 48 s, in the second half
+    path = _write(tmp_path / "spiky.h5", strain, wit)
+    base = {"path": str(path), "sample_rate": FS, "window": 4.0, "stride": 1.0}
+
+    def prepare(**kw: object) -> dict:
+        params = NoiseCleaningParams(**base, **kw)
+        return NoiseCleaning(params, workdir=tmp_path / "run").prepare()
+
+    with pytest.raises(DataError, match=r"channel w1 in spiky\.h5: sample 1e\+30 at GPS 48"):
+        prepare()
+    assert prepare(span=(0.0, 32.0))["n"] == int(32 * FS)
+    wide = IngestBounds(channel_max_robust_sigma={"w1": 1e31})  # 1e30 over a sigma near 1
+    assert prepare(ingest=wide)["n"] == n
 
 
 def test_params_are_strict() -> None:

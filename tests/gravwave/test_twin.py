@@ -21,15 +21,18 @@ import pytest
 from gwpy.timeseries import TimeSeries, TimeSeriesDict
 
 from gravwave import synthetic as syn
-from gravwave.cleaner import WienerCleaner, register_cleaner
+from gravwave.cleaners import WienerCleaner, register_cleaner
 from gravwave.io import read_multichannel_hdf5, write_multichannel_hdf5
 from gravwave.metrics import range_gain_share
-from gravwave.twin import NoiseTwin, glitch_flags
+from gravwave.quality import glitch_flags
+from gravwave.twin import NoiseTwin
+from gravwave.twin_state import NoiseScenario, SegmentResult
 from twins.errors import ConfigError, DataError
 from twins.twin import TwinLockedError
 
 DUR = 32.0
 T0 = 1262304018.0
+LINEAR = (142.0, 162.0)  # the synthetic linear coupling's band, the cleaner's band
 WRITER = Path(__file__).with_name("_noise_twin_writer.py")
 POLICY = {"register_models": False, "min_refit_seconds": DUR, "buffer_seconds": 3 * DUR}
 
@@ -41,7 +44,7 @@ def _params(**kw: Any) -> syn.SyntheticParams:
 def _fit(seg: syn.SyntheticSegment, n_taps: int = 128) -> WienerCleaner:
     chans = list(seg.witnesses)
     cl = WienerCleaner(syn.STRAIN_CHANNEL, chans, 4096, [seg.params.linear_band], n_taps=n_taps)
-    return cl.fit(np.stack([seg.witnesses[c].value for c in chans]), seg.strain.value)
+    return cl.fit(seg.strain, seg.witnesses)
 
 
 @pytest.fixture(scope="module")
@@ -72,28 +75,31 @@ def test_ordered_ingest_quality_idempotency_buffer(
 ) -> None:
     twin = NoiseTwin.init(tmp_path / "t", cleaner, {**POLICY, "buffer_seconds": 2 * DUR})
     assert twin.cursor is None
-    recs = [twin.process(s.strain, s.witnesses) for s in segments]
+    recs = [twin.update(s.strain, witnesses=s.witnesses) for s in segments]
     assert twin.cursor == pytest.approx(T0 + 3 * DUR)
-    assert [r["version"] for r in recs] == [1, 2, 3]
-    q = twin.quality()
-    assert q["gps_start"] == pytest.approx(T0 + 2 * DUR) and q["duration"] == DUR
-    assert set(q["asd_ratio"]) == {"142-162"}
-    assert 0.2 < q["asd_ratio"]["142-162"] < 0.5  # oracle ~0.32
-    assert abs(q["out_of_band_ratio"] - 1) < 0.01
-    assert q["range_cleaned_mpc"] > q["range_raw_mpc"] > 40
-    assert q["glitches"] == [] and q["degraded"] is False
-    assert recs[0]["events"] == ["reference_set"]
+    assert [r.version for r in recs] == [1, 2, 3]
+    q = twin.result()
+    assert q == recs[2]  # the stored record is what the update returned
+    assert q.gps_start == pytest.approx(T0 + 2 * DUR) and q.duration == DUR
+    assert set(q.asd_ratio) == {"142-162"}
+    assert 0.2 < q.ratio(LINEAR) < 0.5  # oracle ~0.32
+    assert abs(q.out_of_band_ratio - 1) < 0.01
+    assert q.range_cleaned_mpc > q.range_raw_mpc > 40
+    assert q.glitches == () and q.degraded is False
+    assert recs[0].events == ("reference_set",)
+    assert SegmentResult.model_validate_json(q.to_json()) == q
     # The cleaned strain is the input minus the cleaner's prediction.
     raw = segments[2].strain.value
     assert 0 < np.std(raw - _cleaned(twin)) < np.std(raw)
     # Rolling buffer: bounded to buffer_seconds, newest last.
     st = twin.status()
-    assert st["buffer_segments"] == 2 and st["buffer_seconds"] == pytest.approx(2 * DUR)
-    assert twin.store.state.extra["buffer"][-1]["t0"] == pytest.approx(T0 + 2 * DUR)
+    assert st.buffer_segments == 2 and st.buffer_seconds == pytest.approx(2 * DUR)
+    assert twin.state.buffer[-1].t0 == pytest.approx(T0 + 2 * DUR)
+    assert st.last_quality is not None and st.last_quality.asd_ratio == q.asd_ratio
     # The same segment again: a no-op leaving the directory unchanged.
     before = dir_snapshot(twin.path, skip_lock=True)
-    again = twin.process(segments[1].strain, segments[1].witnesses)
-    assert again["noop"] is True and again["version"] == 2
+    again = twin.update(segments[1].strain, witnesses=segments[1].witnesses)
+    assert again.noop is True and again.version == 2 and again.asd_ratio == recs[1].asd_ratio
     assert dir_snapshot(twin.path, skip_lock=True) == before
     assert twin.store.verify() == []
 
@@ -105,10 +111,10 @@ def test_out_of_order_overlap_gap_rejected(
     dir_snapshot,
 ) -> None:
     twin = NoiseTwin.init(tmp_path / "t", cleaner, POLICY)
-    twin.process(segments[0].strain, segments[0].witnesses)
+    twin.update(segments[0].strain, witnesses=segments[0].witnesses)
     before = dir_snapshot(twin.path, skip_lock=True)
     with pytest.raises(DataError, match="a gap"):
-        twin.process(segments[2].strain, segments[2].witnesses)
+        twin.update(segments[2].strain, witnesses=segments[2].witnesses)
     shifted = segments[1].strain.copy()
     shifted.t0 = shifted.t0.value - 8.0  # overlaps the consumed segment
     wit = TimeSeriesDict()
@@ -117,7 +123,7 @@ def test_out_of_order_overlap_gap_rejected(
         w.t0 = shifted.t0
         wit[c] = w
     with pytest.raises(DataError, match="before the twin's cursor"):
-        twin.process(shifted, wit)
+        twin.update(shifted, witnesses=wit)
     assert dir_snapshot(twin.path, skip_lock=True) == before
 
 
@@ -165,7 +171,7 @@ def test_rejected_inputs_change_nothing(
     before = dir_snapshot(twin.path, skip_lock=True)
     strain, wit = _bad(segments[0], what)
     with pytest.raises(DataError, match=match):
-        twin.process(strain, wit, source="seg.h5")
+        twin.update(strain, witnesses=wit, source="seg.h5")
     assert dir_snapshot(twin.path, skip_lock=True) == before
 
 
@@ -174,10 +180,12 @@ def test_bad_policy_and_files(tmp_path: Path, cleaner: WienerCleaner) -> None:
         NoiseTwin.init(tmp_path / "t", cleaner, {"degrade_treshold": 0.1})
     twin = NoiseTwin.init(tmp_path / "u", cleaner, POLICY)
     with pytest.raises(DataError, match="not found"):
-        twin.process_file(tmp_path / "missing.h5")
+        twin.update(tmp_path / "missing.h5")
     (tmp_path / "x.txt").write_text("no")
     with pytest.raises(DataError, match="unknown segment file type"):
-        twin.process_file(tmp_path / "x.txt")
+        twin.update([tmp_path / "x.txt"])
+    with pytest.raises(ConfigError, match="needs --data"):
+        twin.update([])
 
 
 def test_process_file_and_lock(
@@ -188,9 +196,9 @@ def test_process_file_and_lock(
     f = write_multichannel_hdf5(tmp_path / "seg0.h5", seg)
     # Another writer holds the lock.
     with twin.store.transaction("someone-else"), pytest.raises(TwinLockedError, match="locked"):
-        twin.process_file(f)
-    rec = twin.process_file(f)
-    assert rec["version"] == 2 and twin.cursor == pytest.approx(T0 + DUR)
+        twin.update(f)
+    rec = twin.update(f)
+    assert rec.version == 2 and twin.cursor == pytest.approx(T0 + DUR)
 
 
 def test_glitch_flags_find_loud_glitch() -> None:
@@ -200,7 +208,7 @@ def test_glitch_flags_find_loud_glitch() -> None:
     t = (np.arange(n) - 9 * 4096) / fs
     x += 8.0 * np.exp(-((t / 0.01) ** 2)) * np.sin(2 * np.pi * 200 * t)
     flags = glitch_flags(x, fs, 100.0, threshold=6.0)
-    assert len(flags) == 1 and abs(flags[0]["gps_peak"] - 109.0) < 0.02
+    assert len(flags) == 1 and abs(flags[0].gps_peak - 109.0) < 0.02
     assert glitch_flags(rng.standard_normal(n), fs, 0.0) == []
 
 
@@ -212,19 +220,18 @@ def test_drift_episode_refit_recovers(tmp_path: Path, cleaner: WienerCleaner) ->
     shares, recs = [], []
     for k in range(7):
         seg = syn.generate(p, k)
-        recs.append(twin.process(seg.strain, seg.witnesses))
+        recs.append(twin.update(seg.strain, witnesses=seg.witnesses))
         shares.append(range_gain_share(seg.strain, _cleaned_ts(twin), seg.oracle))
         if k == 6:
-            frozen = seg.strain.value - cleaner.noise(
-                np.stack([seg.witnesses[c].value for c in cleaner.witness_channels])
-            )
-            no_update = range_gain_share(seg.strain, seg.strain.copy() * 0 + frozen, seg.oracle)
-    events = [r["events"] for r in recs]
+            frozen = cleaner.clean(seg.strain, seg.witnesses)
+            no_update = range_gain_share(seg.strain, frozen, seg.oracle)
+    events = [r.events for r in recs]
     detected = next(k for k, e in enumerate(events) if "degraded" in e)
     accepted = next(k for k, e in enumerate(events) if "refit_accepted" in e)
     assert detected < accepted <= detected + 2
-    refit = recs[accepted]["refit"]
-    assert refit["candidate_ratio"]["142-162"] < refit["current_ratio"]["142-162"] - 0.05
+    refit = recs[accepted].refit
+    assert refit is not None and refit.candidate_ratio is not None and refit.current_ratio
+    assert refit.candidate_ratio["142-162"] < refit.current_ratio["142-162"] - 0.05
     assert twin.store.state.model_ref == f"versions/v{accepted + 1:06d}/products/cleaner.pt"
     after = shares[accepted + 1]
     assert after >= 0.8 * shares[0], (shares, after)
@@ -234,8 +241,7 @@ def test_drift_episode_refit_recovers(tmp_path: Path, cleaner: WienerCleaner) ->
 class _TrapCleaner(WienerCleaner):
     """Good in memory; once saved and loaded, it predicts the noise with the wrong sign."""
 
-    def state(self) -> dict[str, Any]:
-        return {**super().state(), "kind": "test-trap"}
+    kind = "test-trap"
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> WienerCleaner:
@@ -244,11 +250,11 @@ class _TrapCleaner(WienerCleaner):
         return good
 
 
-register_cleaner("test-trap")(_TrapCleaner)
+register_cleaner(_TrapCleaner)
 
 
 def _refit_with(factory: Any) -> Any:
-    def refit(current: Any, witnesses: np.ndarray, strain: np.ndarray) -> Any:
+    def refit(current: Any, strain: TimeSeries, witnesses: TimeSeriesDict) -> Any:
         new = factory(
             current.strain_channel,
             current.witness_channels,
@@ -256,7 +262,7 @@ def _refit_with(factory: Any) -> Any:
             current.bands,
             n_taps=64,
         )
-        return new.fit(witnesses, strain)
+        return new.fit(strain, witnesses)
 
     return refit
 
@@ -268,39 +274,42 @@ def test_worse_refit_rejected_or_rolled_back_and_manual_rollback(
     p = _params(linear_gain=6.0)  # a step in coupling gain: x2 from the start of the stream
     segs = [syn.generate(p, k) for k in range(4)]
 
-    def bad_refit(current: Any, witnesses: np.ndarray, strain: np.ndarray) -> Any:
-        return _refit_with(WienerCleaner)(current, witnesses, -strain)  # anti-cleaner
+    def bad_refit(current: Any, strain: TimeSeries, witnesses: TimeSeriesDict) -> Any:
+        return _refit_with(WienerCleaner)(current, -strain, witnesses)  # anti-cleaner
 
     policy = {**POLICY, "degrade_threshold": 0.05}
     twin = NoiseTwin.init(tmp_path / "a", cleaner, policy, refit_fn=bad_refit)
     # The reference comes from a no-drift segment, then the coupling doubles.
     base = syn.generate(_params(t0=T0 - DUR), 0)
-    twin.process(base.strain, base.witnesses)
-    recs = [twin.process(s.strain, s.witnesses) for s in segs[:3]]
-    assert recs[0]["degraded"] and recs[1]["refit"]["status"] == "rejected"
+    twin.update(base.strain, witnesses=base.witnesses)
+    recs = [twin.update(s.strain, witnesses=s.witnesses) for s in segs[:3]]
+    assert recs[0].degraded and recs[1].refit and recs[1].refit.status == "rejected"
     assert twin.store.state.model_ref == "versions/v000000/products/cleaner.pt"
 
     # A refit that looks good when evaluated but is bad once deployed: rolled back on probation.
     twin2 = NoiseTwin.init(tmp_path / "b", cleaner, policy, refit_fn=_refit_with(_TrapCleaner))
-    twin2.process(base.strain, base.witnesses)
-    recs = [twin2.process(s.strain, s.witnesses) for s in segs[:3]]
-    assert recs[1]["refit"]["status"] == "accepted"
-    assert "rolled_back" in recs[2]["events"]
-    assert recs[2]["cleaned_with"] == "versions/v000000/products/cleaner.pt"
-    assert recs[2]["asd_ratio"]["142-162"] < 0.6
+    twin2.update(base.strain, witnesses=base.witnesses)
+    recs = [twin2.update(s.strain, witnesses=s.witnesses) for s in segs[:3]]
+    assert recs[1].refit and recs[1].refit.status == "accepted"
+    assert "rolled_back" in recs[2].events
+    assert recs[2].cleaned_with == "versions/v000000/products/cleaner.pt"
+    assert recs[2].rolled_back_from == recs[1].refit.model_ref
+    assert recs[2].ratio(LINEAR) < 0.6
     assert twin2.store.state.model_ref == "versions/v000000/products/cleaner.pt"
 
-    # Manual rollback to the model of an earlier version.
+    # Manual revert to the cleaner of an earlier version (the data cursor stays).
     twin3 = NoiseTwin.init(tmp_path / "c", cleaner, policy)
-    twin3.process(base.strain, base.witnesses)
+    twin3.update(base.strain, witnesses=base.witnesses)
     for s in segs[:3]:
-        twin3.process(s.strain, s.witnesses)
+        twin3.update(s.strain, witnesses=s.witnesses)
     refs = {r.model_ref for r in twin3.history()}
     assert len(refs) == 2  # the good refit was accepted
-    out = twin3.rollback(1)
-    assert out["model_ref"] == "versions/v000000/products/cleaner.pt"
-    assert twin3.store.state.model_ref == out["model_ref"]
-    assert twin3.store.history()[-1].action == "rollback"
+    cursor = twin3.cursor
+    out = twin3.revert_cleaner(1)
+    assert out.model_ref == "versions/v000000/products/cleaner.pt" and out.reverted_to == 1
+    assert twin3.store.state.model_ref == out.model_ref and twin3.cursor == cursor
+    assert twin3.state.reference is None and twin3.state.probation is None
+    assert twin3.store.history()[-1].action == "revert-cleaner"
     assert twin3.store.verify() == []
 
 
@@ -332,13 +341,13 @@ def test_sigkill_mid_segment_then_retry_gives_same_output(
         files.append(write_multichannel_hdf5(tmp_path / f"seg{k}.h5", d))
     ref_dir = tmp_path / "reference"
     ref = NoiseTwin.init(ref_dir, cleaner, POLICY)
-    ref.process_file(files[0])
+    ref.update(files[0])
     base = tmp_path / "base"
     shutil.copytree(ref_dir, base)
     tic = time.perf_counter()
-    ref.process_file(files[1])
+    ref.update(files[1])
     uninterrupted = _cleaned(ref)
-    quality = ref.quality()
+    quality = ref.result()
     t_run = time.perf_counter() - tic
     rng = random.Random(20240917)
     killed = 0
@@ -349,9 +358,9 @@ def test_sigkill_mid_segment_then_retry_gives_same_output(
         twin = NoiseTwin.open(d)
         assert twin.store.verify() == []
         assert twin.store.state.version in (1, 2)
-        rec = twin.process_file(files[1])
+        rec = twin.update(files[1])
         np.testing.assert_array_equal(_cleaned(twin), uninterrupted)
-        assert rec["asd_ratio"] == quality["asd_ratio"]
+        assert rec.asd_ratio == quality.asd_ratio
         assert twin.store.state.version == 2 and twin.store.verify() == []
         assert not list((d / "staging").iterdir())
     assert killed >= 1
@@ -387,8 +396,72 @@ def test_twin_cli_update_repeat_simulate_status(
     assert main(["twin", "status", str(twin_dir)]) == 0
     out = capsys.readouterr().out
     assert "kind         gravwave" in out and "last quality" in out
-    assert main(["twin", "update", str(twin_dir)]) == 2  # no --data: config error, one line
-    assert "needs --data" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # no --data: the parser's usage error
+        main(["twin", "update", str(twin_dir)])
+    assert stop.value.code == 2 and "required: --data" in capsys.readouterr().err
+
+
+def test_cli_init_and_python_what_if(
+    tmp_path: Path,
+    cleaner: WienerCleaner,
+    segments: list[syn.SyntheticSegment],
+    capsys: pytest.CaptureFixture[str],
+    dir_snapshot,
+) -> None:
+    """``twins twin init --kind gravwave --cleaner FILE --policy JSON``; simulate in Python
+    with a typed scenario, in-memory data and a candidate cleaner."""
+    from twins.cli import main
+
+    file = cleaner.save(tmp_path / "cleaner.pt")
+    twin_dir = tmp_path / "t"
+    policy = json.dumps({**POLICY, "degrade_threshold": 0.05})
+    argv = ["twin", "init", str(twin_dir), "--kind", "gravwave", "--cleaner", str(file)]
+    capsys.readouterr()
+    assert main([*argv, "--policy", policy]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["kind"] == "gravwave" and status["version"] == 0
+    assert status["policy"]["degrade_threshold"] == 0.05 and status["buffer_segments"] == 0
+    bad = [*argv[:2], str(tmp_path / "u"), *argv[3:], "--policy", '{"degrade_treshold": 1}']
+    assert main(bad) == 2
+    assert "--policy.degrade_treshold: Extra inputs are not permitted" in capsys.readouterr().err
+    assert not (tmp_path / "u").exists()
+
+    twin = NoiseTwin.open(twin_dir)
+    with pytest.raises(DataError, match="no segment buffered yet"):
+        twin.simulate()
+    twin.update(segments[0].strain, witnesses=segments[0].witnesses)
+    before = dir_snapshot(twin_dir, skip_lock=True)
+    same = twin.simulate(NoiseScenario(), data=_segment_dict(segments[0]))
+    assert same.current.asd_ratio == twin.result().asd_ratio and not same.degraded
+    assert same.candidate is None
+    worse = _fit(syn.generate(_params(t0=T0 - 8 * DUR), 0), n_taps=8)
+    drift = twin.simulate(NoiseScenario(gain_scale=1.5), candidate=worse)
+    assert drift.degraded and drift.current.ratio(LINEAR) > same.current.ratio(LINEAR)
+    assert drift.candidate is not None and drift.scenario["gain_scale"] == 1.5
+    assert dir_snapshot(twin_dir, skip_lock=True) == before  # a what-if changes nothing
+
+
+def test_consecutive_files_are_one_segment(
+    tmp_path: Path, cleaner: WienerCleaner, segments: list[syn.SyntheticSegment]
+) -> None:
+    """``--data A B`` with B starting where A ends: one segment, the same as one whole file."""
+    whole = _segment_dict(segments[0])
+    half = T0 + DUR / 2
+    files = [
+        write_multichannel_hdf5(
+            tmp_path / f"{k}.h5",
+            TimeSeriesDict((c, ts.crop(*span)) for c, ts in whole.items()),
+        )
+        for k, span in enumerate([(T0, half), (half, T0 + DUR)])
+    ]
+    one = NoiseTwin.init(tmp_path / "one", cleaner, POLICY)
+    two = NoiseTwin.init(tmp_path / "two", cleaner, POLICY)
+    a = one.update(write_multichannel_hdf5(tmp_path / "whole.h5", whole))
+    b = two.update(files)
+    assert a.key == b.key and a.asd_ratio == b.asd_ratio
+    np.testing.assert_array_equal(_cleaned(one), _cleaned(two))
+    with pytest.raises(DataError, match=r"1\.h5 -> 0\.h5: channel .*: overlap"):  # out of order
+        NoiseTwin.init(tmp_path / "swapped", cleaner, POLICY).update(files[::-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,9 +687,9 @@ def test_widened_bound_lets_a_huge_glitch_in_and_flags_it(
     )
     rc, err = _update(wide.path, f, None, capsys)
     assert rc == 0, err
-    q = wide.quality()
-    peaks = [g["gps_peak"] for g in q["glitches"]]
-    assert any(abs(p - float(GLITCH_GPS)) < 1 / 4096 for p in peaks), q["glitches"]
+    q = wide.result()
+    peaks = [g.gps_peak for g in q.glitches]
+    assert any(abs(p - float(GLITCH_GPS)) < 1 / 4096 for p in peaks), q.glitches
     assert np.all(np.isfinite(_cleaned(wide)))
 
 

@@ -11,7 +11,7 @@ import pytest
 from gwpy.timeseries import TimeSeriesDict
 
 from gravwave import synthetic as syn
-from gravwave.cleaner import WienerCleaner
+from gravwave.cleaners import WienerCleaner
 from gravwave.io import read_multichannel_hdf5, write_multichannel_hdf5
 from gravwave.twin import NoiseTwin
 from twins.cli import main
@@ -39,7 +39,7 @@ def test_rollback_takes_a_segment_out_and_the_stream_resumes(
     chans = list(fit.witnesses)
     cleaner = WienerCleaner(
         syn.STRAIN_CHANNEL, chans, 4096, [fit.params.linear_band], n_taps=64
-    ).fit(np.stack([fit.witnesses[c].value for c in chans]), fit.strain.value)
+    ).fit(fit.strain, fit.witnesses)
     files = [_segment_file(tmp_path, s, f"seg{k}.h5") for k, s in enumerate(segs)]
 
     twin_dir = tmp_path / "twin"
@@ -57,6 +57,7 @@ def test_rollback_takes_a_segment_out_and_the_stream_resumes(
     twin = NoiseTwin.open(twin_dir)
     assert twin.cursor == pytest.approx(T0 + DUR)  # segment 1 is out
     assert twin.store.state.extra == state_v1["extra"]  # buffer, reference: as at v1
+    assert twin.result().gps_start == pytest.approx(T0)  # segment 0's record is the newest
     assert twin.store.verify() == []
 
     # the taken-out segment comes again: processed anew (not "nothing new"), same result

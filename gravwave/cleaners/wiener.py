@@ -1,0 +1,160 @@
+"""The linear cleaner: an in-band multi-channel Wiener filter in windowed form.
+
+:meth:`WienerCleaner.fit` solves the least-squares FIR of
+:class:`gravwave.models.wiener.WienerFilter` on band-passed witnesses and strain. The
+prediction applies those taps to the raw witnesses (one FFT per channel, the sum over channels
+in the frequency domain; the band-pass commutes with the FIR) and then a zero-phase FIR
+band-pass to the linear bands, both of bounded reach, so long spans are cleaned by Hann
+overlap-add and online cleaning equals offline away from the edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.fft
+import torch
+from gwpy.timeseries import TimeSeries
+
+from gravwave.cleaners.base import Band, Cleaner
+from gravwave.cleaners.windowed import apply_fir, fir_bandpass
+from gravwave.models.wiener import WienerFilter
+from twins.errors import DataError
+
+__all__ = ["WienerCleaner"]
+
+
+class WienerCleaner(Cleaner):
+    """The linear stage: a causal multi-channel FIR fitted in band, finished by a band-pass.
+
+    Args:
+        strain_channel: Strain channel name.
+        witness_channels: Witness channel names (order of the rows of ``witnesses``).
+        sample_rate: Working rate [Hz].
+        bands: Bands [Hz] to fit and subtract in.
+        n_taps: FIR taps per witness.
+        window: Offline window [s].
+        overlap: Offline overlap fraction.
+        finish_length: Half length [s] of the finishing FIR band-pass.
+        attenuation: Its stop-band attenuation [dB] (high: the FIR output of raw witnesses
+            carries huge out-of-band lines, e.g. the mains).
+    """
+
+    kind: ClassVar[str] = "wiener"
+
+    def __init__(
+        self,
+        strain_channel: str,
+        witness_channels: Sequence[str],
+        sample_rate: float,
+        bands: Sequence[Band],
+        n_taps: int = 256,
+        *,
+        window: float = 8.0,
+        overlap: float = 0.5,
+        finish_length: float = 0.3,
+        attenuation: float = 100.0,
+    ) -> None:
+        self.strain_channel = strain_channel
+        self.witness_channels = tuple(witness_channels)
+        self.sample_rate = float(sample_rate)
+        self.bands = tuple((float(lo), float(hi)) for lo, hi in bands)
+        self.window, self.overlap = float(window), float(overlap)
+        self.finish_length, self.attenuation = float(finish_length), float(attenuation)
+        self.finish_reach = round(self.finish_length * self.sample_rate)
+        self._fir = fir_bandpass(self.bands, self.sample_rate, self.finish_reach, attenuation)
+        self._spectra: dict[int, np.ndarray] = {}
+        self.filter = WienerFilter(n_taps, self.sample_rate, self.bands)
+
+    @property
+    def filter(self) -> WienerFilter:
+        """The least-squares filter (its taps once fitted)."""
+        return self._filter
+
+    @filter.setter
+    def filter(self, value: WienerFilter) -> None:
+        self._filter = value
+        self._spectra = {}
+        self.reach = (value.n_taps - 1 + value.lag0, max(0, -value.lag0))
+
+    def fit(self, strain: TimeSeries, witnesses: Mapping[str, TimeSeries]) -> Self:
+        """Fit the taps on a span (see :class:`~gravwave.models.wiener.WienerFilter`)."""
+        w, s = self.span_arrays(strain, witnesses)
+        self.filter.fit(w, s)
+        self._spectra = {}
+        return self
+
+    def raw(self, witnesses: np.ndarray) -> np.ndarray:
+        """FIR output ``(batch, 1, time)`` of witness windows ``(batch, channel, time)``.
+
+        One FFT per channel, the sum over channels in the frequency domain, one inverse
+        FFT (linear convolution: the FFT length covers the window plus the taps).
+
+        Raises:
+            DataError: The cleaner is not fitted.
+        """
+        filt = self.filter
+        if filt.taps is None or filt.witness_mean is None:
+            raise DataError("the Wiener cleaner is not fitted: call fit() first")
+        x = np.asarray(witnesses, dtype=np.float64) - filt.witness_mean[None, :, None]
+        n, n_taps = x.shape[-1], filt.n_taps
+        nfft = scipy.fft.next_fast_len(n + n_taps - 1, real=True)
+        if nfft not in self._spectra:
+            self._spectra = {nfft: scipy.fft.rfft(filt.taps[None], nfft, axis=-1)}
+        spec = (scipy.fft.rfft(x, nfft, axis=-1, workers=-1) * self._spectra[nfft]).sum(axis=1)
+        full = scipy.fft.irfft(spec, nfft, axis=-1)
+        start = -filt.lag0
+        return full[:, None, start : start + n]
+
+    def finish(self, raw: np.ndarray) -> np.ndarray:
+        """Band-limited noise ``(time,)`` from the stitched FIR output ``(1, time)``."""
+        return apply_fir(np.asarray(raw)[0], self._fir)
+
+    def state(self) -> dict[str, Any]:
+        """Channels, bands, window settings and the filter's taps (tensors)."""
+        filt = {
+            k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+            for k, v in self.filter.state_dict().items()
+        }
+        return {
+            "kind": self.kind,
+            "strain_channel": self.strain_channel,
+            "witness_channels": list(self.witness_channels),
+            "sample_rate": self.sample_rate,
+            "bands": [list(b) for b in self.bands],
+            "filter": filt,
+            "window": self.window,
+            "overlap": self.overlap,
+            "finish_length": self.finish_length,
+            "attenuation": self.attenuation,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        """Rebuild from :meth:`state`.
+
+        Also reads the two earlier layouts: ``kind="wiener"`` without window settings (the
+        defaults apply) and ``kind="wiener-stage"`` (the settings beside a nested
+        ``"wiener"`` state).
+        """
+        inner = state.get("wiener", state)
+        filt = {
+            k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in inner["filter"].items()
+        }
+        settings = {
+            k: float(state[k])
+            for k in ("window", "overlap", "finish_length", "attenuation")
+            if k in state
+        }
+        obj = cls(
+            inner["strain_channel"],
+            inner["witness_channels"],
+            inner["sample_rate"],
+            [(float(lo), float(hi)) for lo, hi in inner["bands"]],
+            n_taps=int(filt["n_taps"]),
+            **settings,
+        )
+        obj.filter = WienerFilter.from_state_dict(filt)
+        return obj

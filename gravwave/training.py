@@ -1,0 +1,202 @@
+"""Training the cascade: the Wiener stage fitted in process, the network through the core
+trainer on what the Wiener stage leaves.
+
+:func:`fit_cascade` fits a new cascade on a span; :func:`retrain_cascade` retrains a current
+one on new data with its own bands, taps and channels (the noise twin's ``refit="cascade"``).
+This module depends on :mod:`gravwave.cleaners`, never the reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from gwpy.timeseries import TimeSeries, TimeSeriesDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from gravwave.cleaners import CascadeCleaner, Cleaner, NetworkCleaner, WienerCleaner
+from gravwave.io import write_multichannel_hdf5
+from gravwave.task import NetworkSettings
+from twins.config import load_config
+from twins.errors import ConfigError
+from twins.train.run import train_process
+
+__all__ = ["CascadeParams", "CascadeTraining", "fit_cascade", "retrain_cascade"]
+
+log = logging.getLogger(__name__)
+
+
+class CascadeTraining(BaseModel):
+    """How a cascade is trained: windows, network, budget (not its bands or taps).
+
+    Attributes:
+        window: Training and cleaning window [s].
+        stride: Training window stride [s].
+        val_fraction: Share of the span (at its end) used for validation.
+        network: DeepClean and loss settings (:class:`gravwave.task.NetworkSettings`).
+        epochs: Training epochs.
+        max_steps_per_epoch: Cap on steps per epoch (the CPU training budget).
+        batch_size: Global batch size.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        val_every: Validate every this many steps (0: once per epoch).
+        tracking: Log the run to MLflow.
+        seed: Seed of the training run.
+        name: Run name (directory under the work directory).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    window: float = Field(8.0, gt=0)
+    stride: float = Field(0.25, gt=0)
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
+    epochs: int = Field(10, ge=1)
+    max_steps_per_epoch: int | None = Field(16, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    val_every: int = Field(0, ge=0)
+    tracking: bool = False
+    seed: int = 0
+    name: str = "deepclean"
+
+
+class CascadeParams(CascadeTraining):
+    """Settings of :func:`fit_cascade`: the bands and taps, and how to train.
+
+    Attributes:
+        linear_bands: Bands [Hz] of the Wiener stage.
+        network_band: Band [Hz] of the network.
+        n_taps: Wiener FIR taps per witness.
+    """
+
+    linear_bands: list[tuple[float, float]] = [(142.0, 162.0)]
+    network_band: tuple[float, float] = (49.0, 51.0)
+    n_taps: int = Field(192, ge=1)
+
+
+def fit_cascade(
+    strain: TimeSeries,
+    witnesses: Mapping[str, TimeSeries],
+    params: CascadeParams | None = None,
+    workdir: str | Path = "runs",
+) -> CascadeCleaner:
+    """Fit the Wiener stage, then train the network on its residual with the core trainer.
+
+    The data are written to ``<workdir>/<name>-data.h5`` (float32) so that every rank
+    (torchrun, Ray) reads the same span; the Wiener stage goes to
+    ``<workdir>/<name>-wiener.pt`` and the network run to ``<workdir>/<name>/``.
+
+    Args:
+        strain: Training strain at the working rate [strain].
+        witnesses: Witness series over the same samples (a ``TimeSeriesDict``).
+        params: Settings; default :class:`CascadeParams`.
+        workdir: Output directory.
+
+    Returns:
+        The fitted cascade.
+    """
+    p = params or CascadeParams()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    fs = float(strain.sample_rate.value)
+    channels = list(witnesses)
+    n_fit = int(len(strain) * (1 - p.val_fraction))
+    wiener = WienerCleaner(
+        strain.name, channels, fs, p.linear_bands, n_taps=p.n_taps, window=p.window
+    )
+    wiener.fit(strain[:n_fit], TimeSeriesDict((c, witnesses[c][:n_fit]) for c in channels))
+    wiener_path = wiener.save(workdir / f"{p.name}-wiener.pt")
+    log.info("Wiener stage fitted on %.0f s (%d taps)", n_fit / fs, p.n_taps)
+
+    data = TimeSeriesDict()
+    for name, ts in [(strain.name, strain), *((c, witnesses[c]) for c in channels)]:
+        data[name] = TimeSeries(
+            np.asarray(ts.value, dtype=np.float32), t0=ts.t0, sample_rate=fs, name=name
+        )
+    data_path = write_multichannel_hdf5(workdir / f"{p.name}-data.h5", data)
+    del data
+    task_params = {
+        "path": str(data_path),
+        "channels": [strain.name, *channels],
+        "sample_rate": fs,
+        "window": p.window,
+        "stride": p.stride,
+        "val_fraction": p.val_fraction,
+        "band": [list(p.network_band)],
+        "wiener": str(wiener_path),
+        **p.network.model_dump(mode="json"),
+    }
+    cfg = load_config(
+        None,
+        base={
+            "name": p.name,
+            "seed": p.seed,
+            "workdir": str(workdir),
+            "task": {"target": "gravwave.task:NoiseCleaning", "params": task_params},
+            "train": {
+                "epochs": p.epochs,
+                "batch_size": p.batch_size,
+                "optimizer": {"name": "adam", "lr": p.lr, "weight_decay": p.weight_decay},
+                "scheduler": {"name": "plateau", "gamma": 0.2, "patience": 2},
+                "val_every": p.val_every,
+                "max_steps_per_epoch": p.max_steps_per_epoch,
+                "progress": False,
+            },
+            "distributed": {"backend": "local"},
+            "tracking": {"enabled": p.tracking, "experiment": "gravwave-cascade"},
+            "energy": {"enabled": False},
+        },
+    )
+    summary = train_process(cfg)
+    log.info(
+        "network trained: %s steps, best val_loss %.4f, %.0f s",
+        summary["steps"],
+        summary.get("best_val_loss", math.nan),
+        summary["fit_wall_s"],
+    )
+    network = NetworkCleaner.from_run(cfg.run_dir, window=p.window)
+    return CascadeCleaner(wiener, network)
+
+
+def retrain_cascade(
+    current: Cleaner,
+    strain: TimeSeries,
+    witnesses: Mapping[str, TimeSeries],
+    training: CascadeTraining,
+) -> CascadeCleaner:
+    """Retrain a whole cascade (Wiener stage and network) on new data, in a temp directory.
+
+    Bands, taps, channels and rate come from ``current``; ``training`` says how to train.
+
+    Args:
+        current: The cascade in use (unchanged).
+        strain: Strain of the new span at the cascade's rate [strain].
+        witnesses: Its witness series.
+        training: Windows, network settings and budget.
+
+    Raises:
+        ConfigError: ``current`` is not a :class:`~gravwave.cleaners.CascadeCleaner`.
+    """
+    if not isinstance(current, CascadeCleaner):
+        raise ConfigError(
+            f"refit='cascade' needs a CascadeCleaner, not {type(current).__name__}",
+            "use refit='wiener' or pass a refit_fn",
+        )
+    fixed = {
+        "linear_bands": [tuple(b) for b in current.wiener.bands],
+        "network_band": tuple(current.network.bands[0]),
+        "n_taps": current.wiener.filter.n_taps,
+    }
+    params = CascadeParams(**training.model_dump(), **fixed)
+    tmp = tempfile.mkdtemp(prefix="gravwave-refit-")
+    try:
+        return fit_cascade(strain, witnesses, params, workdir=tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
