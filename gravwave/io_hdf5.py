@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from gravwave.io_common import (
     reason,
     require_file,
 )
+from twins.atomic import atomic_write
 from twins.errors import DataError
 
 __all__ = [
@@ -60,17 +59,15 @@ _KIND_WORDS = {
 
 
 def atomic_h5(path: Path, fill: Callable[[h5py.File], None]) -> None:
-    """Write an HDF5 file through ``fill`` into a temp file, then rename it into place."""
+    """Write an HDF5 file through ``fill``, replacing ``path`` atomically
+    (:func:`twins.atomic.atomic_write`: a reader or a crash sees the old or the new file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w", track_order=True) as h5:
             fill(h5)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _shown(value: Any) -> str:

@@ -19,7 +19,6 @@ from its last ``val_fraction``; the test split is a separate synthetic segment o
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,6 +37,7 @@ from gravwave.metrics import plot_asd
 from gravwave.models import DeepClean
 from gravwave.preprocess import Standardizer, bandpass, check_bands
 from gravwave.synthetic import SyntheticParams, generate
+from twins.atomic import atomic_write
 from twins.errors import DataError
 from twins.task import Splits, Task
 
@@ -340,9 +340,8 @@ class NoiseCleaning(Task):
     def _save_normalisation(self) -> None:
         path = Path(self.workdir) / NORMALISATION_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(self.normalisation(), tmp)
-        os.replace(tmp, path)
+        norm = self.normalisation()
+        atomic_write(path, lambda tmp: torch.save(norm, tmp))
 
     def splits(self) -> Splits:
         c, p = self.prepare(), self.params

@@ -34,6 +34,7 @@ import torch
 from gwpy.timeseries import TimeSeries
 
 from gravwave.cleaners.windowed import overlap_add
+from twins.atomic import atomic_write
 from twins.errors import DataError
 
 __all__ = ["Band", "Cleaner", "check_witnesses"]
@@ -239,7 +240,7 @@ class Cleaner(ABC):
         )  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
-        """Write :meth:`state` with ``torch.save`` (``weights_only`` loadable); the path."""
-        path = Path(path)
-        torch.save(self.state(), path)
-        return path
+        """Write :meth:`state` with ``torch.save`` (``weights_only`` loadable), replacing
+        ``path`` atomically (:func:`twins.atomic.atomic_write`); returns the path."""
+        state = self.state()
+        return atomic_write(path, lambda tmp: torch.save(state, tmp))
