@@ -186,14 +186,25 @@ def write_multichannel_hdf5(path: PathLike, tsdict: TimeSeriesDict) -> Path:
     return p
 
 
-def _channel_index(h5: h5py.File) -> dict[str, h5py.Dataset]:
+def _channel_index(h5: h5py.File, file: Path) -> dict[str, h5py.Dataset]:
+    """Channel name (the ``channel`` attribute, else the dataset's name) -> dataset.
+
+    Raises:
+        DataError: Two datasets claim the same channel.
+    """
     index: dict[str, h5py.Dataset] = {}
     for key, obj in h5.items():
         if isinstance(obj, h5py.Dataset):
             name = obj.attrs.get("channel", key)
             if isinstance(name, np.ndarray) and name.size == 1:
                 name = name.reshape(()).item()
-            index[name.decode() if isinstance(name, bytes) else str(name)] = obj
+            channel = name.decode() if isinstance(name, bytes) else str(name)
+            if channel in index:
+                raise DataError(
+                    f"{file.name}: channel {channel} is given twice, by datasets "
+                    f"{index[channel].name.lstrip('/')} and {key}; expected one dataset a channel"
+                )
+            index[channel] = obj
     return index
 
 
@@ -267,7 +278,7 @@ def read_multichannel_hdf5(
         ) from exc
     with h5:
         with foreign_errors(p, "corrupt HDF5 file: cannot list its datasets", _CORRUPT_HINT):
-            index = _channel_index(h5)
+            index = _channel_index(h5, p)
         wanted = list(index) if channels is None else list(channels)
         if not wanted:
             raise DataError(f"{p.name}: no channel datasets in the file")

@@ -237,6 +237,18 @@ def test_multichannel_hdf5_missing_attrs(tmp_path: Path) -> None:
         io.read_multichannel_hdf5(path)
 
 
+def test_multichannel_hdf5_channel_given_twice(tmp_path: Path) -> None:
+    """Two datasets claiming one channel: which one is meant is unknowable, so refuse."""
+    path = tmp_path / "twice.h5"
+    with h5py.File(path, "w", track_order=True) as h5:
+        for name, data in (("V1:X", np.zeros(10)), ("x_copy", np.ones(10))):
+            h5.create_dataset(name, data=data).attrs.update(channel="V1:X", sample_rate=1.0)
+    with pytest.raises(
+        DataError, match=r"twice\.h5: channel V1:X is given twice, by datasets V1:X and x_copy"
+    ):
+        io.read_multichannel_hdf5(path, ["V1:X"])
+
+
 # -- channel list and ASD --------------------------------------------------------------------
 
 
