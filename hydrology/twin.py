@@ -179,15 +179,6 @@ def _forecaster_spec(forecaster: Forecaster) -> dict[str, Any]:
     }
 
 
-def _forecaster_spec(forecaster: Forecaster) -> dict[str, Any]:
-    return {
-        "class": f"{type(forecaster).__module__}:{type(forecaster).__qualname__}",
-        "targets": list(forecaster.targets),
-        "leads": list(forecaster.leads),
-        "history_months": int(forecaster.history_months),
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # Twin
 
