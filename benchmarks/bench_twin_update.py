@@ -68,7 +68,7 @@ def main() -> int:
             copy = root / f"twin{i}"
             shutil.copytree(template, copy)
             twin = DroughtTwin.open(copy, forecaster=forecaster)
-            history = twin.history()
+            history = twin.monthly_history()
             tic = time.perf_counter()
             forecaster.forecast(history)
             forecast_s.append(time.perf_counter() - tic)

@@ -85,7 +85,7 @@ from hydrology.twin_models import (
 from hydrology.twin_run import load_run, run_record
 from twins.config import config_hash
 from twins.errors import DataError, TwinsError
-from twins.twin import Twin, TwinExistsError, TwinStatus, TwinStore, UpdateRecord, UpdateResult
+from twins.twin import Twin, TwinStatus, TwinStore, UpdateRecord, UpdateResult
 
 __all__ = [
     "ALERT_MEANINGS",
@@ -124,16 +124,6 @@ def _options(model: type[_M], value: BaseModel | Mapping[str, Any] | None) -> _M
     if isinstance(value, BaseModel):
         return model.model_validate(value.model_dump())
     return model.model_validate(dict(value))
-
-
-def _check_free(path: Path) -> None:
-    """Refuse a twin directory that is taken before any work is done (the store checks
-    again when it commits)."""
-    if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
-        raise TwinExistsError(
-            f"cannot create twin {path}: it exists and is not an empty directory",
-            hint="choose a new or empty directory",
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,7 +262,7 @@ class DroughtTwin(Twin):
             As :meth:`create`.
         """
         target = Path(path)
-        _check_free(target)
+        TwinStore.check_free(target)
         run = load_run(run_dir)
         bounds = Gates().with_overrides(gates)
         daily, months, monthly, source = read_init(

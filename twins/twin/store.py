@@ -215,7 +215,7 @@ class TwinStore:
             summary_copy = _json_copy(dict(summary or {}), "summary")
         except ValueError as exc:
             raise TwinError(f"cannot create twin {target}: {exc}") from None
-        cls._check_free(target)
+        cls.check_free(target)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -266,7 +266,7 @@ class TwinStore:
             try:
                 os.rename(tmp, target)
             except OSError as exc:
-                cls._check_free(target)  # raises the precise error if someone got there first
+                cls.check_free(target)  # raises the precise error if someone got there first
                 raise TwinError(f"cannot create twin {target}: {exc}") from exc
             fsync_dir(target.parent)
         except BaseException:
@@ -277,7 +277,14 @@ class TwinStore:
         return cls(target)
 
     @staticmethod
-    def _check_free(target: Path) -> None:
+    def check_free(target: Path) -> None:
+        """Refuse a directory a new twin cannot be created in (a twin, or other content).
+
+        Domains call it before expensive work; :meth:`init` checks again when it commits.
+
+        Raises:
+            TwinExistsError: ``target`` is a twin, or exists and is not an empty directory.
+        """
         if (target / STATE_FILE).exists():
             raise TwinExistsError(
                 f"cannot create twin {target}: it is already a twin",
