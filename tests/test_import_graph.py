@@ -106,17 +106,7 @@ def graph_of(package: str) -> dict[str, set[str]]:
     return {name: imports_of(name, file, known) for name, file in modules.items()}
 
 
-#: The one cycle left in twins: ``python -m twins.tune.cli`` (``twins.tune.cli.main``)
-#: imports ``twins.cli``, which imports ``twins.tune.cli`` to register its subcommands. Strict:
-#: once it is gone this mark must go too.
-TUNE_CLI_CYCLE = pytest.mark.xfail(
-    strict=True, reason="twins.cli -> twins.tune.cli -> twins.cli (tune.cli's main)"
-)
-
-
-@pytest.mark.parametrize(
-    "package", [pytest.param("twins", marks=TUNE_CLI_CYCLE), "gravwave", "hydrology"]
-)
+@pytest.mark.parametrize("package", ["twins", "gravwave", "hydrology"])
 def test_no_import_cycle(package: str) -> None:
     cycle = find_cycle(graph_of(package))
     assert cycle is None, f"import cycle in {package}: {' -> '.join(cycle or [])}"

@@ -1,15 +1,13 @@
 """``twins tune`` and ``twins report hpo``: argument parsing and the two commands.
 
-``twins.cli.build_parser`` calls :func:`register`; ``python -m twins.tune.cli`` runs the
-same two commands on their own (used by the tests to kill and resume a study).
+``twins.cli.build_parser`` calls :func:`register`; the ``twins`` command is the only entry
+point (no second command line, no import cycle back to :mod:`twins.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from collections.abc import Sequence
 
 log = logging.getLogger("twins.tune")
 
@@ -64,14 +62,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sp.add_argument("--seeds", type=int, default=3, help="seeds per configuration (>= 3)")
     sp.add_argument("--track", action="store_true", help="log the re-training runs to MLflow")
     sp.set_defaults(func=cmd_report)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m twins.tune.cli tune|report ...``: the same as ``twins tune|report ...``."""
-    from twins.cli import main as twins_main
-
-    return twins_main(argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -128,7 +128,7 @@ def test_unknown_tune_key_and_missing_section() -> None:
 def test_cli_reports_a_bad_space_as_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from twins.tune.cli import main
+    from twins.cli import main
 
     data = _toy()
     data["tune"]["space"]["train.batch_size"] = {"dist": "randint", "low": 64, "high": 16}
