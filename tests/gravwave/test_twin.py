@@ -188,7 +188,7 @@ def test_bad_policy_and_files(tmp_path: Path, cleaner: WienerCleaner) -> None:
         twin.update([])
 
 
-def test_process_file_and_lock(
+def test_update_from_a_file_and_lock(
     tmp_path: Path, cleaner: WienerCleaner, segments: list[syn.SyntheticSegment]
 ) -> None:
     twin = NoiseTwin.init(tmp_path / "t", cleaner, POLICY)
