@@ -10,6 +10,7 @@ import ast
 import contextlib
 import importlib
 import io
+import json
 import os
 import re
 import signal
@@ -78,6 +79,7 @@ class Live:
     prep: tuple[str, ...] = ()
     ok: tuple[int, ...] = (0,)
     expect: tuple[str, ...] = ()
+    fields: tuple[tuple[str, Any], ...] = ()
     then: Callable[[Walk], None] | None = None
 
     def execute(self, walk: Walk) -> Result:
@@ -95,8 +97,30 @@ class Live:
         assert "Traceback" not in res.err, shown
         for text in self.expect:
             assert walk.fill(text) in res.out, f"{walk.fill(text)!r} not in stdout: {shown}"
+        if self.fields:
+            doc = _json_of(res.out)
+            for path, want in self.fields:
+                got = _at(doc, path)
+                assert want is ... or got == want, f"{path} is {got!r}, not {want!r}: {shown}"
         if self.then is not None:
             self.then(walk)
+
+
+def _json_of(out: str) -> Any:
+    """The JSON document a command printed (the whole stdout, or its last line)."""
+    text = out.strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return json.loads(text.splitlines()[-1])
+
+
+def _at(doc: Any, path: str) -> Any:
+    """``doc["a"]["b"]`` for ``"a.b"``; AssertionError naming the missing key."""
+    for key in path.split("."):
+        assert isinstance(doc, dict) and key in doc, f"no {key!r} (of {path!r}) in {doc!r}"[:500]
+        doc = doc[key]
+    return doc
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +139,7 @@ class Run(Live):
     prep: tuple[str, ...] = ()
     ok: tuple[int, ...] = (0,)
     expect: tuple[str, ...] = ()
+    fields: tuple[tuple[str, Any], ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     then: Callable[[Walk], None] | None = None
 

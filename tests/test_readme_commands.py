@@ -280,24 +280,24 @@ DROUGHT_UPDATE = Run(
     f"twin update {DROUGHT_TWIN} --data era5land_2021-03.nc",
     after=(DROUGHT_DEMO,),
     prep=("months",),
-    expect=('"noop": false', '"cursor": "2008-01"'),
+    fields=(("noop", False), ("cursor", "2008-01")),
 )
 # cron: the month in incoming/ is new the first time (exit 0) and not the second (10 -> 0)
 CRON_LINE = (
     f"cd {{root}} && {VENV_BIN}/twins twin update {{root}}/{DROUGHT_TWIN} --data "
     "{root}/incoming/*.nc; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 10 ]"
 )
-NOISE_INIT = Run(
-    "init mytwin --cleaner cascade.pt",
-    main="gravwave.twin",
-    prep=("noise_inputs",),
-    expect=('"kind": "gravwave"',),
+# The README's `python -m gravwave.twin init` left with the twin contract (da4a9c9); the
+# core command that replaced it builds the twin the next README steps use.
+NOISE_INIT_README = Run(
+    "init mytwin --cleaner cascade.pt", main="gravwave.twin", prep=("noise_inputs",)
 )
+NOISE_INIT = Run("twin init mytwin --kind gravwave --cleaner cascade.pt", prep=("noise_inputs",))
 NOISE_UPDATE = Run(
     'twin update mytwin --data V-V1_SEGMENT-1262304178-32.h5 --channels "$(cat channels.txt | '
     'paste -sd,)"',
     after=(NOISE_INIT,),
-    expect=('"version": 1',),
+    fields=(("version", 1), ("noop", False)),
 )
 TOY_TRAIN = Run("train run.yaml")
 MLFLOW_SERVER = Server(
@@ -353,19 +353,23 @@ COMMANDS: dict[str, dict[str, Entry]] = {
                 f"twin simulate {DROUGHT_TWIN} --precip-scale 0.7 --temp-shift 2 --region 49.0 "
                 "49.6 5.0 5.6 --months 3",
                 after=(DROUGHT_UPDATE,),
-                expect=('"scenario_spi_3"', '\\"precip_scale\\":0.7'),
+                fields=(("scenario.precip_scale", 0.7), ("variables.scenario_spi_3", ...)),
             )
         ),
     },
     "The Virgo noise twin (`gravwave/`)": {
-        "python -m gravwave.twin init mytwin --cleaner cascade.pt": entry(NOISE_INIT),
+        "python -m gravwave.twin init mytwin --cleaner cascade.pt": entry(
+            NOISE_INIT_README,
+            broken="gravwave.twin has no main() since the twin contract (da4a9c9); the README "
+            "should say: twins twin init mytwin --kind gravwave --cleaner cascade.pt",
+        ),
         'twins twin update mytwin --data V-V1_SEGMENT-1262304178-32.h5 --channels "$(cat '
         'channels.txt | paste -sd,)"': entry(NOISE_UPDATE),
         "twins twin simulate mytwin --gain-scale 1.5": entry(
             Run(
                 "twin simulate mytwin --gain-scale 1.5",
                 after=(NOISE_UPDATE,),
-                expect=('"gain_scale": 1.5',),
+                fields=(("gain_scale", 1.5),),
             )
         ),
         "twins twin status mytwin": entry(
