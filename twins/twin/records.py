@@ -180,7 +180,9 @@ class UpdateRecord(_Record):
     Attributes:
         version: The version this update created.
         key: Idempotency key of the update.
-        action: ``"init"``, ``"update"``, ``"rollback"`` or ``"restore"``.
+        action: ``"init"``, ``"update"``, ``"restore"`` (:func:`twins.twin.restore_version`),
+            ``"rollback"`` (:meth:`TwinStore.rollback_to`) or a domain's own (the noise
+            twin's ``"revert-cleaner"``).
         started: ISO-8601 UTC time the transaction started (lock acquired).
         finished: ISO-8601 UTC time the commit began writing.
         cursor_before: Data cursor before the update.
