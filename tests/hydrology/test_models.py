@@ -38,7 +38,7 @@ def test_cell_lstm_seed_ensemble_members_and_mean() -> None:
     ens.eval()
     # the same members (dropout 0 is the identity); only the mean of 3 may be summed in
     # another order: <= 2 float32 roundings of the largest member, 2^-22 |x|max
-    bound = 2.0**-22 * float(every.abs().max())
+    bound = 2.0**-22 * float(every.detach().abs().max())
     torch.testing.assert_close(ens(dyn, sta, base), every.mean(-1), rtol=0, atol=bound)
     with torch.no_grad():
         ens.train()
