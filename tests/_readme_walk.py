@@ -316,12 +316,9 @@ class Entry:
     marks: tuple[Any, ...] = ()
 
 
-def entry(*steps: Step, slow: bool = False, distributed: bool = False, broken: str = "") -> Entry:
-    """An :class:`Entry`; ``broken`` (why the README's command fails today) marks it
-    ``xfail(strict=True)``, so the entry fails again as soon as the command works."""
+def entry(*steps: Step, slow: bool = False, distributed: bool = False) -> Entry:
+    """An :class:`Entry`: every README command must work (there is no "known broken")."""
     marks = [pytest.mark.slow] * slow + [pytest.mark.distributed] * distributed
-    if broken:
-        marks.append(pytest.mark.xfail(strict=True, reason=broken))
     return Entry(steps, tuple(marks))
 
 

@@ -104,8 +104,8 @@ def _noise_inputs(walk: Walk) -> None:
     from gwpy.timeseries import TimeSeries, TimeSeriesDict
 
     from gravwave import synthetic as syn
-    from gravwave.cascade import CascadeParams, fit_cascade
     from gravwave.io import write_multichannel_hdf5
+    from gravwave.training import CascadeParams, fit_cascade
 
     p = syn.SyntheticParams(duration=32.0, seed=3, t0=README_GPS - 64.0)
     segs = [syn.generate(p, k) for k in range(3)]
@@ -287,11 +287,6 @@ CRON_LINE = (
     f"cd {{root}} && {VENV_BIN}/twins twin update {{root}}/{DROUGHT_TWIN} --data "
     "{root}/incoming/*.nc; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 10 ]"
 )
-# The README's `python -m gravwave.twin init` left with the twin contract (da4a9c9); the
-# core command that replaced it builds the twin the next README steps use.
-NOISE_INIT_README = Run(
-    "init mytwin --cleaner cascade.pt", main="gravwave.twin", prep=("noise_inputs",)
-)
 NOISE_INIT = Run("twin init mytwin --kind gravwave --cleaner cascade.pt", prep=("noise_inputs",))
 NOISE_UPDATE = Run(
     'twin update mytwin --data V-V1_SEGMENT-1262304178-32.h5 --channels "$(cat channels.txt | '
@@ -311,6 +306,7 @@ MLFLOW_EXPORT = Export(
     "MLFLOW_TRACKING_URI", "http://127.0.0.1:{mlflow_port}", after=(MLFLOW_SERVER,)
 )
 RAY_TEST = "tests/distributed/test_ray_train.py::"
+K8S_CRON = "launch k8s run.yaml --kind twin-update --twin /data/drought-twin --interlink"
 
 COMMANDS: dict[str, dict[str, Entry]] = {
     "twins — AI digital twins for science": {
@@ -358,11 +354,7 @@ COMMANDS: dict[str, dict[str, Entry]] = {
         ),
     },
     "The Virgo noise twin (`gravwave/`)": {
-        "python -m gravwave.twin init mytwin --cleaner cascade.pt": entry(
-            NOISE_INIT_README,
-            broken="gravwave.twin has no main() since the twin contract (da4a9c9); the README "
-            "should say: twins twin init mytwin --kind gravwave --cleaner cascade.pt",
-        ),
+        "twins twin init mytwin --kind gravwave --cleaner cascade.pt": entry(NOISE_INIT),
         'twins twin update mytwin --data V-V1_SEGMENT-1262304178-32.h5 --channels "$(cat '
         'channels.txt | paste -sd,)"': entry(NOISE_UPDATE),
         "twins twin simulate mytwin --gain-scale 1.5": entry(
@@ -374,6 +366,16 @@ COMMANDS: dict[str, dict[str, Entry]] = {
         ),
         "twins twin status mytwin": entry(
             Run("twin status mytwin", after=(NOISE_UPDATE,), expect=("last quality",))
+        ),
+        "twins twin history mytwin": entry(
+            Run("twin history mytwin", after=(NOISE_UPDATE,), expect=("v0 ", "init", "v1 "))
+        ),
+        "twins twin rollback mytwin --to 0": entry(
+            Run(
+                "twin rollback mytwin --to 0",
+                after=(NOISE_UPDATE,),
+                fields=(("restored", 0), ("undone", [1, 1]), ("action", "restore")),
+            )
         ),
     },
     "What is here": {
@@ -453,13 +455,8 @@ COMMANDS: dict[str, dict[str, Entry]] = {
         "twins launch k8s run.yaml --kind ray": entry(
             Run("launch k8s run.yaml --kind ray", expect=("kind: RayCluster",))
         ),
-        "twins launch k8s run.yaml --kind twin-update --interlink": entry(
-            Run(
-                "launch k8s run.yaml --kind twin-update --interlink",
-                expect=("kind: CronJob", "virtual-node.interlink/no-schedule"),
-            ),
-            broken="the README omits --twin TWIN_DIR, which a twin-update CronJob needs "
-            "(exit 2: '--kind twin-update needs --twin TWIN_DIR'); README fix pending",
+        f"twins {K8S_CRON}": entry(
+            Run(K8S_CRON, expect=("kind: CronJob", "interlink/no-schedule", "/data/drought-twin"))
         ),
         "0 6 * * * cd /srv/twins && .venv/bin/twins twin update /srv/drought-twin --data "
         "/incoming/*.nc; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 10 ]": entry(
