@@ -136,25 +136,20 @@ def cmd_twin(args: argparse.Namespace) -> int:
         pre = argparse.ArgumentParser(prog="twins twin init", add_help=False)
         pre.add_argument("--kind", required=True, help="the domain of the new twin")
         known, _ = pre.parse_known_args(rest)
-        domain = find_domain(known.kind)
+        twin_cls = find_domain(known.kind).twin
     else:
         store = TwinStore.open(twin_dir)  # a twin error (exit 4) if this is not a twin
         domain = domains().get(store.state.kind)
-        if domain is None or (domain.twin is None and domain.twin_command is None):
-            # the domain is not installed: the core can still show and restore the twin
+        twin_cls = domain.twin if domain is not None else None
+        if twin_cls is None:  # the domain is not installed: the core still shows and restores
             if args.twin_cmd == "status":
                 print(format_status(store))
                 return 0
             if args.twin_cmd in ("history", "rollback"):
                 return run_store_command(store, args.twin_cmd, rest)
             find_domain(store.state.kind)  # raises the clear error
-    assert domain is not None
-    if domain.twin is not None:
-        return run_twin_command(domain.twin, args.twin_cmd, twin_dir, rest)
-    assert domain.twin_command is not None  # an older domain that parses its own arguments
-    if args.twin_cmd in ("history", "rollback"):
-        return run_store_command(TwinStore.open(twin_dir), args.twin_cmd, rest)
-    return int(domain.twin_command(args.twin_cmd, twin_dir, rest) or 0)
+    assert twin_cls is not None
+    return run_twin_command(twin_cls, args.twin_cmd, twin_dir, rest)
 
 
 def cmd_env(args: argparse.Namespace) -> int:

@@ -38,15 +38,12 @@ class Domain:
         twin: The domain's :class:`~twins.twin.contract.Twin` subclass; the core builds
             ``twins twin init|update|simulate|status|history|rollback`` from its models.
             ``None`` if the domain has no twin.
-        twin_command: ``twin_command(cmd, twin_dir, args) -> exit code``: the older plugin
-            surface (the domain parses its own arguments), used only when ``twin`` is None.
     """
 
     name: str
     description: str
     demo: Callable[[Path, list[str]], int]
     twin: type[Twin] | None = None
-    twin_command: Callable[[str, Path, list[str]], int] | None = None
 
 
 def domains() -> dict[str, Domain]:
@@ -109,7 +106,7 @@ def find_domain(kind: str) -> Domain:
             f"no installed domain {kind!r} has twins; installed: {', '.join(sorted(found))}",
             hint="pip install the domain's package, or check --kind",
         )
-    if domain.twin is None and domain.twin_command is None:
+    if domain.twin is None:
         raise TwinKindError(f"domain {kind!r} has no twin")
     return domain
 

@@ -147,3 +147,17 @@ def test_twin_rollback_restores_and_refuses_cleanly(
     with pytest.raises(SystemExit):
         cli.main(["twin", "rollback", str(store.path)])  # --to is required
     assert dir_snapshot(store.path, skip_lock=True) == before
+
+
+def test_twin_of_a_domain_not_installed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The core still shows, lists and restores it; updating it is a twin error naming the
+    domain; init needs a known --kind."""
+    store = _store(tmp_path)
+    rc, out, _err = _run(capsys, "twin", "status", str(store.path))
+    assert rc == 0 and "nodomain" in out
+    rc, _out, err = _run(capsys, "twin", "update", str(store.path), "--data", "x.nc")
+    assert rc == 4 and "'nodomain'" in err and "Traceback" not in err
+    rc, _out, err = _run(capsys, "twin", "init", str(tmp_path / "new"), "--kind", "nope")
+    assert rc == 4 and "'nope'" in err and not (tmp_path / "new").exists()
