@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from hydrology.baselines import overlap_analogue
 from hydrology.forecast import monthly_inputs
 from hydrology.indices import CLIP, CLIPPING_POLICY, DroughtIndices, IndexSpec
 from hydrology.io import land_mask
+from twins.atomic import atomic_write
 from twins.errors import DataError
 from twins.train.batching import Collated
 
@@ -415,10 +415,12 @@ class DroughtCube:
         for t, p in self.spi_params.items():
             arrays[f"spi_{t}_gamma"] = p["gamma"]
             arrays[f"spi_{t}_p0"] = p["p0"]
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-        return path
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
+                np.savez(fh, **arrays)
+
+        return atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | Path) -> DroughtCube:

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import time as _time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,8 @@ import scipy.fft
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.special import ndtr, ndtri
+
+from twins.atomic import atomic_write
 
 __all__ = [
     "PRESETS",
@@ -606,16 +607,10 @@ def write_netcdf(
     for name, extra in (encoding or {}).items():
         enc.setdefault(str(name), {}).update(extra)
 
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tic = _time.perf_counter()
-    try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=enc)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(
+        path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=enc)
+    )
     logger.info(
         "wrote %s (%.1f MB) in %.2fs", path, path.stat().st_size / 1e6, _time.perf_counter() - tic
     )
