@@ -29,7 +29,7 @@ import xarray as xr
 from gwpy.timeseries import TimeSeries, TimeSeriesDict
 
 from gravwave import synthetic as syn
-from gravwave.cleaner import WienerCleaner
+from gravwave.cleaners import WienerCleaner
 from gravwave.io import read_multichannel_hdf5, write_multichannel_hdf5
 from gravwave.twin import NoiseTwin
 from hydrology.forecast import PersistenceForecaster
@@ -233,7 +233,7 @@ class NoiseWorld:
         template: Twin that consumed segment 0 (cursor ``T0 + DUR``, version 1).
         seg1: The valid next segment as multi-channel HDF5.
         cleaned: Cleaned strain after consuming ``seg1`` (the reference product).
-        quality: Quality record of that update.
+        quality: Result of that update as JSON data (``SegmentResult``, read back at v2).
         scratch: The session directory holding all of it.
     """
 
@@ -268,16 +268,16 @@ def noise(tmp_path_factory: pytest.TempPathFactory) -> NoiseWorld:
     pre = syn.generate(params(t0=T0 - 4 * DUR), 0)
     chans = list(pre.witnesses)
     cleaner = WienerCleaner(syn.STRAIN_CHANNEL, chans, 4096, [(142.0, 162.0)], n_taps=64)
-    cleaner.fit(np.stack([pre.witnesses[c].value for c in chans]), pre.strain.value)
+    cleaner.fit(pre.strain, pre.witnesses)
     segments = [syn.generate(params(), k) for k in range(3)]
     template = root / "template"
     twin = NoiseTwin.init(template, cleaner, POLICY)
-    twin.process(segments[0].strain, segments[0].witnesses)
+    twin.update(segments[0].strain, witnesses=segments[0].witnesses)
     seg1 = write_multichannel_hdf5(root / "V-SEG-1.h5", channels_of(segments[1]))
     ref = root / "reference"
     shutil.copytree(template, ref)
-    NoiseTwin.open(ref).process_file(seg1)
-    quality = NoiseTwin.open(ref).quality(2)
+    NoiseTwin.open(ref).update(seg1)
+    quality = NoiseTwin.open(ref).result(2).model_dump(mode="json")
     return NoiseWorld(segments, template, seg1, cleaned_of(ref, 2), quality, root)
 
 
