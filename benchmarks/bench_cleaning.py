@@ -16,13 +16,20 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from gravwave.cascade import CascadeCleaner, NetworkCleaner, WienerStage
-from gravwave.clean import OnlineCleaner, clean_offline, overlap_add, stack_witnesses
-from gravwave.cleaner import WienerCleaner, load_cleaner
+from gravwave.cleaners import (
+    CascadeCleaner,
+    NetworkCleaner,
+    NetworkConfig,
+    OnlineCleaner,
+    WienerCleaner,
+    load_cleaner,
+)
+from gravwave.cleaners.windowed import overlap_add
 from gravwave.metrics import latency_summary, realtime_factor
 from gravwave.models import DeepClean
 from gravwave.preprocess import Standardizer
@@ -32,26 +39,29 @@ log = logging.getLogger("gravwave.bench")
 
 
 def build_cascade(fs: int) -> CascadeCleaner:
-    """A cascade with a Wiener stage fitted on 64 s and an untrained default network."""
+    """A cascade with a Wiener stage fitted on 64 s and an untrained default network.
+
+    Args:
+        fs: Working rate [Hz].
+    """
     seg = generate(SyntheticParams(duration=64, sample_rate=fs, n_distractors=18, seed=1), 0)
     chans = list(seg.witnesses)
-    w = stack_witnesses(seg.witnesses, chans)
     bands = seg.bands
     wiener = WienerCleaner(seg.strain.name, chans, fs, [bands["linear"]], n_taps=192)
-    wiener.fit(w, seg.strain.value)
-    net = NetworkCleaner(
-        DeepClean(len(chans)),
-        Standardizer().fit(w),
-        1e-22,
-        seg.strain.name,
-        chans,
-        fs,
-        [bands["bilinear"]],
+    wiener.fit(seg.strain, seg.witnesses)
+    config = NetworkConfig(
+        strain_channel=seg.strain.name,
+        witness_channels=tuple(chans),
+        sample_rate=fs,
+        bands=(bands["bilinear"],),
+        target_scale=1e-22,
     )
-    return CascadeCleaner(WienerStage(wiener), net)
+    scaler = Standardizer().fit(wiener.witness_array(seg.witnesses))
+    net = NetworkCleaner(DeepClean(len(chans)), scaler, config)
+    return CascadeCleaner(wiener, net)
 
 
-def best_of(fn, repeats: int) -> float:
+def best_of(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time in s of ``repeats`` calls."""
     times = []
     for _ in range(repeats):
@@ -75,15 +85,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     fs = 4096
     cascade = load_cleaner(args.cleaner) if args.cleaner else build_cascade(fs)
-    assert isinstance(cascade, CascadeCleaner)
+    if not isinstance(cascade, CascadeCleaner):
+        ap.error(f"--cleaner {args.cleaner}: a {type(cascade).__name__}, not a cascade")
     seg = generate(
         SyntheticParams(duration=args.span, sample_rate=fs, n_distractors=18, seed=2), 0
     )
-    w = stack_witnesses(seg.witnesses, cascade.witness_channels)
+    w = cascade.witness_array(seg.witnesses)  # (channel, time)
     net = cascade.network
     model = net.model
     n = round(cascade.window * fs)
-    xs = ((w - net._mean[0]) * net._inv_std[0]).astype(np.float32)
+    xs = net.standardizer.transform(w).astype(np.float32)  # the network's input
 
     def forward(block: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -93,7 +104,7 @@ def main() -> None:
         overlap_add(forward, xs, n, cascade.overlap, multiple=cascade.multiple, batch=args.batch)
 
     def full() -> None:
-        clean_offline(cascade, seg.strain, seg.witnesses, batch=args.batch)
+        cascade.clean(seg.strain, seg.witnesses, batch=args.batch)
 
     full()  # warm-up
     t_full = best_of(full, args.repeats)

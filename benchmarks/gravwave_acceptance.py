@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gravwave.cascade import CascadeCleaner, CascadeParams, fit_cascade
-from gravwave.clean import clean_offline
-from gravwave.cleaner import load_cleaner
+from gravwave.cleaners import CascadeCleaner, Cleaner, load_cleaner
 from gravwave.metrics import asd_ratio, inspiral_range, matched_filter_snr, out_of_band_ratio
 from gravwave.preprocess import bandpass
 from gravwave.synthetic import SyntheticParams, generate
+from gravwave.training import CascadeParams, fit_cascade
 
 log = logging.getLogger("gravwave.acceptance")
 
@@ -69,8 +68,10 @@ def main() -> None:
     )
     bands = test.bands
     if args.cleaner:
-        cascade = load_cleaner(args.cleaner)
-        assert isinstance(cascade, CascadeCleaner)
+        loaded = load_cleaner(args.cleaner)
+        if not isinstance(loaded, CascadeCleaner):
+            ap.error(f"--cleaner {args.cleaner}: a {type(loaded).__name__}, not a cascade")
+        cascade = loaded
         fit_s = float("nan")
     else:
         train = generate(SyntheticParams(duration=args.train_s, **base), segment=0)
@@ -107,10 +108,10 @@ def main() -> None:
         "oracle_asdr": {k: asd_ratio(oracle, raw, [b]) for k, b in bands.items()},
         "snr_before": snr_before,
     }
-    cleaners = {**cascade.stages(), "cascade": cascade}
+    cleaners: dict[str, Cleaner] = {**cascade.stages(), "cascade": cascade}
     for name, cl in cleaners.items():
         tic = time.perf_counter()
-        cleaned = clean_offline(cl, raw, test.witnesses)
+        cleaned = cl.clean(raw, test.witnesses)
         wall = time.perf_counter() - tic
         r = inspiral_range(cleaned)
         snr = [matched_filter_snr(cleaned, inj, inj["gps"]) for inj in test.injections]
