@@ -480,22 +480,3 @@ class NoiseTwin(Twin):
             model_ref=target.model_ref,
             reverted_to=version,
         )
-
-    # -- earlier names, kept while tests/corpus/conftest.py calls them ----------------------
-
-    def process(
-        self,
-        strain: TimeSeries | Mapping[str, TimeSeries],
-        witnesses: Mapping[str, TimeSeries] | None = None,
-        wait: bool | float = False,
-    ) -> SegmentResult:
-        """:meth:`update` of an in-memory segment (the earlier name)."""
-        return self.update(strain, witnesses=witnesses, wait=wait)
-
-    def process_file(self, path: str | Path, wait: bool | float = False) -> SegmentResult:
-        """:meth:`update` of a segment file (the earlier name)."""
-        return self.update([path], wait=wait)
-
-    def quality(self, version: int | None = None) -> dict[str, Any]:
-        """:meth:`result` as JSON data (the earlier form)."""
-        return self.result(version).model_dump(mode="json")
