@@ -524,6 +524,20 @@ class IndexSpec:
         return cls(kind, int(win))  # type: ignore[arg-type]
 
 
+def check_index_names(names: list[str]) -> list[str]:
+    """Validate index names (``spi_3``, ``ssmi_1``, ...) for a pydantic field validator.
+
+    Raises:
+        ValueError: A name that :meth:`IndexSpec.parse` refuses (its message and hint).
+    """
+    for name in names:
+        try:
+            IndexSpec.parse(name)
+        except DataError as exc:
+            raise ValueError(f"{exc}; {exc.hint}") from None
+    return names
+
+
 class DroughtIndices:
     """A configurable set of drought indices with fitted, persistable parameters.
 

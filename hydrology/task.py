@@ -49,7 +49,7 @@ from hydrology.dataset import (
 )
 from hydrology.evaluate import evaluate_run, headline
 from hydrology.gates import Gates
-from hydrology.indices import IndexSpec
+from hydrology.indices import check_index_names
 from hydrology.ingest import read_training
 from hydrology.models.ensemble import PerOutputSelect, TileConvLSTM
 from hydrology.models.lstm import CellLSTM
@@ -181,11 +181,7 @@ class DroughtParams(BaseModel):
     @field_validator("targets")
     @classmethod
     def _targets(cls, v: list[str]) -> list[str]:
-        for name in v:
-            try:
-                IndexSpec.parse(name)
-            except TwinsError as exc:
-                raise ValueError(f"{exc}; {exc.hint}") from None
+        check_index_names(v)
         if len(set(v)) != len(v):
             raise ValueError(f"targets must be distinct, got {v}")
         return v

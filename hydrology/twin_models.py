@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hydrology.alerts import AlertCounts
 from hydrology.gates import Gates
-from hydrology.indices import IndexSpec
+from hydrology.indices import check_index_names
 from twins.errors import TwinsError
 from twins.twin import SimulationResult, TwinStatus, UpdateRecord, UpdateResult
 
@@ -85,11 +85,7 @@ class DroughtInit(BaseModel):
     @field_validator("indices")
     @classmethod
     def _indices(cls, v: list[str]) -> list[str]:
-        for name in v:
-            try:
-                IndexSpec.parse(name)
-            except TwinsError as exc:
-                raise ValueError(f"{exc}; {exc.hint}") from None
+        check_index_names(v)
         return v
 
 

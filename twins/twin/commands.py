@@ -139,11 +139,8 @@ def run_twin_command(twin_cls: type[Twin], cmd: str, twin_dir: Path, argv: Seque
         ap.add_argument("--wait", action="store_true", help="wait for a running update")
     elif cmd == "simulate":
         add_model_flags(ap, twin_cls.Scenario)
-    elif cmd in ("status", "history"):
-        ap.add_argument("--json", action="store_true", help="JSON instead of text")
-    elif cmd == "rollback":
-        ap.add_argument("--to", type=int, required=True, metavar="VERSION", help="version")
-        ap.add_argument("--wait", action="store_true", help="wait for a running update")
+    elif cmd in ("status", "history", "rollback"):
+        _add_store_flags(ap, cmd)
     else:
         raise ConfigError(f"unknown twin command {cmd!r}; one of {', '.join(COMMANDS)}")
     ns = ap.parse_args(list(argv))
@@ -172,6 +169,15 @@ def run_twin_command(twin_cls: type[Twin], cmd: str, twin_dir: Path, argv: Seque
     return 0
 
 
+def _add_store_flags(ap: argparse.ArgumentParser, cmd: str) -> None:
+    """The flags of the core's own subcommands: status, history and rollback."""
+    if cmd == "rollback":
+        ap.add_argument("--to", type=int, required=True, metavar="VERSION", help="version")
+        ap.add_argument("--wait", action="store_true", help="wait for a running update")
+    else:
+        ap.add_argument("--json", action="store_true", help="JSON instead of text")
+
+
 def history_lines(records: Sequence[UpdateRecord], as_json: bool = False) -> list[str]:
     """One line per version: text (version, action, time, cursor, model) or JSON."""
     if as_json:
@@ -189,14 +195,10 @@ def history_lines(records: Sequence[UpdateRecord], as_json: bool = False) -> lis
 def run_store_command(store: TwinStore, cmd: str, argv: Sequence[str]) -> int:
     """``history`` and ``rollback`` on a bare store: a twin whose domain is not installed
     (or offers no twin class) can still be inspected and restored."""
-    ap = argparse.ArgumentParser(prog=f"twins twin {cmd} {store.path}")
-    if cmd == "history":
-        ap.add_argument("--json", action="store_true", help="JSON instead of text")
-    elif cmd == "rollback":
-        ap.add_argument("--to", type=int, required=True, metavar="VERSION", help="version")
-        ap.add_argument("--wait", action="store_true", help="wait for a running update")
-    else:
+    if cmd not in ("history", "rollback"):
         raise ConfigError(f"twins twin {cmd}: needs the twin's domain installed")
+    ap = argparse.ArgumentParser(prog=f"twins twin {cmd} {store.path}")
+    _add_store_flags(ap, cmd)
     ns = ap.parse_args(list(argv))
     if cmd == "history":
         print("\n".join(history_lines([store.record(0), *store.history()], ns.json)))
