@@ -674,18 +674,13 @@ def test_cli_twin_commands(twin_dir: Path, files: dict[str, Path]) -> None:
             timeout=120,
         )
 
+    # the console entry point in a fresh process; every subcommand's behaviour is tested
+    # in-process by test_twin_commands_update_simulate_status_history_rollback
     up = run("update", str(twin_dir), "--data", str(files["2007-11"]))
     assert up.returncode == 0, up.stderr
     assert _last_json(up.stdout)["cursor"] == "2007-11"
-    sim = run("simulate", str(twin_dir), "--precip-scale", "0.5", "--months", "2")
-    assert sim.returncode == 0, sim.stderr
-    assert _last_json(sim.stdout)["scenario"]["precip_scale"] == 0.5
-    st = run("status", str(twin_dir))
-    assert st.returncode == 0 and "2007-11" in st.stdout
-    hist = run("history", str(twin_dir))
-    assert hist.returncode == 0 and len(hist.stdout.strip().splitlines()) == 2
     bad = run("update", str(twin_dir), "--data", str(files["2007-11"]).replace("11", "13"))
-    assert bad.returncode != 0 and "twins: error:" in bad.stderr
+    assert bad.returncode != 0 and "twins: error:" in bad.stderr and "Traceback" not in bad.stderr
 
 
 # ------------------------------------------------------------------------------------ crash

@@ -28,8 +28,11 @@ def twins(
     return proc
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo through the console entry point; the twin commands after it in-process."""
     from mlflow.tracking import MlflowClient
+
+    from twins.cli import main
 
     proc = twins("demo", "--domain", "toy", "--workdir", "out", "train.epochs=3", cwd=tmp_path)
     assert "Traceback" not in proc.stderr
@@ -38,15 +41,19 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert summary["epochs"] == 3 and summary["model_version"] == "1"
     client = MlflowClient(f"sqlite:///{tmp_path}/out/mlflow.db")
     assert client.get_model_version("toy-forecaster", "1").run_id == summary["mlflow_run_id"]
-    # the twin commands on the demo's twin
+
+    def run(*args: str) -> str:
+        assert main(list(args)) == 0
+        return capsys.readouterr().out
+
     twin = str(tmp_path / "out" / "twin")
-    status = twins("twin", "status", twin, cwd=tmp_path).stdout
+    status = run("twin", "status", twin)
     assert "kind         toy" in status and "cursor       4175" in status
-    upd = json.loads(twins("twin", "update", twin, "--steps", "10", cwd=tmp_path).stdout)
+    upd = json.loads(run("twin", "update", twin, "--steps", "10"))
     assert upd["first"] == 4176 and upd["last"] == 4185 and upd["mse"] < upd["persistence_mse"]
-    sim = json.loads(twins("twin", "simulate", twin, "--steps", "5", cwd=tmp_path).stdout)
+    sim = json.loads(run("twin", "simulate", twin, "--steps", "5"))
     assert sim["difference"] != 0 and sim["scenario"] == {"steps": 5, "driver_scale": 1.5}
-    assert "cursor       4185" in twins("twin", "status", twin, cwd=tmp_path).stdout
+    assert "cursor       4185" in run("twin", "status", twin)
 
 
 @pytest.mark.slow
@@ -163,52 +170,47 @@ def test_help_is_fast_and_env_reports(tmp_path: Path) -> None:
         assert "energy        unavailable (no RAPL or NVML)" in out
 
 
-def test_toy_twin_update_exit_codes(tmp_path: Path) -> None:
+def test_toy_twin_update_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """0 = updated, EXIT_NOTHING_NEW = the same input again (for cron / Slurm / CronJobs);
-    the twin made by ``twins twin init`` from the demo's run, taken back by ``rollback``."""
+    the twin made by ``twins twin init`` from the demo's run, taken back by ``rollback``.
+    In-process (the console entry point runs in test_demo_runs_end_to_end)."""
+    from twins.cli import main
     from twins.twin import EXIT_NOTHING_NEW, TwinStore
 
-    twins("demo", "--domain", "toy", "--workdir", "w", "train.epochs=1", cwd=tmp_path)
-    twin = tmp_path / "w" / "twin"
-    assert twins("twin", "update", str(twin), "--steps", "5", cwd=tmp_path).returncode == 0
+    def run(*args: str) -> tuple[int, str, str]:
+        rc = main(list(args))
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    w = str(tmp_path / "w")
+    assert run("demo", "--domain", "toy", "--workdir", w, "train.epochs=1")[0] == 0
+    assert run("twin", "update", f"{w}/twin", "--steps", "5")[0] == 0
     fresh = str(tmp_path / "fresh")
-    run = str(tmp_path / "w" / "toy-demo")
-    init = twins("twin", "init", fresh, "--kind", "toy", "--run", run, cwd=tmp_path)
-    assert json.loads(init.stdout)["version"] == 0
-    first = twins("twin", "update", fresh, "--steps", "5", cwd=tmp_path, check=False)
-    assert first.returncode == 0
-    # take the update back: the same steps come again, so they are new again; then nothing new
-    back = twins("twin", "rollback", fresh, "--to", "0", cwd=tmp_path)
-    assert json.loads(back.stdout)["undone"] == [1, 1]
-    again = twins("twin", "update", fresh, "--steps", "5", cwd=tmp_path, check=False)
-    assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["first"] == json.loads(first.stdout)["first"]
-    nxt = twins("twin", "update", fresh, "--steps", "5", cwd=tmp_path, check=False)
-    assert nxt.returncode == 0  # the cursor moved on: these are the next 5 steps (v4)
-    rewound = twins("twin", "rollback", fresh, "--to", "3", cwd=tmp_path)
-    assert json.loads(rewound.stdout)["cursor"] == json.loads(again.stdout)["cursor"]
-    redo = twins("twin", "update", fresh, "--steps", "5", cwd=tmp_path, check=False)
-    assert redo.returncode == 0, redo.stderr  # v4 was taken out: its steps are new again
-    assert json.loads(redo.stdout)["mse"] == json.loads(nxt.stdout)["mse"]
-    zero = twins("twin", "update", fresh, "--steps", "0", cwd=tmp_path, check=False)
-    assert zero.returncode == 2 and "--steps" in zero.stderr  # ge=1, one line
+    rc, out, _ = run("twin", "init", fresh, "--kind", "toy", "--run", f"{w}/toy-demo")
+    assert rc == 0 and json.loads(out)["version"] == 0
+    rc, first, _ = run("twin", "update", fresh, "--steps", "5")
+    assert rc == 0
+    # take the update back: the same steps come again, so they are new again
+    rc, out, _ = run("twin", "rollback", fresh, "--to", "0")
+    assert rc == 0 and json.loads(out)["undone"] == [1, 1]
+    rc, again, err = run("twin", "update", fresh, "--steps", "5")
+    assert rc == 0, err
+    assert json.loads(again)["first"] == json.loads(first)["first"]
+    rc, nxt, _ = run("twin", "update", fresh, "--steps", "5")
+    assert rc == 0  # the cursor moved on: these are the next 5 steps (v4)
+    rc, out, _ = run("twin", "rollback", fresh, "--to", "3")
+    assert json.loads(out)["cursor"] == json.loads(again)["cursor"]
+    rc, redo, err = run("twin", "update", fresh, "--steps", "5")
+    assert rc == 0, err  # v4 was taken out: its steps are new again
+    assert json.loads(redo)["mse"] == json.loads(nxt)["mse"]
+    rc, _, err = run("twin", "update", fresh, "--steps", "0")
+    assert rc == 2 and "--steps" in err  # ge=1, one line
     store = TwinStore.open(fresh)
     with store.transaction("rewind") as txn:  # move the cursor back: the same steps come again
         txn.update_state(cursor=str(int(store.state.cursor) - 5))
-    same = twins("twin", "update", fresh, "--steps", "5", cwd=tmp_path, check=False)
-    assert same.returncode == EXIT_NOTHING_NEW, same.stderr
-    bad = twins(
-        "twin",
-        "init",
-        str(tmp_path / "x"),
-        "--kind",
-        "toy",
-        "--run",
-        "/nope",
-        cwd=tmp_path,
-        check=False,
-    )
-    assert bad.returncode == 2 and "/nope" in bad.stderr and "Traceback" not in bad.stderr
+    assert run("twin", "update", fresh, "--steps", "5")[0] == EXIT_NOTHING_NEW
+    rc, _, err = run("twin", "init", str(tmp_path / "x"), "--kind", "toy", "--run", "/nope")
+    assert rc == 2 and "/nope" in err and "Traceback" not in err
 
 
 def test_distributed_workers_exit_without_finalisation(monkeypatch, tmp_path: Path) -> None:
