@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
@@ -342,55 +343,142 @@ def read_gwf(
 #: Below this median value a strain spectrum file is taken to hold a PSD [1/Hz] rather than
 #: an ASD [1/sqrt(Hz)]: ground-based strain ASDs lie around 1e-24..1e-18, PSDs 1e-48..1e-36.
 PSD_AUTO_THRESHOLD = 1e-30
+#: Characters that start a comment in a spectrum text file (whole line or trailing).
+_COMMENT = re.compile(r"[#%]")
+#: Column separators of a spectrum text file: whitespace and/or one comma.
+_SEPARATOR = re.compile(r"\s*,\s*|\s+")
+
+
+def _spectrum_rows(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Parse a spectrum text file into frequency, value and line-number arrays.
+
+    Returns:
+        ``(freq, value, lineno, ncols)``: the first two columns as float64 arrays of shape
+        ``(rows,)``, the 1-based line of each row, and the column count (2 or 3).
+
+    Raises:
+        DataError: Not UTF-8 text, a non-numeric row, a row with other than 2 or 3 columns,
+            or a column count that changes between rows.
+    """
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{p.name}: cannot parse as numbers (byte {exc.start} (0x{data[exc.start]:02x}) "
+            "is not UTF-8 text)",
+            hint="expected a text file of frequency and ASD/PSD columns",
+        ) from None
+    freq: list[float] = []
+    val: list[float] = []
+    lines: list[int] = []
+    ncols = 0
+    first_line = 0
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = _COMMENT.split(raw, 1)[0].strip()
+        if not line:
+            continue
+        fields = _SEPARATOR.split(line)
+        try:
+            numbers = [float(x) for x in fields]
+        except ValueError:
+            shown = line if len(line) <= 60 else line[:57] + "..."
+            raise DataError(
+                f"{p.name}: cannot parse as numbers (line {lineno}: {shown!r})",
+                hint="expected columns of numbers; comment lines start with # or %",
+            ) from None
+        if len(numbers) not in (2, 3):
+            raise DataError(
+                f"{p.name}:{lineno}: {len(numbers)} columns; expected two or three columns "
+                "(frequency Hz, ASD or PSD[, ignored])"
+            )
+        if ncols and len(numbers) != ncols:
+            raise DataError(
+                f"{p.name}:{lineno}: {len(numbers)} columns, but {ncols} on line {first_line}; "
+                "expected the same two or three columns on every row"
+            )
+        if not ncols:
+            ncols, first_line = len(numbers), lineno
+        freq.append(numbers[0])
+        val.append(numbers[1])
+        lines.append(lineno)
+    return np.asarray(freq), np.asarray(val), np.asarray(lines), ncols
 
 
 def read_asd(
     path: PathLike, kind: Literal["asd", "psd", "auto"] = "asd", *, psd: bool | None = None
 ) -> FrequencySeries:
-    """Read a two-column sensitivity curve (frequency [Hz], ASD [strain/sqrt(Hz)]).
+    """Read a published sensitivity curve: frequency [Hz] and ASD [strain/sqrt(Hz)] or PSD.
 
-    ``#`` lines are comments. ``kind="psd"`` (or ``psd=True``) declares the second column a
-    PSD [strain^2/Hz], which is square-rooted. ``kind="auto"`` decides from the values: a
-    median below :data:`PSD_AUTO_THRESHOLD` (1e-30) means PSD. Auto-detection only holds
+    Files are taken as LVK/GWOSC release them: ``#`` and ``%`` start comments (whole lines or
+    trailing), blank lines are skipped, columns are separated by whitespace or commas. A file
+    has two or three columns on every row; a third column (e.g. a second curve or an
+    uncertainty) is ignored and the log says so. A first row at exactly 0 Hz, common in LVK
+    releases, is dropped (logged at INFO). ``kind="psd"`` (or ``psd=True``) declares the
+    second column a PSD [strain^2/Hz], which is square-rooted. ``kind="auto"`` decides from
+    the values: a median below :data:`PSD_AUTO_THRESHOLD` (1e-30) means PSD; this only holds
     for strain curves, not for witness-channel spectra.
 
     Args:
-        path: Text file, e.g. ``lalapps/data/LIGO-P1200087-v18-AdV_DESIGN.txt``.
+        path: Text file, e.g. ``data/gravwave/O3-V1_sensitivity_strain_asd.txt``.
         kind: ``"asd"``, ``"psd"`` or ``"auto"``.
         psd: Shortcut overriding ``kind``: ``True`` = ``"psd"``, ``False`` = ``"asd"``.
 
     Returns:
-        ASD [1/sqrt(Hz)] on the file's (possibly irregular) frequencies; square it for a PSD.
+        ASD [1/sqrt(Hz)] of shape ``(rows,)`` on the file's (possibly irregular) frequencies,
+        the 0-Hz row excluded; square it for a PSD.
 
     Raises:
-        DataError: File missing/unparsable, not exactly two columns, frequencies not
-            positive and strictly increasing, or values not positive and finite.
+        DataError: File missing, not text, a non-numeric row, other than two or three
+            columns, fewer than 2 rows after the 0-Hz row, frequencies not positive, finite
+            and strictly increasing (a duplicate included), or values not positive and
+            finite. The message names the file and the line.
     """
     if psd is not None:
         kind = "psd" if psd else "asd"
     if kind not in ("asd", "psd", "auto"):
         raise ValueError(f"kind must be 'asd', 'psd' or 'auto', got {kind!r}")
     p = require_file(path)
-    with foreign_errors(p, "cannot parse as numbers", "expected two columns of numbers"):
-        table = np.loadtxt(p, comments="#", ndmin=2, dtype=np.float64)
-    if table.shape[0] < 2 or table.shape[1] != 2:
+    freq, val, lines, ncols = _spectrum_rows(p)
+    if len(freq) and freq[0] == 0.0:
+        log.info("%s: line %d: 0-Hz row dropped (value %g)", p.name, lines[0], val[0])
+        freq, val, lines = freq[1:], val[1:], lines[1:]
+    if len(freq) < 2:
         raise DataError(
-            f"{p.name}: expected two columns (frequency Hz, ASD) and >= 2 rows, "
-            f"got shape {table.shape}"
+            f"{p.name}: {len(freq)} data rows (0-Hz row not counted); expected at least 2 rows "
+            "of frequency Hz and ASD/PSD"
         )
-    freq, val = table[:, 0], table[:, 1]
-    if not np.all(np.isfinite(freq)) or freq[0] <= 0 or np.any(np.diff(freq) <= 0):
-        raise DataError(f"{p.name}: frequencies must be positive, finite and strictly increasing")
+    bad_f = ~np.isfinite(freq) | (freq <= 0)
+    if bad_f.any():
+        i = int(np.argmax(bad_f))
+        raise DataError(
+            f"{p.name}:{lines[i]}: frequency {freq[i]:g} Hz; frequencies must be positive, "
+            "finite and strictly increasing"
+        )
+    step = np.diff(freq)
+    if np.any(step <= 0):
+        i = int(np.argmax(step <= 0)) + 1
+        what = "repeats" if step[i - 1] == 0 else "is below"
+        raise DataError(
+            f"{p.name}:{lines[i]}: frequency {freq[i]:g} Hz {what} {freq[i - 1]:g} Hz on line "
+            f"{lines[i - 1]}; frequencies must be positive, finite and strictly increasing"
+        )
     bad = ~np.isfinite(val) | (val <= 0)
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
             f"{p.name}: {int(bad.sum())} non-positive or non-finite values, first at "
-            f"{freq[i]:g} Hz ({val[i]})"
+            f"{freq[i]:g} Hz on line {lines[i]} ({val[i]:g}); expected positive finite values"
         )
     if kind == "auto":
         kind = "psd" if float(np.median(val)) < PSD_AUTO_THRESHOLD else "asd"
         log.info("%s: detected %s", p.name, kind.upper())
+    if ncols == 3:
+        log.info(
+            "%s: third column ignored; frequency from column 1, %s from column 2",
+            p.name,
+            kind.upper(),
+        )
     asd = np.sqrt(val) if kind == "psd" else val
     return FrequencySeries(asd, frequencies=freq, unit="1/Hz^(1/2)", name=p.stem)
 

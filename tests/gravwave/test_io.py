@@ -287,8 +287,8 @@ def test_read_asd_rejects_bad_files(tmp_path: Path) -> None:
     path.write_text("20 1e-23\n10 1e-23\n")
     with pytest.raises(DataError, match="strictly increasing"):
         io.read_asd(path)
-    path.write_text("10 1e-23 2e-23\n20 1e-23 2e-23\n")
-    with pytest.raises(DataError, match="two columns"):
+    path.write_text("10 1e-23 2e-23 3e-23\n20 1e-23 2e-23 3e-23\n")
+    with pytest.raises(DataError, match="two or three columns"):
         io.read_asd(path)
 
 
@@ -535,3 +535,86 @@ def test_foreign_errors_wraps_library_errors_only(tmp_path: Path) -> None:
     assert err.value.hint == "hint" and isinstance(err.value.__cause__, KeyError)
     with pytest.raises(MemoryError), foreign_errors(tmp_path / "x.h5", "reading"):
         raise MemoryError
+
+
+# -- published spectrum files as they are (issue 12, item 2) ----------------------------------
+
+O3_VIRGO = (
+    Path(__file__).resolve().parents[2] / "data" / "gravwave" / "O3-V1_sensitivity_strain_asd.txt"
+)
+
+
+def test_read_asd_measured_o3_virgo_file_as_published(caplog: pytest.LogCaptureFixture) -> None:
+    # The LVK release starts at 0 Hz and runs to 8192 Hz in 0.5-Hz steps (16385 rows).
+    with caplog.at_level("INFO", logger="gravwave.io"):
+        asd = io.read_asd(O3_VIRGO)
+    assert "line 1: 0-Hz row dropped" in caplog.text
+    f = asd.frequencies.value
+    assert len(asd) == 16384
+    assert f[0] == 0.5 and f[-1] == 8192.0
+    np.testing.assert_array_equal(np.diff(f), 0.5)  # 0.5 is exact in binary
+    # Measured: the minimum is 9.8714e-24 /sqrt(Hz) at 110.5 Hz; the median over 100-300 Hz
+    # is 1.32e-23 and over 50-100 Hz 1.26e-23 (Virgo O3a, BNS range about 50 Mpc).
+    band = (f >= 100.0) & (f <= 300.0)
+    i = int(np.argmin(asd.value))
+    assert f[i] == 110.5 and 5e-24 < asd.value[i] < 1e-23
+    assert 1e-23 < float(np.median(asd.value[band])) < 2e-23
+    assert asd.value[f == 20.0][0] > 10 * asd.value[i]  # the seismic wall below 30 Hz
+
+
+def _asd_rows(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_read_asd_psd_option_three_columns_comments_commas(tmp_path: Path) -> None:
+    f = np.array([0.0, 10.0, 20.0, 40.0])
+    a = np.array([1e-20, 4e-22, 3e-23, 1.5e-23])
+    psd_file = tmp_path / "psd.txt"
+    np.savetxt(psd_file, np.column_stack([f, a**2]), header="f [Hz]  PSD [1/Hz]")
+    asd_file = tmp_path / "asd.txt"
+    np.savetxt(asd_file, np.column_stack([f, a]))
+    ref = io.read_asd(asd_file)
+    np.testing.assert_array_equal(ref.frequencies.value, f[1:])
+    np.testing.assert_array_equal(ref.value, a[1:])
+    # sqrt of a float64 square returns the value within 1 ulp (correctly rounded sqrt,
+    # one rounding in the square): rtol 2 eps.
+    eps = np.finfo(float).eps
+    np.testing.assert_allclose(io.read_asd(psd_file, kind="psd").value, a[1:], rtol=2 * eps)
+    np.testing.assert_allclose(io.read_asd(psd_file, psd=True).value, a[1:], rtol=2 * eps)
+    text = (
+        "% Virgo curve, MATLAB-style header\n"
+        "# freq, asd, uncertainty\n"
+        "\n"
+        "0, 1e-20, 0.1\n"
+        "10 ,4e-22,0.1   # trailing comment\n"
+        "20\t3e-23\t0.2\n"
+        "40 1.5e-23 0.3\n"
+    )
+    three = io.read_asd(_asd_rows(tmp_path / "three.csv", text))
+    np.testing.assert_array_equal(three.frequencies.value, f[1:])
+    np.testing.assert_array_equal(three.value, a[1:])
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("10 1e-23\n10 2e-23\n", r"^dup\.txt:2: frequency 10 Hz repeats 10 Hz on line 1; .*"),
+        ("0 1e-23\n20 1e-23\n10 1e-23\n", r"^dup\.txt:3: frequency 10 Hz is below 20 Hz on"),
+        ("0 1e-23\n0 1e-23\n10 1e-23\n", r"^dup\.txt:2: frequency 0 Hz; .*positive"),
+        ("-1 1e-23\n10 1e-23\n", r"^dup\.txt:1: frequency -1 Hz; frequencies must be pos"),
+        ("10 1e-23\nnan 1e-23\n", r"^dup\.txt:2: frequency nan Hz; .*finite"),
+        ("10 1e-23\n20 -1e-23\n", r"^dup\.txt: 1 non-positive .* at 20 Hz on line 2 \(-1e-23"),
+        ("10 1e-23\n# c\n20 inf\n", r"^dup\.txt: 1 non-positive .* at 20 Hz on line 3 \(inf"),
+        ("0 1e-23\n10 1e-23\n", r"^dup\.txt: 1 data rows .*expected at least 2 rows"),
+        ("# only comments\n", r"^dup\.txt: 0 data rows"),
+        ("10 1e-23\n20 abc\n", r"^dup\.txt: cannot parse as numbers \(line 2: '20 abc'\)"),
+        ("f asd\n10 1e-23\n", r"^dup\.txt: cannot parse as numbers \(line 1: 'f asd'\)"),
+        ("10\n20\n", r"^dup\.txt:1: 1 columns; expected two or three columns"),
+        ("10 1 2\n20 1\n", r"^dup\.txt:2: 2 columns, but 3 on line 1; expected the same"),
+    ],
+)
+def test_read_asd_refusals_name_file_and_line(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(DataError, match=match) as err:
+        io.read_asd(_asd_rows(tmp_path / "dup.txt", text))
+    assert "\n" not in str(err.value)
