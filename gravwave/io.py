@@ -440,13 +440,15 @@ def read_asd(
         raise ValueError(f"kind must be 'asd', 'psd' or 'auto', got {kind!r}")
     p = require_file(path)
     freq, val, lines, ncols = _spectrum_rows(p)
+    dropped = ""
     if len(freq) and freq[0] == 0.0:
         log.info("%s: line %d: 0-Hz row dropped (value %g)", p.name, lines[0], val[0])
         freq, val, lines = freq[1:], val[1:], lines[1:]
+        dropped = " after the 0-Hz row"
     if len(freq) < 2:
         raise DataError(
-            f"{p.name}: {len(freq)} data rows (0-Hz row not counted); expected at least 2 rows "
-            "of frequency Hz and ASD/PSD"
+            f"{p.name}: {len(freq)} data rows{dropped}; expected at least 2 rows of frequency "
+            "Hz and ASD/PSD"
         )
     bad_f = ~np.isfinite(freq) | (freq <= 0)
     if bad_f.any():

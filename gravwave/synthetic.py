@@ -1,8 +1,12 @@
 """Seeded Virgo-like strain with witness channels whose couplings are known (issue 6, part 2).
 
-The strain is coloured Gaussian noise drawn exactly from a Virgo sensitivity curve shipped with
-LALSimulation (through :func:`pycbc.psd.from_string`, default ``AdVO3LowT1800545``, the O3 "low"
-curve of LIGO-T1800545, BNS range about 61 Mpc), plus noise that witness channels explain:
+The strain is coloured Gaussian noise drawn exactly from a sensitivity curve chosen by
+``SyntheticParams.asd``: ``"design"`` (the default) takes the LALSimulation curve named by
+``SyntheticParams.psd`` (through :func:`pycbc.psd.from_string`, default ``AdVO3LowT1800545``, the
+O3 "low" curve of LIGO-T1800545, BNS range about 61 Mpc); ``"o3-virgo"`` the measured Virgo O3a
+ASD shipped in ``data/gravwave/`` (:data:`O3_VIRGO_ASD`, LVK release LIGO-P2000251); a path any
+ASD text file :func:`gravwave.io.read_asd` reads. A file's ASD is interpolated linearly in log
+ASD onto the segment's frequency grid. Witness-explained noise is added on top:
 
 * **Linear, band-limited** (``noise_linear``): the magnetometer ``V1:ENV_CEB_MAG_X`` (white,
   broadband) passes through a causal 6-pole Butterworth band-pass ``linear_band`` (default
@@ -45,7 +49,8 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import scipy.fft
@@ -53,9 +58,18 @@ from gwpy.timeseries import TimeSeries, TimeSeriesDict
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import signal as sps
 
+from gravwave.io import read_asd
 from twins.errors import DataError
 
 logger = logging.getLogger(__name__)
+
+O3_VIRGO_ASD = (
+    Path(__file__).resolve().parents[1] / "data" / "gravwave" / "O3-V1_sensitivity_strain_asd.txt"
+)
+"""Measured Virgo O3a ASD [strain/sqrt(Hz)], 0.5-8192 Hz (LIGO-P2000251), ``asd="o3-virgo"``."""
+
+NAMED_ASDS: dict[str, Path] = {"o3-virgo": O3_VIRGO_ASD}
+"""Curves shipped in ``data/gravwave/`` that ``SyntheticParams.asd`` names."""
 
 STRAIN_CHANNEL = "V1:Hrec_hoft_16384Hz"
 """Name of the strain channel (Virgo online h(t); the data are at ``sample_rate``)."""
@@ -130,7 +144,12 @@ class SyntheticParams(BaseModel):
     Attributes:
         duration: Segment length [s]; ``duration * sample_rate`` must be an integer.
         sample_rate: Sampling rate of strain and witnesses [Hz].
-        psd: Name of a LALSimulation PSD known to :func:`pycbc.psd.from_string`.
+        psd: Name of a LALSimulation PSD known to :func:`pycbc.psd.from_string`; used when
+            ``asd`` is ``"design"``.
+        asd: The strain noise curve: ``"design"`` (the LALSimulation curve ``psd``),
+            ``"o3-virgo"`` (the measured Virgo O3a ASD, :data:`O3_VIRGO_ASD`) or the path of an
+            ASD text file (frequency [Hz], ASD [strain/sqrt(Hz)]) covering ``flow`` to
+            ``sample_rate / 2``.
         flow: The strain noise is zero below this frequency [Hz].
         seed: Seed of all random streams.
         t0: GPS start of segment 0 [s]; also the reference time of the drift.
@@ -160,6 +179,7 @@ class SyntheticParams(BaseModel):
     duration: float = Field(64.0, gt=0)
     sample_rate: int = Field(4096, gt=0)
     psd: str = "AdVO3LowT1800545"
+    asd: Literal["design", "o3-virgo"] | Path = "design"
     flow: float = Field(10.0, gt=0)
     seed: int = 0
     t0: float = 1262304018.0
@@ -281,9 +301,8 @@ class SyntheticSegment:
         return _series(clean, self.strain, STRAIN_CHANNEL + "_ORACLE")
 
     def floor_psd(self, delta_f: float) -> np.ndarray:
-        """One-sided PSD of the Virgo curve [strain^2/Hz] on ``0, delta_f, ..., fs/2`` [Hz]."""
-        p = self.params
-        return virgo_psd(p.psd, p.sample_rate, delta_f, p.flow)
+        """One-sided PSD of the chosen curve [strain^2/Hz] on ``0, delta_f, ..., fs/2`` [Hz]."""
+        return strain_psd(self.params, delta_f)
 
 
 def _series(values: np.ndarray, like: TimeSeries, channel: str, unit: str = "") -> TimeSeries:
@@ -329,6 +348,71 @@ def virgo_psd(name: str, sample_rate: float, delta_f: float, flow: float) -> np.
         DataError: If the PSD name is unknown.
     """
     return _virgo_psd_cached(name, int(sample_rate), float(delta_f), float(flow))
+
+
+@functools.lru_cache(maxsize=16)
+def _file_psd_cached(
+    path: str, stamp: tuple[int, int], sample_rate: int, delta_f: float, flow: float
+) -> np.ndarray:
+    p = Path(path)
+    curve = read_asd(p, kind="asd")
+    f = curve.frequencies.value
+    nyq = sample_rate / 2.0
+    if flow < f[0] or nyq > f[-1]:
+        raise DataError(
+            f"{p.name}: ASD covers {f[0]:g}-{f[-1]:g} Hz; the generator needs flow {flow:g} Hz "
+            f"to Nyquist {nyq:g} Hz",
+            hint="use a curve that covers the band, or raise flow / lower sample_rate",
+        )
+    grid = np.arange(int(round(nyq / delta_f)) + 1) * delta_f
+    log_asd = np.interp(grid, f, np.log(curve.value))
+    psd = np.where(grid >= flow, np.exp(2.0 * log_asd), 0.0)
+    psd.setflags(write=False)
+    return psd
+
+
+def file_psd(path: Path, sample_rate: float, delta_f: float, flow: float) -> np.ndarray:
+    """One-sided PSD [strain^2/Hz] of an ASD text file on ``0, delta_f, ..., sample_rate / 2``.
+
+    The ASD is read with :func:`gravwave.io.read_asd` and interpolated linearly in its
+    logarithm between the file's frequencies; the PSD is zero below ``flow``.
+
+    Args:
+        path: ASD text file (frequency [Hz], ASD [strain/sqrt(Hz)]).
+        sample_rate: Sampling rate [Hz]; the grid ends at ``sample_rate / 2``.
+        delta_f: Frequency step [Hz].
+        flow: Frequency below which the PSD is zero [Hz].
+
+    Returns:
+        Read-only array of shape ``(round(sample_rate / 2 / delta_f) + 1,)``.
+
+    Raises:
+        DataError: The file is unreadable (see :func:`gravwave.io.read_asd`) or does not cover
+            ``flow`` to ``sample_rate / 2``.
+    """
+    p = Path(path)
+    stat = p.stat() if p.is_file() else None
+    stamp = (stat.st_mtime_ns, stat.st_size) if stat else (0, 0)
+    return _file_psd_cached(str(p), stamp, int(sample_rate), float(delta_f), float(flow))
+
+
+def strain_psd(params: SyntheticParams, delta_f: float) -> np.ndarray:
+    """One-sided PSD of the curve ``params.asd`` [strain^2/Hz] on ``0, delta_f, ..., fs/2``.
+
+    Args:
+        params: Settings (``asd``, ``psd``, ``sample_rate``, ``flow``).
+        delta_f: Frequency step [Hz].
+
+    Returns:
+        Read-only array, zero below ``params.flow``.
+
+    Raises:
+        DataError: Unknown LALSimulation PSD name, or an unreadable / too narrow ASD file.
+    """
+    if params.asd == "design":
+        return virgo_psd(params.psd, params.sample_rate, delta_f, params.flow)
+    path = NAMED_ASDS[params.asd] if isinstance(params.asd, str) else params.asd
+    return file_psd(path, params.sample_rate, delta_f, params.flow)
 
 
 def _rng(params: SyntheticParams, segment: int, component: int) -> np.random.Generator:
@@ -392,7 +476,7 @@ def _optimal_snr(h: np.ndarray, params: SyntheticParams) -> float:
     """Optimal SNR of ``h`` [strain] against the Virgo curve (zero-padded to a power of 2)."""
     fs = params.sample_rate
     n = max(int(2 ** math.ceil(math.log2(max(len(h), 2)))), fs)
-    psd = virgo_psd(params.psd, fs, fs / n, params.flow)
+    psd = strain_psd(params, fs / n)
     htilde = np.fft.rfft(h, n) / fs
     ok = psd > 0
     return float(math.sqrt(4.0 * (fs / n) * np.sum(np.abs(htilde[ok]) ** 2 / psd[ok])))
@@ -550,7 +634,8 @@ def generate(params: SyntheticParams, segment: int = 0) -> SyntheticSegment:
         The segment: strain, witnesses, ground-truth noise, glitches and injections.
 
     Raises:
-        DataError: If ``segment`` is negative, the PSD name is unknown, a band holds no
+        DataError: If ``segment`` is negative, the PSD name is unknown, the ASD file is
+            unreadable or does not cover ``flow`` to Nyquist, a band holds no
             frequency bin of the segment, or the injection waveform cannot be generated.
     """
     if segment < 0:
@@ -563,8 +648,8 @@ def generate(params: SyntheticParams, segment: int = 0) -> SyntheticSegment:
     gain = p.gain_factor(times)
     df = fs / n
 
-    # Base strain: Gaussian noise from the Virgo curve.
-    psd = virgo_psd(p.psd, fs, df, p.flow)
+    # Base strain: Gaussian noise from the chosen curve.
+    psd = strain_psd(p, df)
     floor = colored_noise(_rng(p, segment, _C_FLOOR), psd, fs)
     like = TimeSeries(np.empty(0), t0=t0, sample_rate=fs)
 

@@ -606,7 +606,10 @@ def test_read_asd_psd_option_three_columns_comments_commas(tmp_path: Path) -> No
         ("10 1e-23\nnan 1e-23\n", r"^dup\.txt:2: frequency nan Hz; .*finite"),
         ("10 1e-23\n20 -1e-23\n", r"^dup\.txt: 1 non-positive .* at 20 Hz on line 2 \(-1e-23"),
         ("10 1e-23\n# c\n20 inf\n", r"^dup\.txt: 1 non-positive .* at 20 Hz on line 3 \(inf"),
-        ("0 1e-23\n10 1e-23\n", r"^dup\.txt: 1 data rows .*expected at least 2 rows"),
+        (
+            "0 1e-23\n10 1e-23\n",
+            r"^dup\.txt: 1 data rows after the 0-Hz row; expected at least 2 rows",
+        ),
         ("# only comments\n", r"^dup\.txt: 0 data rows"),
         ("10 1e-23\n20 abc\n", r"^dup\.txt: cannot parse as numbers \(line 2: '20 abc'\)"),
         ("f asd\n10 1e-23\n", r"^dup\.txt: cannot parse as numbers \(line 1: 'f asd'\)"),
