@@ -47,6 +47,7 @@ from gravwave.io_common import (
     foreign_errors,
     listing,
     rate,
+    read_utf8,
     require_file,
     span,
 )
@@ -108,14 +109,7 @@ def read_channel_list(path: PathLike) -> list[str]:
             a duplicate.
     """
     p = require_file(path)
-    data = p.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{p.name}: byte {exc.start} (0x{data[exc.start]:02x}) is not UTF-8; expected a "
-            "text file of channel names"
-        ) from None
+    text = read_utf8(p, "a text file of channel names")
     channels: list[str] = []
     seen: dict[str, int] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -360,15 +354,7 @@ def _spectrum_rows(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         DataError: Not UTF-8 text, a non-numeric row, a row with other than 2 or 3 columns,
             or a column count that changes between rows.
     """
-    data = p.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{p.name}: cannot parse as numbers (byte {exc.start} (0x{data[exc.start]:02x}) "
-            "is not UTF-8 text)",
-            hint="expected a text file of frequency and ASD/PSD columns",
-        ) from None
+    text = read_utf8(p, "a text file of frequency and ASD/PSD columns")
     freq: list[float] = []
     val: list[float] = []
     lines: list[int] = []

@@ -103,3 +103,23 @@ def foreign_errors(path: Path, what: str, hint: str = "") -> Iterator[None]:
         raise
     except Exception as exc:
         raise DataError(f"{path.name}: {what} ({reason(exc)})", hint=hint) from exc
+
+
+def read_utf8(path: Path, expected: str) -> str:
+    """The text of ``path``, or a one-line DataError naming the first byte that is not UTF-8.
+
+    Args:
+        path: The file.
+        expected: What the file should be, for the hint (``"a text file of channel names"``).
+
+    Raises:
+        DataError: The file is not UTF-8 text.
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path.name}: byte {exc.start} (0x{data[exc.start]:02x}) is not UTF-8 text",
+            hint=f"expected {expected}",
+        ) from None
