@@ -62,12 +62,12 @@ from hydrology.gates import Gates
 from hydrology.indices import DroughtIndices
 from hydrology.ingest import SOURCE_VARIABLE, DataInput, prepare_months, read_init
 from hydrology.scenario import Region, Scenario, apply_scenario
+from hydrology.timeaxis import month_label
 from hydrology.twin_history import (
     HISTORY_MARGIN,
     INPUT_VARS,
     append_months,
     history_dataset,
-    month_of,
     next_month,
     to_index_input,
     transform_tail,
@@ -600,8 +600,10 @@ class DroughtTwin(Twin):
                 modified[name].isel(time=-1) - history[name].isel(time=-1)
             ).assign_attrs(long_name=f"scenario - baseline {name} in the issue month", units="1")
         times = history["time"].values
-        issue = month_of(times[-1])
-        changed = None if span is None else (month_of(times[span[0]]), month_of(times[span[1]]))
+        issue = month_label(times[-1])
+        changed = (
+            None if span is None else (month_label(times[span[0]]), month_label(times[span[1]]))
+        )
         out.attrs = {
             "scenario": sc.model_dump_json(),
             "issue_month": issue,

@@ -28,7 +28,6 @@ __all__ = [
     "STATICS",
     "append_months",
     "history_dataset",
-    "month_of",
     "next_month",
     "to_index_input",
     "transform_tail",
@@ -44,11 +43,6 @@ MIN_TRANSFORM_MONTHS = 3
 INPUT_VARS = ("pr", "wb", "sm", "t2m")
 #: Static fields the history keeps, where available.
 STATICS = ("lsm", "z")
-
-
-def month_of(t: Any) -> str:
-    """``"YYYY-MM"`` of a time stamp."""
-    return pd.Timestamp(t).strftime("%Y-%m")
 
 
 def next_month(month: str) -> str:
