@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from scipy import fft as sfft
 from scipy import signal as sps
 
-from gravwave.gates import robust_standardize
+from gravwave.gates import robust_location_scale, robust_standardize
 from gravwave.metrics import asd_ratio, inspiral_range, out_of_band_ratio
 
 __all__ = ["GlitchFlag", "Quality", "band_label", "glitch_flags", "quality_of", "segment_key"]
@@ -138,7 +138,8 @@ def glitch_flags(
     The residual is robustly standardised without overflow
     (:func:`gravwave.gates.robust_standardize`: float64, samples beyond 1e8 robust sigma
     clipped there), tapered, whitened by its own Welch ASD (2-s FFTs),
-    band-limited to ``band`` and normalised by its robust standard deviation (1.4826 x MAD),
+    band-limited to ``band`` and normalised by its robust standard deviation
+    (:func:`gravwave.gates.robust_location_scale`),
     so a huge finite glitch is flagged instead of overflowing. Samples above
     ``threshold`` (edges of ``edge`` s excluded) are merged into flags when closer than
     ``merge`` s.
@@ -171,7 +172,7 @@ def glitch_flags(
     z = sfft.irfft(white, n)
     cut = int(edge * sample_rate)
     core = z[cut : n - cut] if n > 2 * cut else z
-    sigma = 1.4826 * np.median(np.abs(core - np.median(core)))
+    _, sigma = robust_location_scale(core)
     if not sigma > 0:
         return []
     z = np.abs(z) / sigma
