@@ -26,7 +26,6 @@ __all__ = [
     "json_dumps",
     "remove_tree",
     "sha256_file",
-    "write_bytes_atomic",
     "write_json_atomic",
 ]
 
@@ -152,13 +151,8 @@ def atomic_write(
     return target
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """:func:`atomic_write` of bytes (kept for the twin store's callers)."""
-    atomic_write(path, data)
-
-
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Atomically replace ``path`` with the JSON form of ``data`` (see :func:`write_bytes_atomic`).
+    """Atomically replace ``path`` with the JSON form of ``data`` (see :func:`atomic_write`).
 
     Args:
         path: Destination file.
