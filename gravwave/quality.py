@@ -17,7 +17,7 @@ from scipy import fft as sfft
 from scipy import signal as sps
 
 from gravwave.gates import robust_location_scale, robust_standardize
-from gravwave.metrics import asd_ratio, inspiral_range, out_of_band_ratio
+from gravwave.metrics import asd, asd_ratio, inspiral_range, out_of_band_ratio
 
 __all__ = ["GlitchFlag", "Quality", "band_label", "glitch_flags", "quality_of", "segment_key"]
 
@@ -91,13 +91,15 @@ def quality_of(
         fftlength: FFT length of the ASD ratios [s].
         range_fftlength: FFT length of the inspiral range [s].
     """
-    ratios = {band_label(b): asd_ratio(cleaned, raw, [b], fftlength=fftlength) for b in bands}
+    # each ASD once (median Welch, 50 % overlap), shared by every band and the out-of-band ratio
+    a_cln, a_raw = asd(cleaned, fftlength), asd(raw, fftlength)
+    ratios = {band_label(b): asd_ratio(a_cln, a_raw, [b]) for b in bands}
     r_raw = inspiral_range(raw, fftlength=range_fftlength)
     r_cln = inspiral_range(cleaned, fftlength=range_fftlength)
     return Quality(
         asd_ratio=ratios,
         asd_ratio_mean=float(np.mean(list(ratios.values()))),
-        out_of_band_ratio=out_of_band_ratio(cleaned, raw, bands, fftlength=fftlength),
+        out_of_band_ratio=out_of_band_ratio(a_cln, a_raw, bands),
         range_raw_mpc=r_raw,
         range_cleaned_mpc=r_cln,
         range_gain_mpc=r_cln - r_raw,
