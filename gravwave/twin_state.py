@@ -269,7 +269,9 @@ class NoiseInit(BaseModel):
         description="the policy as JSON, e.g. '{\"register_models\": false}'",
     )
     cursor: float | None = Field(
-        None, description="GPS time [s] the first segment must start at (default: any)"
+        None,
+        allow_inf_nan=False,
+        description="GPS time [s] the first segment must start at (default: any)",
     )
 
 

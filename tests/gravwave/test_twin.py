@@ -441,6 +441,44 @@ def test_cli_init_and_python_what_if(
     assert dir_snapshot(twin_dir, skip_lock=True) == before  # a what-if changes nothing
 
 
+def test_cli_init_cursor_and_simulate_with_files(
+    tmp_path: Path,
+    cleaner: WienerCleaner,
+    segments: list[syn.SyntheticSegment],
+    capsys: pytest.CaptureFixture[str],
+    dir_snapshot,
+) -> None:
+    """``twins twin init --cursor GPS`` (a non-finite one refused, exit 2, nothing created);
+    ``update`` refuses a segment before the cursor; ``simulate --data FILE --cleaner FILE``
+    compares the candidate file on the given segment and changes nothing."""
+    from twins.cli import main
+
+    file = cleaner.save(tmp_path / "cleaner.pt")
+    base = ["twin", "init", "--kind", "gravwave", "--cleaner", str(file), "--policy"]
+    argv = [*base[:2], str(tmp_path / "t"), *base[2:], json.dumps(POLICY)]
+    capsys.readouterr()
+    bad = [*base[:2], str(tmp_path / "u"), *base[2:], json.dumps(POLICY), "--cursor", "nan"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "--cursor" in err and "finite number" in err and "Traceback" not in err, err
+    assert not (tmp_path / "u").exists()
+    assert main([*argv, "--cursor", repr(T0 + DUR)]) == 0
+    twin = NoiseTwin.open(tmp_path / "t")
+    assert twin.cursor == pytest.approx(T0 + DUR)
+    seg0 = write_multichannel_hdf5(tmp_path / "seg0.h5", _segment_dict(segments[0]))
+    before = dir_snapshot(twin.path, skip_lock=True)
+    rc, err = _update(twin.path, seg0, None, capsys)
+    assert rc == 3 and "before the twin's cursor" in err, err
+    assert dir_snapshot(twin.path, skip_lock=True) == before
+    seg1 = write_multichannel_hdf5(tmp_path / "seg1.h5", _segment_dict(segments[1]))
+    args = ["twin", "simulate", str(twin.path), "--data", str(seg1), "--cleaner", str(file)]
+    assert main(args) == 0
+    sim = json.loads(capsys.readouterr().out)
+    # the candidate file is the current cleaner: the same computation, the same numbers
+    assert sim["candidate"] == sim["current"] and sim["gps_start"] == pytest.approx(T0 + DUR)
+    assert dir_snapshot(twin.path, skip_lock=True) == before
+
+
 def test_consecutive_files_are_one_segment(
     tmp_path: Path, cleaner: WienerCleaner, segments: list[syn.SyntheticSegment]
 ) -> None:
