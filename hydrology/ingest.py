@@ -201,13 +201,19 @@ def _gate(
     land: xr.DataArray | None,
     variables: list[str] | None,
 ) -> None:
-    """Gates on ``ds``, or file by file when it comes from several files (names the file)."""
-    if len(paths) <= 1:
+    """Gates on the loaded ``ds``; when it comes from several files and is refused, the files
+    are read again one by one only to name the one at fault (the accepted path reads once).
+    Missing shares are per month of the whole record, so a month split over files is judged
+    as a month."""
+    try:
         check_gates(ds, label, gates, land=land, variables=variables)
-        return
-    for p in paths:
-        part = load_checked(open_grids(p, chunks=None, gates=None), str(p))
-        check_gates(part, str(p), gates, land=land, variables=variables)
+    except DataError:
+        if len(paths) <= 1:
+            raise
+        for p in paths:
+            part = load_checked(open_grids(p, chunks=None, gates=None), str(p))
+            check_gates(part, str(p), gates, land=land, variables=variables)
+        raise  # no single file fails alone: the record as a whole does
 
 
 def read_init(data: DataInput, gates: Gates) -> tuple[xr.Dataset, list[str], xr.Dataset, str]:
