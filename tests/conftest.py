@@ -52,3 +52,16 @@ def dir_snapshot() -> Callable[..., dict[str, object]]:
     """``dir_snapshot(directory, skip_lock=False)``: compare before/after to prove that an
     operation wrote nothing (sizes, mtimes and content hashes of every entry)."""
     return _dir_snapshot
+
+
+_CLUSTER_MARKS = ("distributed", "ray", "slurm")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n 2 --dist loadgroup``) every test that starts processes of its
+    own (torchrun ranks, a Ray cluster, the session's Slurm daemons) runs on one worker, one
+    after another: two Ray heads or two Slurm clusters at once would compete for the 2 cores
+    and the session fixtures would start twice. The other worker takes the rest."""
+    for item in items:
+        if any(item.get_closest_marker(m) for m in _CLUSTER_MARKS):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
