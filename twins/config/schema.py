@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from twins.compute.config import ComputeConfig
 from twins.launch.models import LaunchConfig
 
 MAX_SEED = 2**62
@@ -157,6 +158,8 @@ class RunConfig(StrictModel):
             name is at most 255 bytes).
         seed: Global seed (weights, shuffling, dropout), in ``[0, MAX_SEED]``.
         workdir: Directory for checkpoints, the default MLflow store and reports.
+        compute: Where dask runs the array work (threads, a local cluster, a running
+            scheduler or Slurm jobs), see :class:`twins.compute.config.ComputeConfig`.
         launch: Slurm / Kubernetes settings for ``twins launch``.
     """
 
@@ -168,6 +171,7 @@ class RunConfig(StrictModel):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
 
     @field_validator("name")
