@@ -1,40 +1,45 @@
-"""Lazy ingest of climate grids (ERA5, ERA5-Land, E-OBS, CF/CMOR) into one canonical form.
+"""Lazy ingest of climate grids (ERA5, ERA5-Land, E-OBS, CF/CMOR, GPCC, CPC, CHIRPS, CRU) into
+one canonical form.
 
 Canonical form (``reference/hydrology.md`` section 10):
 
-- dims ``(time, lat, lon)`` with ``lat`` ascending (a gridded file), or ``(time, <points>)`` for
-  station/city files whose ``lat``/``lon`` are 1-D coordinates along one points dimension
-  (e.g. ``location``); statics (``lsm``, ``z``) have no time dimension;
-- ``latitude/longitude/valid_time`` renamed to ``lat/lon/time``; CDS ``number``/``expver``
-  dropped;
-- variables under ERA5 short names, whatever the source::
-
-      canonical  ERA5     E-OBS      CF/CMOR      meaning
-      tp         tp       rr         pr           precipitation (amount or flux)
-      t2m        t2m      tg         tas          daily mean 2 m temperature
-      mn2t/mx2t  mn2t/..  tn/tx      tasmin/max   daily min / max 2 m temperature
-      e          e        -          evspsbl      evaporation
-      pev        pev      -          evspsblpot   potential evaporation
-      swvl1      swvl1    -          -            volumetric soil water, layer 1
-      lsm        lsm      -          sftlf        land-sea mask (fraction or %)
-      z          z        elevation  orog         surface geopotential [m2 s-2] or height [m]
-
-- **units are kept as the source wrote them** (only GRIB-style spellings such as
-  ``m of water equivalent`` or ``m**3 m**-3`` are rewritten to CF spelling) and converted at
-  use with :func:`to_units`: ERA5 ``tp`` is an amount in m per step, E-OBS ``rr`` an amount in
-  mm, CF ``pr`` a flux in kg m-2 s-1;
+- dims ``(time, lat, lon)`` with ``lat`` and ``lon`` ascending and ``lon`` in -180..180 (a
+  gridded file), or ``(time, <points>)`` for station/city files whose ``lat``/``lon`` are 1-D
+  coordinates along one points dimension (e.g. ``location``); statics (``lsm``, ``z``) have
+  no time dimension;
+- ``latitude/longitude/valid_time`` renamed to ``lat/lon/time``; CDS ``number`` dropped,
+  ``expver`` combined (final over preliminary) or dropped, cfgrib's reference time x step put
+  on the valid time, a scalar time made a length-1 dimension (:mod:`hydrology.layouts`);
+- a monthly record (one step per calendar month: GPCC, ERA5 monthly means) stamped at month
+  starts with ``ds.attrs["time_step"] == "month"`` (:func:`hydrology.timeaxis.align_months`);
+- variables under ERA5 short names, whatever the product (``tp``, ``t2m``, ``mn2t``,
+  ``mx2t``, ``e``, ``pev``, ``swvl1``, ``lsm``, ``z``; the table of product names is in
+  :mod:`hydrology.names`: ``precip``, ``prcp``, ``pr``, ``rr``, ``pre`` are all ``tp``);
+- **units are kept as the source wrote them** (only spellings pint cannot read, such as
+  ``m of water equivalent`` or ``degrees Celsius``, are rewritten, and a per-month amount on
+  monthly steps becomes an amount per step) and converted at use with :func:`to_units`:
+  ERA5 ``tp`` is an amount in m per step, E-OBS ``rr`` and GPCC ``precip`` amounts in mm per
+  step (a day, a month), CF ``pr`` a flux in kg m-2 s-1, an ERA5 monthly mean of ``tp``
+  (stepType ``avgad``) an amount per day (``m d-1``);
+- ERA5 hourly accumulations (stamped at the end of their hour) are labelled at the start of
+  their hour, so daily and monthly means cover their own hours (``attrs["time_stamp"]``);
 - **evaporation sign is kept as well**: ERA5 ``e``/``pev`` are negative for evaporation, CF
-  ``evspsbl``/``evspsblpot`` positive. Each variable records ``attrs["evaporation_sign"]``;
-  :func:`evaporation_positive` returns evaporation as a positive quantity;
+  ``evspsbl``/``evspsblpot`` and CRU ``pet`` positive. Each variable records
+  ``attrs["evaporation_sign"]``; :func:`evaporation_positive` returns evaporation as a
+  positive quantity;
 - every renamed variable records ``attrs["source_name"]`` and ``attrs["source_convention"]``.
+
+Formats (:mod:`hydrology.formats`): netCDF 3/4, Zarr, GRIB through cfgrib (no ``.idx`` file is
+written next to the data), and the ``.zip`` a CDS request is delivered as.
 
 Every problem with the input is a :class:`twins.errors.DataError` whose one-line message names
 the file and the variable: a NetCDF-3 file shorter than its header declares
 (:mod:`hydrology.ncheader`), any reader exception while opening or reading ("file truncated or
 unreadable"), a time axis without CF units, an extra dimension such as an ensemble ``number``
-of size > 1, and values outside the plausibility gates (:mod:`hydrology.gates`, run by
-:func:`open_grids` unless ``gates=None``). Unit conversions live in :mod:`hydrology.units`
-(re-exported here), time-axis checks in :mod:`hydrology.timeaxis`.
+of size > 1, data that cannot give a monthly total (an hourly accumulation once a month), and
+values outside the plausibility gates (:mod:`hydrology.gates`, run by :func:`open_grids` unless
+``gates=None``). Unit conversions live in :mod:`hydrology.units` (re-exported here), time-axis
+checks in :mod:`hydrology.timeaxis`.
 """
 
 from __future__ import annotations
@@ -42,17 +47,28 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from xclim.core.units import units2pint
 
+from hydrology.formats import engine, expand_archives, open_one, relabel
 from hydrology.gates import Gates, check_gates
+from hydrology.layouts import (
+    combine_expver,
+    grib_valid_time,
+    interval_start,
+    scalar_time,
+    step_types,
+    wrap_longitude,
+)
+from hydrology.names import canonical_names, canonical_units
 from hydrology.ncheader import check_complete
-from hydrology.timeaxis import check_time, time_problem
+from hydrology.timeaxis import align_months, check_time, is_monthly, time_problem
 from hydrology.units import DIMENSIONALITIES, evaporation_positive, to_units
 from twins.errors import DataError
 
@@ -75,83 +91,47 @@ DYNAMIC = ("tp", "t2m", "mn2t", "mx2t", "e", "pev", "swvl1")
 STATIC = ("lsm", "z")
 CANONICAL = DYNAMIC + STATIC
 
-# source name -> (canonical name, convention)
-_ALIASES: dict[str, tuple[str, str]] = {
-    # E-OBS
-    "rr": ("tp", "eobs"),
-    "tg": ("t2m", "eobs"),
-    "tn": ("mn2t", "eobs"),
-    "tx": ("mx2t", "eobs"),
-    "elevation": ("z", "eobs"),
-    # CF / CMOR (e.g. the xclim ERA5 city file)
-    "pr": ("tp", "cf"),
-    "tas": ("t2m", "cf"),
-    "tasmin": ("mn2t", "cf"),
-    "tasmax": ("mx2t", "cf"),
-    "evspsbl": ("e", "cf"),
-    "evspsblpot": ("pev", "cf"),
-    "sftlf": ("lsm", "cf"),
-    "orog": ("z", "cf"),
-}
 _DEFAULT_GATES = Gates()
 _DIM_RENAMES = {"latitude": "lat", "longitude": "lon", "valid_time": "time"}
-_DROP = ("number", "expver")
-
-# GRIB / CDS spellings that pint cannot parse -> CF spelling.
-_UNIT_SPELLINGS = {
-    "m of water equivalent": "m",
-    "(0 - 1)": "1",
-    "0-1": "1",
-    "~": "1",
-    "fraction": "1",
-    "degrees C": "degC",
-}
+_DROP = ("number",)
 
 # --------------------------------------------------------------------------- normalise
 
 
-def normalise(ds: xr.Dataset, source: str = "<dataset>") -> xr.Dataset:
+def normalise(ds: xr.Dataset, source: str = "<dataset>", whole: bool = True) -> xr.Dataset:
     """Rename, reorder and sort a raw dataset into the canonical form (lazy, no data read).
 
+    Layouts (:mod:`hydrology.layouts`): cfgrib's reference time x step put on
+    ``valid_time``, a legacy ``expver`` dimension combined (final over preliminary), a scalar
+    time made a length-1 dimension, longitudes 0..360 converted to -180..180 and sorted,
+    ECMWF step types read as units. Names and unit spellings: :mod:`hydrology.names`.
+    Monthly records are stamped at month starts (:func:`hydrology.timeaxis.align_months`).
+
     Args:
-        ds: dataset as opened from disk (ERA5, ERA5-Land, E-OBS or CF/CMOR naming).
+        ds: dataset as opened from disk (ERA5, ERA5-Land, E-OBS, CF/CMOR, GPCC, CPC, CHIRPS,
+            CRU or NOAA PSL naming).
         source: file name used in error messages.
+        whole: ``ds`` is the whole record (not one file of a set): end-stamped hourly
+            accumulations are moved to the start of their hour
+            (:func:`hydrology.layouts.interval_start`). :func:`open_grids` does that after
+            combining the files of a set.
 
     Returns:
-        Dataset with dims ``(time, lat, lon)`` (lat ascending) or ``(time, <points>)``,
-        canonical variable names and CF unit spellings.
+        Dataset with dims ``(time, lat, lon)`` (lat ascending, lon ascending in -180..180)
+        or ``(time, <points>)``, canonical variable names and CF unit spellings.
 
     Raises:
-        DataError: no recognisable lat/lon, or a non-monotonic latitude axis.
+        DataError: no recognisable lat/lon, a non-monotonic latitude axis, a repeated
+            longitude, a per-month unit on steps that are not months, data that cannot give
+            a monthly total or mean (:func:`hydrology.layouts.step_types`).
     """
+    ds = ds.copy()
+    ds = grib_valid_time(ds, source)
+    ds = combine_expver(ds, source)
+    ds = scalar_time(ds)
     ds = ds.drop_vars([n for n in _DROP if n in ds.variables])
     ds = ds.rename({k: v for k, v in _DIM_RENAMES.items() if k in ds.variables or k in ds.dims})
-
-    renames: dict[str, str] = {}
-    for name in list(ds.data_vars):
-        alias = _ALIASES.get(str(name))
-        if alias is None:
-            continue
-        target, convention = alias
-        if target in ds.data_vars or target in renames.values():
-            logger.warning("%s: both %r and %r present; keeping %r", source, name, target, target)
-            continue
-        renames[str(name)] = target
-    ds = ds.rename(renames)
-    back = {v: k for k, v in renames.items()}
-    for name in ds.data_vars:
-        da = ds[name]
-        if name in CANONICAL:
-            src = back.get(str(name), str(name))
-            convention = _ALIASES[src][1] if src in _ALIASES else "era5"
-            da.attrs.setdefault("source_name", src)
-            da.attrs.setdefault("source_convention", convention)
-            if name in ("e", "pev"):
-                sign = "negative" if convention == "era5" else "positive"
-                da.attrs.setdefault("evaporation_sign", sign)
-        u = da.attrs.get("units")
-        if isinstance(u, str) and u.strip() in _UNIT_SPELLINGS:
-            da.attrs["units"] = _UNIT_SPELLINGS[u.strip()]
+    ds = canonical_names(ds, source, CANONICAL)
 
     # Statics sometimes come with a length-1 time axis (ERA5 invariants).
     for name in STATIC:
@@ -181,13 +161,18 @@ def normalise(ds: xr.Dataset, source: str = "<dataset>") -> xr.Dataset:
         order = ("time", "lat", "lon")
     else:
         order = ("time", *ds["lat"].dims)
+    ds = wrap_longitude(ds, source)
     ds = _squeeze_extra_dims(ds, source, {*order, "lat", "lon"})
     for name in ds.data_vars:
         dims = ds[name].dims
         want = [d for d in order if d in dims] + [d for d in dims if d not in order]
         if list(dims) != want:
             ds[name] = ds[name].transpose(*want)
-    return ds
+    if "time" in ds.dims and isinstance(ds.indexes["time"], pd.DatetimeIndex | xr.CFTimeIndex):
+        ds = align_months(ds, source)
+    ds = canonical_units(ds, source, is_monthly(ds))
+    ds = step_types(ds, source)
+    return interval_start(ds, source) if whole else ds
 
 
 def _squeeze_extra_dims(ds: xr.Dataset, source: str, known: set[str]) -> xr.Dataset:
@@ -324,14 +309,6 @@ def _as_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
     return out
 
 
-def _engine(path: Path) -> str:
-    """``"zarr"`` for a Zarr store (``.zarr`` suffix, or v2 ``.zgroup`` / v3 ``zarr.json``
-    metadata inside a directory), else ``"netcdf4"``."""
-    if path.suffix == ".zarr" or (path / ".zgroup").exists() or (path / "zarr.json").exists():
-        return "zarr"
-    return "netcdf4"
-
-
 def _select(ds: xr.Dataset, variables: Sequence[str] | None) -> xr.Dataset:
     if variables is None:
         return ds
@@ -379,13 +356,18 @@ def open_grids(
     check_values: bool = True,
     gates: Gates | None = _DEFAULT_GATES,
 ) -> xr.Dataset:
-    """Open one or many NetCDF (or Zarr) files lazily as one canonical, validated dataset.
+    """Open one or many NetCDF, Zarr or GRIB files (or CDS zips) as one canonical dataset.
 
     Many files (a list or a glob pattern) go through ``xr.open_mfdataset`` with
     ``combine="by_coords", data_vars="minimal", coords="minimal", compat="override",
-    join="exact"`` (reference/hydrology.md s6); each file is normalised, validated and gated
-    on its own first, so errors name the file. A NetCDF-3 file shorter than its header
-    declares is refused before it is opened (:func:`hydrology.ncheader.check_complete`).
+    join="exact"`` (reference/hydrology.md s6); GRIB files are opened one by one with cfgrib
+    and combined the same way. Files holding different variables over the same months (the
+    stepType files of one CDS request) are merged; files holding the same variable are
+    joined in time and must not overlap. Each file is normalised, validated and gated on its
+    own first, so errors name the file. A NetCDF-3 file shorter than its header declares is
+    refused before it is opened (:func:`hydrology.ncheader.check_complete`). A ``.zip`` (a
+    CDS request as delivered) is unpacked to a temporary folder and its members read into
+    memory; messages name them ``request.zip!member.nc``.
 
     Args:
         paths: a path, a glob pattern, or a sequence of them.
@@ -393,6 +375,7 @@ def open_grids(
             present); ``None`` keeps everything and checks the canonical variables present.
         chunks: dask chunks; ``"auto"`` groups whole storage chunks (avoids the task
             explosion of one-map-per-chunk CDS files), ``{}`` uses the storage chunks.
+            Zip members are read into memory whatever ``chunks`` says.
         parallel: open files in parallel with dask (``open_mfdataset(parallel=...)``).
         check_values: check values: reject all-NaN variables (reads a few time steps per
             variable) and run the plausibility ``gates`` (reads every value once).
@@ -400,21 +383,46 @@ def open_grids(
         gates: plausibility bounds (:class:`hydrology.gates.Gates`); None skips them.
 
     Returns:
-        Dask-backed dataset, dims ``(time, lat, lon)`` with lat ascending (or
-        ``(time, <points>)``), units as in the source files.
+        Dataset (dask-backed, or loaded for zips), dims ``(time, lat, lon)`` with lat and lon
+        ascending, lon in -180..180 (or ``(time, <points>)``), units as in the source files
+        (CF spellings). A monthly record is stamped at month starts and carries
+        ``attrs["time_step"] == "month"`` (:func:`hydrology.timeaxis.is_monthly`).
 
     Raises:
         DataError: missing, truncated or unreadable file, missing variable, unknown units,
             non-monotonic, duplicated or gappy time, grids that differ between files, an
-            all-NaN variable, an implausible value (see :func:`hydrology.gates.check_gates`).
+            all-NaN variable, an implausible value (see :func:`hydrology.gates.check_gates`),
+            data that cannot give a monthly total (:func:`hydrology.layouts.step_types`).
     """
-    files = _as_paths(paths)
+    given = _as_paths(paths)
+    with expand_archives(given) as (files, names):
+        if not names:
+            return _open_files(files, variables, chunks, parallel, check_values, gates)
+        try:
+            ds = _open_files(files, variables, None, False, check_values, gates)
+            label = f"{given[0]}" if len(given) == 1 else f"{given[0]} ... {given[-1]}"
+            ds = load_checked(ds, label)
+        except DataError as exc:
+            raise DataError(relabel(str(exc), names), hint=exc.hint) from None
+        ds.close()  # every value is in memory; the unpacked members go with the block
+        return ds
+
+
+def _open_files(
+    files: list[Path],
+    variables: Sequence[str] | None,
+    chunks: dict[str, int] | str | None,
+    parallel: bool,
+    check_values: bool,
+    gates: Gates | None,
+) -> xr.Dataset:
+    """:func:`open_grids` on plain files (no archives)."""
     for f in files:
         check_complete(f)
 
-    def _prepare(raw: xr.Dataset, src: str) -> xr.Dataset:
+    def _prepare(raw: xr.Dataset, src: str, whole: bool) -> xr.Dataset:
         try:
-            ds = _select(normalise(raw, src), variables)
+            ds = _select(normalise(raw, src, whole=whole), variables)
             validate(ds, src, variables, check_values=check_values)
         except DataError:
             raise
@@ -427,35 +435,40 @@ def open_grids(
     if len(files) == 1:
         f = files[0]
         try:
-            raw = xr.open_dataset(f, engine=_engine(f), chunks=chunks)
-        except Exception as exc:  # netCDF-C / HDF5 / zarr / decoding errors of every kind
+            raw = open_one(f, chunks)
+        except Exception as exc:  # netCDF-C / HDF5 / zarr / ecCodes / decoding errors
             raise _open_error(f, exc) from None
-        return _prepare(raw, str(f))
+        return _prepare(raw, str(f), whole=True)
 
     records: dict[str, dict[str, Any]] = {}
 
-    def _pre(raw: xr.Dataset) -> xr.Dataset:
-        src = str(raw.encoding.get("source", "<file>"))
-        ds = _prepare(raw, src)
+    def _pre(raw: xr.Dataset, src: str | None = None) -> xr.Dataset:
+        src = src or str(raw.encoding.get("source", "<file>"))
+        ds = _prepare(raw, src, whole=False)
         rec: dict[str, Any] = {"grid": _grid(ds)}
         if "time" in ds.dims:
             rec["first"], rec["last"] = ds.indexes["time"][0], ds.indexes["time"][-1]
+            rec["vars"] = {str(v) for v in ds.data_vars if "time" in ds[v].dims}
         records[os.path.abspath(src)] = rec
         return ds
 
+    kinds = {engine(f) for f in files}
     try:
-        ds = xr.open_mfdataset(
-            [str(f) for f in files],
-            engine=_engine(files[0]),
-            chunks=chunks,
-            preprocess=_pre,
-            combine="by_coords",
-            parallel=parallel,
-            data_vars="minimal",
-            coords="minimal",
-            compat="override",
-            join="exact",
-        )
+        if kinds == {"cfgrib"} or len(kinds) > 1:
+            ds = _combine_one_by_one(files, chunks, _pre)
+        else:
+            ds = xr.open_mfdataset(
+                [str(f) for f in files],
+                engine=kinds.pop(),
+                chunks=chunks,
+                preprocess=_pre,
+                combine="by_coords",
+                parallel=parallel,
+                data_vars="minimal",
+                coords="minimal",
+                compat="override",
+                join="exact",
+            )
     except DataError:
         raise
     except (ValueError, KeyError) as exc:
@@ -466,7 +479,7 @@ def open_grids(
     except Exception as exc:  # a file that cannot be opened: find and name it
         for f in files:
             try:
-                xr.open_dataset(f, engine=_engine(f), chunks=chunks).close()
+                open_one(f, chunks).close()
             except Exception as one:
                 raise _open_error(f, one) from None
         raise DataError(f"{files[0]} ... {files[-1]}: cannot open ({_one_line(exc)})") from None
@@ -474,7 +487,33 @@ def open_grids(
     label = f"{files[0]} ... {files[-1]} ({len(files)} files)"
     # per-file checks passed; check the combined time axis (gaps between files)
     _check_time_across(ds, files, records, label)
-    return ds
+    if "time" in ds.dims:
+        ds = align_months(ds, label)
+    ds = step_types(ds, label)  # the steps of the whole record
+    return interval_start(ds, label)
+
+
+def _combine_one_by_one(
+    files: Sequence[Path],
+    chunks: dict[str, int] | str | None,
+    pre: Callable[[xr.Dataset, str], xr.Dataset],
+) -> xr.Dataset:
+    """``open_mfdataset`` for GRIB (or mixed formats): open, prepare, combine by coords."""
+    parts = []
+    for f in files:
+        try:
+            raw = open_one(f, chunks)
+        except Exception as exc:  # ecCodes / netCDF-C errors of every kind
+            raise _open_error(f, exc) from None
+        parts.append(pre(raw, str(f)))
+    return xr.combine_by_coords(
+        parts,
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+        join="exact",
+        combine_attrs="override",
+    )  # type: ignore[return-value]
 
 
 def _gated(ds: xr.Dataset, variables: Sequence[str] | None) -> list[str] | None:
@@ -485,7 +524,8 @@ def _gated(ds: xr.Dataset, variables: Sequence[str] | None) -> list[str] | None:
 
 
 def _check_across(files: Sequence[Path], records: dict[str, dict[str, Any]]) -> None:
-    """Grids must match exactly and time ranges must not overlap between files."""
+    """Grids must match exactly; files sharing a variable must not overlap in time (files
+    of different variables over the same months, e.g. CDS stepType files, are merged)."""
     recs = [(f, records.get(os.path.abspath(f))) for f in files]
     recs = [(f, r) for f, r in recs if r is not None]
     if not recs:
@@ -504,14 +544,18 @@ def _check_across(files: Sequence[Path], records: dict[str, dict[str, Any]]) -> 
                     hint="Regrid the files to one grid before opening them together.",
                 )
     timed = sorted(
-        ((r["first"], r["last"], f) for f, r in recs if "first" in r), key=lambda x: x[0]
+        ((r["first"], r["last"], f, r["vars"]) for f, r in recs if "first" in r),
+        key=lambda x: x[0],
     )
-    for (_a0, a1, fa), (b0, _b1, fb) in zip(timed[:-1], timed[1:], strict=True):
-        if b0 <= a1:
-            raise DataError(
-                f"{fb}: time overlaps {fa} ({b0} <= {a1}; variable 'time' duplicated)",
-                hint="Remove the duplicated file or period.",
-            )
+    for i, (b0, _b1, fb, vb) in enumerate(timed):
+        for _a0, a1, fa, va in timed[:i]:
+            shared = sorted(va & vb)
+            if shared and b0 <= a1:
+                raise DataError(
+                    f"{fb}: time overlaps {fa} ({b0} <= {a1}; variable 'time' duplicated "
+                    f"for '{shared[0]}')",
+                    hint="Remove the duplicated file or period.",
+                )
 
 
 def _check_time_across(

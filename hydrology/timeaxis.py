@@ -14,6 +14,7 @@ and the variable ``'time'``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,15 @@ import xarray as xr
 
 from twins.errors import DataError
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
+    "MONTHLY",
+    "align_months",
     "calendar",
     "check_time",
+    "declared_monthly",
+    "is_monthly",
     "is_standard",
     "month_label",
     "month_starts",
@@ -34,6 +41,10 @@ __all__ = [
 ]
 
 _DAY = 86400.0  # [s]
+#: ``ds.attrs["time_step"]`` of a record with one step per calendar month (set on ingest).
+MONTHLY = "month"
+# NOAA PSL's declaration of a monthly step on the time variable (GPCC, CPC, CMAP, ...)
+_PSL_MONTH = ("0000-01-00 00:00:00", "00-01-0000")
 
 
 def calendar(index: pd.Index) -> str:
@@ -113,6 +124,110 @@ def time_problem(index: pd.Index) -> tuple[str, int, str] | None:
     return None
 
 
+def _monthly_steps(index: pd.Index) -> bool:
+    """At least two steps, their median 28..31 days (calendar months in any calendar)."""
+    if index.size < 2:
+        return False
+    step = float(np.median(time_steps(index)))
+    return 28 * _DAY <= step <= 31 * _DAY
+
+
+def declared_monthly(ds: xr.Dataset | xr.DataArray) -> bool:
+    """True when the record declares one step per calendar month, whatever its length.
+
+    Declarations read, in order: ``attrs["time_step"] == "month"`` of the dataset or of its
+    ``time`` coordinate (set by :func:`align_months`, kept when a month is cut from an opened
+    record and written), NOAA PSL's ``delta_t``/``avg_period`` of a month on ``time`` (GPCC,
+    CPC, CMAP files), and CF time bounds 28..31 days long.
+    """
+    if ds.attrs.get("time_step") == MONTHLY:
+        return True
+    if "time" not in ds.coords:
+        return False
+    t = ds["time"].attrs
+    if t.get("time_step") == MONTHLY or t.get("delta_t") in _PSL_MONTH:
+        return True
+    if t.get("avg_period") in _PSL_MONTH:
+        return True
+    bounds = t.get("bounds")
+    if isinstance(ds, xr.Dataset) and isinstance(bounds, str) and bounds in ds.variables:
+        b = ds[bounds]
+        if b.ndim == 2 and b.shape[1] == 2 and b.shape[0] > 0:
+            v = np.asarray(b.values)
+            try:
+                span = (v[0, 1] - v[0, 0]) / np.timedelta64(1, "s")
+            except TypeError:  # cftime dates: differences are datetime.timedelta
+                span = (v[0, 1] - v[0, 0]).total_seconds()
+            return bool(28 * _DAY <= float(span) <= 31 * _DAY)
+    return False
+
+
+def is_monthly(ds: xr.Dataset | xr.DataArray) -> bool:
+    """True when ``ds`` has one time step per calendar month.
+
+    Inferred from the steps (median 28..31 days) when there are two or more, else from a
+    declaration (:func:`declared_monthly`). Monthly records such as GPCC or ERA5 monthly means
+    are recognised this way downstream; :func:`hydrology.io.open_grids` also stamps them at
+    month starts and sets ``ds.attrs["time_step"] = "month"``.
+    """
+    if "time" not in ds.dims:
+        return False
+    index = ds.indexes["time"]
+    if not isinstance(index, pd.DatetimeIndex | xr.CFTimeIndex):
+        return False
+    if index.size >= 2:
+        return _monthly_steps(index)
+    return declared_monthly(ds)
+
+
+def _month_start(t: Any) -> Any:
+    return t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def align_months(ds: xr.Dataset, source: str) -> xr.Dataset:
+    """Stamp a monthly record at month starts and mark it ``attrs["time_step"] = "month"``.
+
+    ERA5 monthly means come stamped at 00:00 or 06:00 of the 1st depending on the variable
+    (the two stepType files of one CDS request), other products mid-month or at the end;
+    one stamp per month, at the start of its month, lets variables and files line up. The
+    calendar is kept (a ``noleap`` record stays ``noleap``). Records that are not monthly are
+    returned unchanged.
+
+    Args:
+        ds: Dataset with a decoded ``time`` dimension (pandas or cftime), or none.
+        source: File name for the messages.
+
+    Returns:
+        ``ds`` relabelled, or ``ds`` itself.
+
+    Raises:
+        DataError: Two stamps in one calendar month of a monthly record.
+    """
+    if not is_monthly(ds):
+        return ds
+    index = ds.indexes["time"]
+    keys = np.asarray(index.year) * 12 + np.asarray(index.month)
+    dup = np.flatnonzero(np.diff(keys) == 0)
+    if dup.size:
+        k = int(dup[0])
+        raise DataError(
+            f"{source}: two time steps in {month_label(index[k])} ({index[k]} and "
+            f"{index[k + 1]}) of a monthly record (variable 'time')",
+            hint="keep one value per month",
+        )
+    if isinstance(index, pd.DatetimeIndex):
+        starts: pd.Index = index.to_period("M").to_timestamp().as_unit(index.unit)
+    else:
+        starts = xr.CFTimeIndex([_month_start(t) for t in index], name="time")
+    if not starts.equals(index):
+        moved = int(np.sum(np.asarray(starts != index)))
+        logger.info("%s: %d monthly stamps moved to their month starts", source, moved)
+        ds = ds.assign_coords(time=ds["time"].copy(data=np.asarray(starts)))
+    ds = ds.copy()
+    ds.attrs["time_step"] = MONTHLY
+    return ds
+
+
 def check_time(ds: xr.Dataset, source: str) -> None:
     """Raise unless ``ds``'s time axis (if any) is decoded, increasing and without gaps."""
     if "time" not in ds.dims:
@@ -126,9 +241,11 @@ def check_time(ds: xr.Dataset, source: str) -> None:
 
 
 def whole_months(ds: xr.Dataset, source: str) -> list[str]:
-    """Months of a daily or sub-daily dataset; raise unless it covers whole calendar months.
+    """Months of a dataset; raise unless it covers whole calendar months.
 
-    The steps must be regular (checked by :func:`check_time`), at most a day and divide a
+    A monthly record (:func:`is_monthly`: one step per calendar month, or one step declared
+    monthly) covers its months by definition; its months must be consecutive. Otherwise the
+    steps must be regular (checked by :func:`check_time`), at most a day and divide a
     day. The first stamp may lie anywhere inside the first step of its month (daily means
     stamped at 12:00 are whole days), and every month must hold ``days_in_month x
     steps_per_day`` steps of its own calendar (28 in a ``noleap`` February, 30 in every
@@ -150,10 +267,13 @@ def whole_months(ds: xr.Dataset, source: str) -> list[str]:
     index = ds.indexes["time"]
     _decoded(index, source)
     hint = "give the daily fields of the new months"
+    if is_monthly(ds):
+        return _months_of_monthly(index, source)
     if index.size < 2:
         raise DataError(
             f"{source}: a single time step {index[0]} (variable 'time'); the twin ingests daily "
-            "or sub-daily data",
+            "or sub-daily data, or monthly data whose time declares its step (time bounds, "
+            "delta_t, or the attribute time_step='month')",
             hint=hint,
         )
     step = float(time_steps(index[:2])[0])
@@ -195,6 +315,21 @@ def whole_months(ds: xr.Dataset, source: str) -> list[str]:
             )
     if uniq.size > 1 and np.any(np.diff(uniq) != 1):
         raise DataError(f"{source}: months are not consecutive (variable 'time', {months_text})")
+    return labels
+
+
+def _months_of_monthly(index: pd.Index, source: str) -> list[str]:
+    """Months of a monthly record: one step per month, consecutive."""
+    keys = np.asarray(index.year) * 12 + np.asarray(index.month)
+    labels = [month_label(t) for t in index]
+    bad = np.flatnonzero(np.diff(keys) != 1)
+    if bad.size:
+        k = int(bad[0])
+        raise DataError(
+            f"{source}: months are not consecutive (variable 'time', monthly steps "
+            f"{labels[k]} -> {labels[k + 1]})",
+            hint="give one value for every month",
+        )
     return labels
 
 
