@@ -83,8 +83,9 @@ def _bytes_at(rel: str, content: bytes) -> Callable[[Path], None]:
 
 
 def _netcdf_without_tp(rel: str) -> Callable[[Path], None]:
-    """Daily 2000-2007 (the tiny preset's splits) whose precipitation is called ``precip``
-    (not a known name): the only thing wrong is the missing ``tp``."""
+    """Daily 2000-2007 (the tiny preset's splits) whose precipitation is called ``rainfall``
+    (not a known name: ``precip`` is GPCC's and reads as ``tp``): the only thing wrong is
+    the missing ``tp``."""
 
     def make(cwd: Path) -> None:
         target = cwd / rel
@@ -96,7 +97,7 @@ def _netcdf_without_tp(rel: str) -> Callable[[Path], None]:
             dims=("time", "lat", "lon"),
             attrs={"units": "mm"},
         )
-        xr.Dataset({"precip": precip}).to_netcdf(target)
+        xr.Dataset({"rainfall": precip}).to_netcdf(target)
 
     return make
 
