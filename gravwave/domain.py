@@ -11,6 +11,9 @@ The noise twin is :class:`gravwave.twin.NoiseTwin`; the core builds
   it cleans a segment (default: the newest buffered one) with the current cleaner and, if
   given, a candidate cleaner, optionally with the witnessed coupling scaled by ``F``, and
   reports the quality and whether the twin would count as degraded. The twin is not changed.
+
+Its own command, ``twins gravwave clean INPUT... --cleaner FILE --out DIR [--workers N]``,
+cleans a stretch of segment files in a batch (:mod:`gravwave.batch_cli`).
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ from typing import Any
 import numpy as np
 from gwpy.timeseries import TimeSeries, TimeSeriesDict
 
-from gravwave import metrics
+from gravwave import batch_cli, metrics
 from gravwave import synthetic as syn
 from gravwave.cleaners import Cleaner, OnlineCleaner, WienerCleaner
 from gravwave.policy import TwinPolicy
 from gravwave.training import CascadeParams, fit_cascade
 from gravwave.twin import KIND, NoiseTwin
 from gravwave.twin_state import NoiseScenario
-from twins.domains import Domain
+from twins.domains import Domain, DomainCommand
 from twins.errors import ConfigError
 
 __all__ = ["DEMO_DEFAULTS", "DOMAIN", "demo"]
@@ -201,4 +204,11 @@ DOMAIN = Domain(
     description="Virgo noise twin: Wiener + DeepClean cleaning, quality watch, refit, rollback",
     demo=demo,
     twin=NoiseTwin,
+    commands={
+        "clean": DomainCommand(
+            help="clean a directory of GWF/HDF5 segments with a fitted cleaner (serial or Ray)",
+            configure=batch_cli.configure,
+            run=batch_cli.run,
+        )
+    },
 )

@@ -152,6 +152,19 @@ def cmd_twin(args: argparse.Namespace) -> int:
     return run_twin_command(twin_cls, args.twin_cmd, twin_dir, rest)
 
 
+def cmd_domain(args: argparse.Namespace) -> int:
+    from twins.domains import run_domain_command
+
+    return run_domain_command(args.domain_name, list(args.rest))
+
+
+def _domain_names() -> list[str]:
+    """Installed domains, from their entry points' names: nothing is imported."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group="twins.domains")})
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     import torch
 
@@ -240,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     from twins.tune.cli import register as register_tune  # light: ray/torch load on use
 
     register_tune(sub)
+    core = set(sub.choices)
+    for name in _domain_names():  # twins <domain> <command> ...: the domain's own commands
+        if name in core:
+            continue
+        sp = sub.add_parser(
+            name, help=f"the {name} domain's own commands (twins {name} -h)", add_help=False
+        )
+        sp.add_argument("rest", nargs=argparse.REMAINDER, help="COMMAND and its arguments")
+        sp.set_defaults(func=cmd_domain, domain_name=name)
     return p
 
 
@@ -251,6 +273,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "domain_name", None):  # twins <domain> -h: the domain's parser
+        args.rest, extra = [*extra, *args.rest], []
     if extra:
         overrides = [a for a in extra if "=" in a and not a.startswith("-")]
         if len(overrides) != len(extra) or not hasattr(args, "overrides"):

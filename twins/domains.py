@@ -6,14 +6,16 @@ A domain package declares, in its ``pyproject.toml``::
     hydrology = "hydrology.domain:DOMAIN"
 
 and the object it names is a :class:`Domain`. The core never imports a domain
-by name: ``twins demo`` and ``twins twin ...`` find it here.
+by name: ``twins demo``, ``twins twin ...`` and a domain's own commands
+(``twins <domain> <command> ...``, :class:`DomainCommand`) find it here.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -28,6 +30,22 @@ CORE_ONLY = ("toy",)
 
 
 @dataclass(frozen=True)
+class DomainCommand:
+    """A command of a domain's own, run as ``twins <domain> <name> ...``.
+
+    Attributes:
+        help: One line for ``twins <domain> -h``.
+        configure: Adds the command's arguments to its parser.
+        run: Runs the command on the parsed arguments; returns the exit code. A user mistake
+            raises a :class:`~twins.errors.TwinsError` (one line, its exit code).
+    """
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
 class Domain:
     """What a domain offers the command line.
 
@@ -38,12 +56,14 @@ class Domain:
         twin: The domain's :class:`~twins.twin.contract.Twin` subclass; the core builds
             ``twins twin init|update|simulate|status|history|rollback`` from its models.
             ``None`` if the domain has no twin.
+        commands: The domain's own commands by name: ``twins <domain> <name> ...``.
     """
 
     name: str
     description: str
     demo: Callable[[Path, list[str]], int]
     twin: type[Twin] | None = None
+    commands: Mapping[str, DomainCommand] = field(default_factory=dict)
 
 
 def domains() -> dict[str, Domain]:
@@ -55,6 +75,21 @@ def domains() -> dict[str, Domain]:
             raise TwinsError(f"entry point twins.domains:{ep.name} is not a twins Domain")
         found[obj.name] = obj
     return found
+
+
+def load_domain(name: str) -> Domain:
+    """The installed domain ``name``, importing that domain only.
+
+    Raises:
+        TwinsError: No such domain installed, or its entry point is not a :class:`Domain`.
+    """
+    for ep in entry_points(group="twins.domains", name=name):
+        obj = ep.load()
+        if not isinstance(obj, Domain):
+            raise TwinsError(f"entry point twins.domains:{ep.name} is not a twins Domain")
+        return obj
+    known = sorted({ep.name for ep in entry_points(group="twins.domains")})
+    raise TwinsError(f"unknown domain {name!r}; installed: {', '.join(known)}")
 
 
 def get_domain(name: str | None) -> Domain:
@@ -126,3 +161,33 @@ def twin_domain(twin_dir: Path) -> Domain:
     except (ValueError, KeyError) as exc:
         raise TwinKindError(f"{state} is not a valid twin state ({exc})") from None
     return find_domain(kind)
+
+
+def run_domain_command(name: str, argv: list[str]) -> int:
+    """``twins <name> <command> ARGS``: parse ``argv`` with the domain's commands and run one.
+
+    Args:
+        name: An installed domain.
+        argv: The command name and its arguments (``["clean", "frames/", ...]``);
+            ``-h`` alone lists the domain's commands.
+
+    Returns:
+        The command's exit code.
+
+    Raises:
+        TwinsError: Unknown domain, or a domain without commands.
+        SystemExit: A usage error (exit 2) or ``-h``, as argparse does.
+    """
+    domain = load_domain(name)
+    parser = argparse.ArgumentParser(
+        prog=f"twins {name}", description=f"commands of the {name} domain: {domain.description}"
+    )
+    if not domain.commands:
+        raise TwinsError(f"domain {name!r} has no commands of its own", "see twins --help")
+    sub = parser.add_subparsers(dest="domain_cmd", required=True, metavar="COMMAND")
+    for cmd_name, cmd in domain.commands.items():
+        sp = sub.add_parser(cmd_name, help=cmd.help, description=cmd.help)
+        cmd.configure(sp)
+        sp.set_defaults(domain_func=cmd.run)
+    args = parser.parse_args(argv)
+    return int(args.domain_func(args) or 0)
