@@ -3,6 +3,10 @@
 Settings come from the config's ``launch:`` section (``launch.slurm``, ``launch.k8s``),
 overridable like any key (``launch.slurm.nodes=2``) and by a few flags. Without
 ``--submit``/``-o`` the script or manifests are printed; nothing is submitted.
+
+``twins launch slurm CONFIG --kind array --inputs LIST --command "CMD ..."`` writes a job
+array running ``twins CMD ...`` once per input of LIST (one a line), e.g. a domain's batch
+command over segment files; only the config's ``name`` and ``launch:`` section are used.
 """
 
 from __future__ import annotations
@@ -88,11 +92,17 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def _slurm(args: argparse.Namespace, cfg: Any, launch: Any, overrides: list[str]) -> str | None:
-    from twins.launch.slurm import render_sbatch, submit
+    from twins.launch.slurm import SINGLE_TASK_KINDS, render_sbatch, submit
 
     slurm = launch.slurm
     updates: dict[str, Any] = {}
-    for flag, key in (("nodes", "nodes"), ("tasks_per_node", "tasks_per_node"), ("time", "time")):
+    for flag, key in (
+        ("nodes", "nodes"),
+        ("tasks_per_node", "tasks_per_node"),
+        ("time", "time"),
+        ("mem", "mem"),
+        ("array_limit", "array_limit"),
+    ):
         if getattr(args, flag, None):
             updates[key] = getattr(args, flag)
     if updates:
@@ -107,8 +117,19 @@ def _slurm(args: argparse.Namespace, cfg: Any, launch: Any, overrides: list[str]
             err = exc.errors()[0]
             flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "a flag"
             raise ConfigError(f"command line: {flag}: {err['msg']}") from None
+    inputs: list[str] = []
+    if args.kind == "array":
+        from twins.errors import ConfigError
+        from twins.launch.array import read_inputs
+
+        if not args.inputs or not args.command:
+            raise ConfigError(
+                "--kind array needs --inputs LIST and --command",
+                'e.g. --inputs segments.txt --command "gravwave clean --cleaner c.pt --out out"',
+            )
+        inputs = read_inputs(args.inputs)
     report = None
-    needs_projection = args.kind != "twin-update" and not (slurm.time and slurm.mem)
+    needs_projection = args.kind not in SINGLE_TASK_KINDS and not (slurm.time and slurm.mem)
     if needs_projection and not args.no_dryrun:
         from twins.dryrun import dry_run
 
@@ -131,6 +152,8 @@ def _slurm(args: argparse.Namespace, cfg: Any, launch: Any, overrides: list[str]
         overrides=overrides,
         run_name=cfg.name,
         twin_dir=args.twin,
+        inputs=inputs,
+        command=args.command or (),
     )
     if args.submit:
         job_id = submit(script)
@@ -152,18 +175,27 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "launch", help="print (or submit) a Slurm script or Kubernetes manifests for a config"
     )
     sub = p.add_subparsers(dest="target", required=True, metavar="TARGET")
-    for target, help_text in (
-        ("slurm", "an sbatch script: torchrun, Ray on Slurm, or a recurring twin update"),
-        ("k8s", "manifests: training Job, KubeRay RayCluster, twin-update CronJob"),
+    for target, help_text, kinds in (
+        (
+            "slurm",
+            "an sbatch script: torchrun, Ray on Slurm, a recurring twin update, a job array",
+            ["torchrun", "ray", "twin-update", "array"],
+        ),
+        (
+            "k8s",
+            "manifests: training Job, KubeRay RayCluster, twin-update CronJob",
+            ["torchrun", "ray", "twin-update"],
+        ),
     ):
         sp = sub.add_parser(target, help=help_text)
         sp.add_argument("config", help="run config (YAML) with an optional launch: section")
         sp.add_argument("overrides", nargs="*", metavar="section.key=value")
         sp.add_argument(
             "--kind",
-            choices=["torchrun", "ray", "twin-update"],
+            choices=kinds,
             default="torchrun",
-            help="torchrun training (default), a Ray cluster + train/tune, or a twin update",
+            help="torchrun training (default), a Ray cluster + train/tune, a twin update"
+            + (", or a job array running a command per input" if target == "slurm" else ""),
         )
         sp.add_argument("--twin", help="twin directory (--kind twin-update)")
         sp.add_argument("--nodes", type=int, help="nodes (overrides launch.*.nodes)")
@@ -172,6 +204,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         if target == "slurm":
             sp.add_argument("--tasks-per-node", type=int, help="processes per node")
             sp.add_argument("--time", help="walltime [D-]HH:MM:SS (default: from a dry run)")
+            sp.add_argument("--mem", help="memory per node, e.g. 8G (default: from a dry run)")
+            sp.add_argument(
+                "--inputs", help="--kind array: text file of inputs, one per line (one task each)"
+            )
+            sp.add_argument(
+                "--command",
+                help="--kind array: the twins command each task runs, {input} where its input "
+                'goes (default: last), e.g. "gravwave clean --cleaner c.pt --out cleaned"',
+            )
+            sp.add_argument(
+                "--array-limit", type=int, help="--kind array: most tasks running at once"
+            )
             sp.add_argument("--steps", type=int, default=5, help="dry-run steps to time")
             sp.add_argument(
                 "--no-dryrun", action="store_true", help="do not dry-run; time and mem must be set"

@@ -38,6 +38,7 @@ RESERVED_SBATCH = frozenset(
         "output",
         "gres",
         "wrap",
+        "array",
     }
 )
 #: Environment variable names.
@@ -127,6 +128,8 @@ class SlurmConfig(_Strict):
         ray_command: ``train`` (``twins train --backend ray``) or ``tune`` (``twins tune``).
         twin_every: Recurrence of ``twin-update`` jobs as a ``--begin=now+...`` offset,
             e.g. ``1hour``, ``30minutes``, ``1days``; ``None`` runs once.
+        array_limit: Most tasks of an ``array`` job running at once (``--array=...%N``);
+            ``None`` leaves it to the scheduler.
         margins: Dry-run projection to request.
     """
 
@@ -154,6 +157,7 @@ class SlurmConfig(_Strict):
     ray_port: int = Field(6379, ge=1024, le=65535)
     ray_command: Literal["train", "tune"] = "train"
     twin_every: str | None = Field(None, pattern=r"^\d+(?:minutes|hours?|days?|weeks?)$")
+    array_limit: int | None = Field(None, ge=1)
     margins: Margins = Field(default_factory=Margins)
 
     @field_validator("time")

@@ -1,6 +1,6 @@
 """Render Slurm batch scripts for twins runs, and submit them.
 
-Three recipes, one per ``kind``:
+Four recipes, one per ``kind``:
 
 ``torchrun``
     One launcher task per node (``srun --ntasks-per-node=1``) starts
@@ -18,6 +18,10 @@ Three recipes, one per ``kind``:
     itself with ``sbatch --begin=now+EVERY --dependency=singleton`` (one pending copy per
     job name). Sites that enable it can instead use ``scrontab`` (Slurm's cron): put
     ``0 * * * * twins twin update TWIN_DIR`` with ``#SCRON`` options in ``scrontab -e``.
+``array``
+    A job array (``--array=0-N-1``, at most ``array_limit`` tasks at once) running one
+    ``twins`` command per input of a list, e.g. ``gravwave clean ... {input}`` over segment
+    files (:mod:`twins.launch.array`); each task is one process of ``cpus_per_process`` cores.
 
 Walltime, memory and CPUs come from the config when given, else from a
 :class:`twins.dryrun.DryRunReport` plus the margins in ``slurm.margins``.
@@ -37,15 +41,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from twins.errors import ConfigError, TwinsError
+from twins.launch.array import array_body, command_words
 from twins.launch.models import SlurmConfig
 from twins.twin import EXIT_NOTHING_NEW as TWIN_NOTHING_NEW
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["torchrun", "ray", "twin-update"]
-KINDS: tuple[str, ...] = ("torchrun", "ray", "twin-update")
-#: Walltime of a twin update when neither the config nor a dry run says.
+Kind = Literal["torchrun", "ray", "twin-update", "array"]
+KINDS: tuple[str, ...] = ("torchrun", "ray", "twin-update", "array")
+#: Kinds that run one process on one node and take no training dry run.
+SINGLE_TASK_KINDS = ("twin-update", "array")
+#: Walltime of a twin update or an array task when the config does not say.
 TWIN_UPDATE_TIME = "01:00:00"
+#: The default ``--output`` pattern, and what an array job uses instead (one file per task).
+DEFAULT_OUTPUT = "twins-%x-%j.out"
+ARRAY_OUTPUT = "twins-%x-%A_%a.out"
 #: Memory per node when neither the config nor a dry run says, in MiB.
 DEFAULT_MEM_MIB = 4096
 
@@ -81,7 +91,7 @@ def _resources(kind: str, slurm: SlurmConfig, report: Any | None) -> tuple[str, 
         time = slurm.time
     elif report is not None:
         time = projected_time(report, slurm)
-    elif kind == "twin-update":
+    elif kind in SINGLE_TASK_KINDS:
         time = TWIN_UPDATE_TIME
     else:
         raise ConfigError(
@@ -95,15 +105,21 @@ def _resources(kind: str, slurm: SlurmConfig, report: Any | None) -> tuple[str, 
         mem = f"{projected_mem_mib(report, slurm, ray_extra)}M"
     else:
         mem = f"{DEFAULT_MEM_MIB + ray_extra}M"
-    procs = 1 if kind == "twin-update" else slurm.tasks_per_node
+    procs = 1 if kind in SINGLE_TASK_KINDS else slurm.tasks_per_node
     cpus = slurm.cpus_per_task or procs * slurm.cpus_per_process
     return time, mem, cpus
 
 
-def _header(kind: str, slurm: SlurmConfig, run_name: str, report: Any | None) -> list[str]:
+def _header(
+    kind: str, slurm: SlurmConfig, run_name: str, report: Any | None, n_array: int = 0
+) -> list[str]:
     time, mem, cpus = _resources(kind, slurm, report)
-    nodes = 1 if kind == "twin-update" else slurm.nodes
-    name = slurm.job_name or f"twins-{run_name}" + ("-update" if kind == "twin-update" else "")
+    nodes = 1 if kind in SINGLE_TASK_KINDS else slurm.nodes
+    suffix = {"twin-update": "-update", "array": "-array"}.get(kind, "")
+    name = slurm.job_name or f"twins-{run_name}{suffix}"
+    output = slurm.output
+    if kind == "array" and output == DEFAULT_OUTPUT:
+        output = ARRAY_OUTPUT
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name={name}",
@@ -112,8 +128,11 @@ def _header(kind: str, slurm: SlurmConfig, run_name: str, report: Any | None) ->
         f"#SBATCH --cpus-per-task={cpus}",
         f"#SBATCH --mem={mem}",
         f"#SBATCH --time={time}",
-        f"#SBATCH --output={slurm.output}",
+        f"#SBATCH --output={output}",
     ]
+    if kind == "array":
+        limit = f"%{slurm.array_limit}" if slurm.array_limit else ""
+        lines.append(f"#SBATCH --array=0-{n_array - 1}{limit}")
     for key in ("account", "partition", "qos"):
         value = getattr(slurm, key)
         if value:
@@ -255,11 +274,13 @@ def render_sbatch(
     run_name: str = "run",
     twin_dir: str | Path | None = None,
     ray_workers: int | None = None,
+    inputs: Sequence[str] = (),
+    command: str | Sequence[str] = (),
 ) -> str:
     """Render a batch script.
 
     Args:
-        kind: ``"torchrun"``, ``"ray"`` or ``"twin-update"``.
+        kind: ``"torchrun"``, ``"ray"``, ``"twin-update"`` or ``"array"``.
         cfg_path: Run config the job trains (as the job will see the path).
         slurm: Validated Slurm settings.
         report: A :class:`twins.dryrun.DryRunReport` (anything with ``total_s`` and
@@ -268,24 +289,36 @@ def render_sbatch(
         run_name: Run name, for the default job name.
         twin_dir: Twin directory (``twin-update`` only).
         ray_workers: Ray Train workers; default ``nodes x tasks_per_node``.
+        inputs: The array's inputs, one task each (``array`` only).
+        command: The ``twins`` command each array task runs, with ``{input}`` where its
+            input goes (default: after the last word) (``array`` only).
 
     Returns:
         The script text; it passes ``bash -n`` and shellcheck.
 
     Raises:
-        ConfigError: Unknown kind, missing twin directory, or no walltime to request.
+        ConfigError: Unknown kind, missing twin directory, an array without inputs or
+            command, or no walltime to request.
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown launch kind {kind!r}", f"use one of {', '.join(KINDS)}")
-    if kind == "twin-update":
-        report = None  # a training projection says nothing about an update
-    lines = _header(kind, slurm, run_name, report) + [""] + _prelude(kind, slurm, report)
+    if kind in SINGLE_TASK_KINDS:
+        report = None  # a training projection says nothing about an update or a task
+    words: list[str] = []
+    if kind == "array":
+        words = command_words(command)
+        if not inputs:
+            raise ConfigError("an array job needs inputs", "pass --inputs LIST (one a line)")
+    header = _header(kind, slurm, run_name, report, len(inputs))
+    lines = header + [""] + _prelude(kind, slurm, report)
     lines.append("")
     args = _twins_args(cfg_path, overrides)
     if kind == "torchrun":
         lines += _torchrun_body(slurm, args)
     elif kind == "ray":
         lines += _ray_body(slurm, args, ray_workers or slurm.nodes * slurm.tasks_per_node)
+    elif kind == "array":
+        lines += array_body(_container(slurm) + f"{slurm.python} -m twins", inputs, words)
     else:
         if twin_dir is None:
             raise ConfigError("a twin-update job needs the twin directory", "pass --twin DIR")
