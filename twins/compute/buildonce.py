@@ -173,10 +173,13 @@ def build_once(
         build: Writes the product into the empty directory it is given and returns
             JSON-able info for the marker (or None). It must not write outside that
             directory. Its exceptions propagate after the temporary directory is removed.
-        may_build: False for processes that must only wait (DDP ranks other than 0): they
-            poll for the marker and never build.
-        timeout_s: How long to wait for another process's build (lock or marker).
-        poll_s: Seconds between marker checks when ``may_build`` is False.
+        may_build: True: build when no other process holds the lock (all of a tune study's
+            trials, or all DDP ranks: one builds, the others wait and open). False: only
+            wait for the marker, never build (DDP ranks other than 0, when rank 0 builds
+            with a dask cluster of its own); a build failing meanwhile fails the wait.
+        timeout_s: How long to wait for another process's build.
+        poll_s: Seconds between checks of the marker and the lock while waiting (each
+            check is a few metadata operations: keep it modest on shared file systems).
 
     Returns:
         The product.
@@ -193,12 +196,26 @@ def build_once(
     if record is not None:
         return Product(path, key, False, record)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not may_build:
-        return _wait_for_marker(path, key, timeout_s, poll_s)
     lock = FileLock(_lock(path))
-    previous = read_holder(lock.path)
-    if not lock.acquire(wait=timeout_s, purpose=f"build {key}"):
-        raise _timeout(path, timeout_s)
+    failed = _failed(path)
+    old_failure = _stat_id(failed)  # a failure recorded before this wait is not this build's
+    deadline = time.monotonic() + timeout_s
+    previous: LockHolder | None = None  # the lock note found just before taking the lock
+    while True:
+        record = _record(path, key)
+        if record is not None:
+            return Product(path, key, False, record)
+        if may_build:
+            previous = read_holder(lock.path)
+            if lock.acquire(wait=False, purpose=f"build {key}"):
+                break
+        else:
+            now_failure = _stat_id(failed)
+            if now_failure is not None and now_failure != old_failure:
+                raise _failure(path, _read_json(failed) or {})
+        if time.monotonic() >= deadline:
+            raise _timeout(path, timeout_s)
+        time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.0)))
     try:
         record = _record(path, key)
         if record is not None:
@@ -301,25 +318,12 @@ def _stat_id(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _wait_for_marker(path: Path, key: str, timeout_s: float, poll_s: float) -> Product:
-    failed = _failed(path)
-    old_failure = _stat_id(failed)  # a failure from before this wait is not this build's
-    deadline = time.monotonic() + timeout_s
-    while True:
-        record = _record(path, key)
-        if record is not None:
-            return Product(path, key, False, record)
-        now_failure = _stat_id(failed)
-        if now_failure is not None and now_failure != old_failure:
-            info = _read_json(failed) or {}
-            raise BuildFailedError(
-                f"the build of {path} failed in pid {info.get('pid', '?')} on "
-                f"{info.get('host', '?')}: {info.get('error', 'no error recorded')}",
-                "fix the builder's error; the next build attempt starts afresh",
-            )
-        if time.monotonic() >= deadline:
-            raise _timeout(path, timeout_s)
-        time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.0)))
+def _failure(path: Path, info: dict[str, Any]) -> BuildFailedError:
+    return BuildFailedError(
+        f"the build of {path} failed in pid {info.get('pid', '?')} on "
+        f"{info.get('host', '?')}: {info.get('error', 'no error recorded')}",
+        "fix the builder's error; the next build attempt starts afresh",
+    )
 
 
 def _timeout(path: Path, timeout_s: float) -> BuildWaitError:
