@@ -93,12 +93,18 @@ CANONICAL = DYNAMIC + STATIC
 
 _DEFAULT_GATES = Gates()
 _DIM_RENAMES = {"latitude": "lat", "longitude": "lon", "valid_time": "time"}
-_DROP = ("number",)
+# CDS ensemble member (scalar) and cfgrib's scalar level coordinates
+_DROP = ("number", "surface", "heightAboveGround", "depthBelowLandLayer", "entireAtmosphere")
 
 # --------------------------------------------------------------------------- normalise
 
 
-def normalise(ds: xr.Dataset, source: str = "<dataset>", whole: bool = True) -> xr.Dataset:
+def normalise(
+    ds: xr.Dataset,
+    source: str = "<dataset>",
+    whole: bool = True,
+    variables: Sequence[str] | None = None,
+) -> xr.Dataset:
     """Rename, reorder and sort a raw dataset into the canonical form (lazy, no data read).
 
     Layouts (:mod:`hydrology.layouts`): cfgrib's reference time x step put on
@@ -115,6 +121,9 @@ def normalise(ds: xr.Dataset, source: str = "<dataset>", whole: bool = True) -> 
             accumulations are moved to the start of their hour
             (:func:`hydrology.layouts.interval_start`). :func:`open_grids` does that after
             combining the files of a set.
+        variables: canonical names to keep (with the statics ``lsm``/``z``); None keeps
+            every variable. The layout checks see only these, so a variable nobody asked
+            for cannot refuse the file.
 
     Returns:
         Dataset with dims ``(time, lat, lon)`` (lat ascending, lon ascending in -180..180)
@@ -129,9 +138,9 @@ def normalise(ds: xr.Dataset, source: str = "<dataset>", whole: bool = True) -> 
     ds = grib_valid_time(ds, source)
     ds = combine_expver(ds, source)
     ds = scalar_time(ds)
-    ds = ds.drop_vars([n for n in _DROP if n in ds.variables])
+    ds = ds.drop_vars([n for n in _DROP if n in ds.coords and ds[n].ndim == 0])
     ds = ds.rename({k: v for k, v in _DIM_RENAMES.items() if k in ds.variables or k in ds.dims})
-    ds = canonical_names(ds, source, CANONICAL)
+    ds = _select(canonical_names(ds, source, CANONICAL), variables)
 
     # Statics sometimes come with a length-1 time axis (ERA5 invariants).
     for name in STATIC:
@@ -168,10 +177,10 @@ def normalise(ds: xr.Dataset, source: str = "<dataset>", whole: bool = True) -> 
         want = [d for d in order if d in dims] + [d for d in dims if d not in order]
         if list(dims) != want:
             ds[name] = ds[name].transpose(*want)
+    ds = canonical_units(ds, source, is_monthly(ds))
+    ds = step_types(ds, source)  # before align_months: messages give the stamps as stored
     if "time" in ds.dims and isinstance(ds.indexes["time"], pd.DatetimeIndex | xr.CFTimeIndex):
         ds = align_months(ds, source)
-    ds = canonical_units(ds, source, is_monthly(ds))
-    ds = step_types(ds, source)
     return interval_start(ds, source) if whole else ds
 
 
@@ -312,8 +321,8 @@ def _as_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
 def _select(ds: xr.Dataset, variables: Sequence[str] | None) -> xr.Dataset:
     if variables is None:
         return ds
-    keep = list(dict.fromkeys([*variables, *[s for s in STATIC if s in ds.data_vars]]))
-    return ds[[v for v in keep if v in ds.data_vars]]
+    keep = {*variables, *STATIC}
+    return ds.drop_vars([v for v in ds.data_vars if v not in keep])
 
 
 def _grid(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -422,8 +431,11 @@ def _open_files(
 
     def _prepare(raw: xr.Dataset, src: str, whole: bool) -> xr.Dataset:
         try:
-            ds = _select(normalise(raw, src, whole=whole), variables)
-            validate(ds, src, variables, check_values=check_values)
+            ds = normalise(raw, src, whole=whole, variables=variables)
+            # a file of a set holds some of the variables (the stepType files of a CDS
+            # request); the set as a whole must hold them all (checked after combining)
+            need = variables if whole or variables is None else [v for v in variables if v in ds]
+            validate(ds, src, need, check_values=check_values)
         except DataError:
             raise
         except Exception as exc:  # a reader error while decoding or reading values
@@ -445,7 +457,7 @@ def _open_files(
     def _pre(raw: xr.Dataset, src: str | None = None) -> xr.Dataset:
         src = src or str(raw.encoding.get("source", "<file>"))
         ds = _prepare(raw, src, whole=False)
-        rec: dict[str, Any] = {"grid": _grid(ds)}
+        rec: dict[str, Any] = {"grid": _grid(ds), "names": {str(v) for v in ds.data_vars}}
         if "time" in ds.dims:
             rec["first"], rec["last"] = ds.indexes["time"][0], ds.indexes["time"][-1]
             rec["vars"] = {str(v) for v in ds.data_vars if "time" in ds[v].dims}
@@ -473,6 +485,7 @@ def _open_files(
         raise
     except (ValueError, KeyError) as exc:
         _check_across(files, records)
+        _check_missing(files, records, variables)
         raise DataError(
             f"{files[0]} ... {files[-1]}: cannot combine files ({_one_line(exc)})"
         ) from None
@@ -487,9 +500,10 @@ def _open_files(
     label = f"{files[0]} ... {files[-1]} ({len(files)} files)"
     # per-file checks passed; check the combined time axis (gaps between files)
     _check_time_across(ds, files, records, label)
+    validate(ds, label, variables, check_values=False)  # every variable asked for is there
+    ds = step_types(ds, label)  # the steps of the whole record
     if "time" in ds.dims:
         ds = align_months(ds, label)
-    ds = step_types(ds, label)  # the steps of the whole record
     return interval_start(ds, label)
 
 
@@ -556,6 +570,20 @@ def _check_across(files: Sequence[Path], records: dict[str, dict[str, Any]]) -> 
                     f"for '{shared[0]}')",
                     hint="Remove the duplicated file or period.",
                 )
+
+
+def _check_missing(
+    files: Sequence[Path], records: dict[str, dict[str, Any]], variables: Sequence[str] | None
+) -> None:
+    """Refuse a set in which no file holds a requested variable."""
+    found = set().union(*(r["names"] for r in records.values())) if records else set()
+    for v in variables or ():
+        if v not in found:
+            raise DataError(
+                f"{files[0]} ... {files[-1]}: variable '{v}' is missing from every file "
+                f"(found: {', '.join(sorted(found)) or 'none'})",
+                hint="Ask for variables the files have, or add a file that has this one.",
+            )
 
 
 def _check_time_across(

@@ -80,8 +80,7 @@ def grib_valid_time(ds: xr.Dataset, source: str) -> xr.Dataset:
         flat = flat.assign_coords(_valid=values).rename(_valid="valid_time")
         keep = ~np.isnat(values.astype("datetime64[ns]"))
         flat = flat.isel(valid_time=np.flatnonzero(keep)).sortby("valid_time")
-        logger.info("%s: GRIB reference times x steps stacked on valid_time", source)
-        return flat
+        return _trim_padding(flat, source)
     if vt.ndim == 1:
         dim = str(vt.dims[0])
         out = ds.drop_vars([c for c in ("time", "step") if c in ds.coords and c != dim])
@@ -90,6 +89,37 @@ def grib_valid_time(ds: xr.Dataset, source: str) -> xr.Dataset:
             out = out.drop_vars([dim] if dim in out.coords else [])
         return out
     return ds.drop_vars([c for c in ("time", "step") if c in ds.coords])
+
+
+def _trim_padding(ds: xr.Dataset, source: str) -> xr.Dataset:
+    """Drop the leading and trailing valid times that no GRIB message filled.
+
+    cfgrib lays the messages on the full reference time x step cube; an ERA5 download of
+    whole days fills only part of the first and last forecasts (e.g. the 18:00 forecast of
+    the day before gives 00:00..06:00), the rest is NaN. Only the ends are trimmed: a hole
+    inside the record stays and is refused by the time and missing-value checks. Reads the
+    values once (GRIB data are decoded anyway by the gates).
+    """
+    spatial = [d for d in ds.dims if d != "valid_time"]
+    filled = None
+    for name in ds.data_vars:
+        if "valid_time" not in ds[name].dims:
+            continue
+        some = ds[name].notnull().any([d for d in spatial if d in ds[name].dims])
+        filled = some if filled is None else filled | some
+    if filled is None:
+        return ds
+    hit = np.flatnonzero(np.asarray(filled.values))
+    if hit.size == 0:
+        return ds
+    out = ds.isel(valid_time=slice(int(hit[0]), int(hit[-1]) + 1))
+    logger.info(
+        "%s: GRIB reference times x steps stacked on valid_time (%d of %d filled)",
+        source,
+        out.sizes["valid_time"],
+        ds.sizes["valid_time"],
+    )
+    return out
 
 
 def _expver_code(value: object) -> int:
@@ -279,7 +309,8 @@ def step_types(ds: xr.Dataset, source: str) -> xr.Dataset:
             if da.attrs.get(_STAMP) != "start":
                 da.attrs[_STAMP] = "end"
         elif kind in ("instant", "max", "min") and step is not None and is_monthly(ds):
-            what = "an instantaneous value" if kind == "instant" else f"a {kind}imum over 1 hour"
+            extreme = {"mn2t": "minimum", "mx2t": "maximum"}.get(name, f"{kind}imum")
+            what = "an instantaneous value" if kind == "instant" else f"the {extreme} of one hour"
             raise DataError(
                 f"{source}: variable '{name}' has one step per month but each is {what} "
                 f"(ERA5 stepType '{kind}', first stamp {ds.indexes['time'][0]}): it is not a "

@@ -185,7 +185,7 @@ def _month_start(t: Any) -> Any:
 
 
 def align_months(ds: xr.Dataset, source: str) -> xr.Dataset:
-    """Stamp a monthly record at month starts and mark it ``attrs["time_step"] = "month"``.
+    """Stamp a monthly record at month starts and mark it ``time_step = "month"``.
 
     ERA5 monthly means come stamped at 00:00 or 06:00 of the 1st depending on the variable
     (the two stepType files of one CDS request), other products mid-month or at the end;
@@ -198,7 +198,9 @@ def align_months(ds: xr.Dataset, source: str) -> xr.Dataset:
         source: File name for the messages.
 
     Returns:
-        ``ds`` relabelled, or ``ds`` itself.
+        ``ds`` relabelled, with ``attrs["time_step"] = "month"`` on the dataset and on its
+        ``time`` coordinate (so a DataArray or a month cut from it still says so), or ``ds``
+        itself.
 
     Raises:
         DataError: Two stamps in one calendar month of a monthly record.
@@ -225,6 +227,7 @@ def align_months(ds: xr.Dataset, source: str) -> xr.Dataset:
         ds = ds.assign_coords(time=ds["time"].copy(data=np.asarray(starts)))
     ds = ds.copy()
     ds.attrs["time_step"] = MONTHLY
+    ds["time"].attrs["time_step"] = MONTHLY  # travels with every variable cut from ds
     return ds
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 from xclim.core.units import convert_units_to, units, units2pint
 
-from hydrology.timeaxis import time_steps
+from hydrology.timeaxis import is_monthly, time_steps
 from twins.errors import DataError
 
 __all__ = [
@@ -61,15 +61,19 @@ def _kind(q: Any) -> str:
 
 
 def _step_seconds(da: xr.DataArray) -> xr.DataArray | float:
-    if "time" not in da.dims or da.sizes["time"] < 2:
+    """Duration of each step: days in the month for monthly records, else the fixed step."""
+    if "time" not in da.dims or da.sizes["time"] < 1:
         raise DataError(
             f"variable '{da.name}': cannot convert between amount and rate without a time axis"
         )
-    steps = time_steps(da.indexes["time"])
-    step = float(np.median(steps))
-    if 28 * 86400 <= step <= 31 * 86400:
+    if is_monthly(da):
         return da["time"].dt.days_in_month * 86400.0
-    return step
+    if da.sizes["time"] < 2:
+        raise DataError(
+            f"variable '{da.name}': cannot convert between amount and rate on a single time "
+            "step whose length is not declared (time bounds, delta_t or time_step='month')"
+        )
+    return float(np.median(time_steps(da.indexes["time"])))
 
 
 def to_units(da: xr.DataArray, target: str) -> xr.DataArray:
