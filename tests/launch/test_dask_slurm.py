@@ -75,7 +75,11 @@ def test_launch_slurm_maps_onto_the_worker_job() -> None:
         gpus_per_node=2,
     )
     compute = _compute(
-        threads_per_worker=2, processes_per_job=4, memory_limit="auto", interface="ib0"
+        threads_per_worker=2,
+        processes_per_job=4,
+        memory_limit="auto",
+        interface="ib0",
+        local_directory=Path("/local/scratch"),
     )
     kw = slurm_cluster_kwargs(compute, slurm)
     assert kw["cores"] == 8 and kw["processes"] == 4
@@ -96,6 +100,7 @@ def test_launch_slurm_maps_onto_the_worker_job() -> None:
         "--constraint=fat",
     ]
     assert kw["log_directory"] == "/scratch/logs" and kw["interface"] == "ib0"
+    assert kw["local_directory"] == "/local/scratch"
     kw.pop("interface")  # this machine has no ib0
     with SLURMCluster(**kw) as cluster:
         script = cluster.job_script()
@@ -178,6 +183,21 @@ def test_worker_jobs_that_fail_or_are_refused_are_config_errors(
     assert "\n" not in msg
     assert re.search(r"every dask worker job ended before a worker joined: Slurm jobs \d+ ", msg)
     assert f"worker logs in {logs}" in msg
+    job_id = re.search(r"Slurm jobs (\d+)", msg).group(1)  # type: ignore[union-attr]
+    assert _wait_ended(slurm_cluster, (job_id,))[job_id].split()[0] in ENDED | {"gone"}
+
+    # A job Slurm holds (not before an hour from now) never yields a worker: the wait ends
+    # at worker_start_timeout_s, naming the job and why it pends, and the job is cancelled.
+    held = SlurmConfig(python=sys.executable, sbatch_extra=["--begin=now+3600"])
+    with (
+        pytest.raises(ConfigError) as err,
+        dask_client(_compute(workers=1, worker_start_timeout_s=3), slurm=held),
+    ):
+        pass
+    msg = str(err.value)
+    assert "\n" not in msg and "no dask worker joined within 3 s" in msg
+    assert re.search(r"Slurm jobs \d+ PENDING \(BeginTime\)", msg), msg
+    assert "worker logs in the submission directory" in msg
     job_id = re.search(r"Slurm jobs (\d+)", msg).group(1)  # type: ignore[union-attr]
     assert _wait_ended(slurm_cluster, (job_id,))[job_id].split()[0] in ENDED | {"gone"}
 

@@ -82,7 +82,7 @@ def _free_port() -> int:
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_local_cluster_bounded_memory_progress_and_shutdown_on_error(
-    big_zarr: Path, caplog: pytest.LogCaptureFixture
+    big_zarr: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     limit = 300 * 10**6
     cfg = ComputeConfig(
@@ -91,6 +91,7 @@ def test_local_cluster_bounded_memory_progress_and_shutdown_on_error(
         min_cluster_bytes=0,
         dashboard_address=":0",
         progress_every_s=0.25,
+        local_directory=tmp_path / "spill",
     )
     x = da.from_zarr(str(big_zarr))
     assert x.nbytes > limit and x.chunksize == BLOCK
@@ -105,6 +106,8 @@ def test_local_cluster_bounded_memory_progress_and_shutdown_on_error(
         info = session.client.scheduler_info()["workers"]
         assert len(info) == 2
         assert {w["memory_limit"] for w in info.values()} == {limit}
+        for w in info.values():  # workers spill under compute.local_directory
+            assert Path(w["local_directory"]).parent.parent == tmp_path / "spill"
         worker_pids = list(session.client.run(os.getpid).values())
         # Sums of integers below 2**53 are exact in float64, so the reduction must equal
         # the closed form exactly: sum_i (i * COLS + j) = COLS * R(R-1)/2 + R * j.
