@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import xarray as xr
 
 from twins.compute.buildonce import (
     BuildFailedError,
@@ -192,3 +194,20 @@ def test_keys_must_be_plain_file_names(tmp_path: Path) -> None:
     for bad in ("../x", ".hidden", "a/b", ""):
         with pytest.raises(ValueError, match="product key"):
             product_path(tmp_path, bad)
+
+
+def test_a_zarr_store_built_once_opens_lazily_and_equal(tmp_path: Path) -> None:
+    ds = xr.Dataset(
+        {"spi": (("cell", "time"), np.arange(12.0).reshape(4, 3))},
+        coords={"cell": np.arange(4), "time": np.arange(3)},
+    ).chunk({"cell": 2})
+
+    def write(tmp: Path) -> dict[str, Any]:
+        ds.to_zarr(tmp, mode="w-", consolidated=False)  # tmp exists and is empty
+        return {"variables": sorted(ds.data_vars)}
+
+    product = build_once(tmp_path, "cube-z", write)
+    opened = xr.open_zarr(product.path, consolidated=False)
+    assert opened["spi"].chunks == ((2, 2), (3,))  # lazy, chunked by cell
+    xr.testing.assert_identical(opened.load(), ds.load())
+    assert product.record["info"] == {"variables": ["spi"]}
