@@ -111,12 +111,12 @@ def dask_client(
     size = "unknown size" if input_bytes is None else format_bytes(input_bytes)
     with contextlib.ExitStack() as stack:
         if mode == "threads":
-            workers = cfg.workers * cfg.threads_per_worker if cfg.workers else None
-            stack.enter_context(dask.config.set(scheduler="threads", num_workers=workers))
+            nthreads = cfg.workers * cfg.threads_per_worker if cfg.workers else None
+            stack.enter_context(dask.config.set(scheduler="threads", num_workers=nthreads))
             stack.enter_context(ThreadsProgress(cfg.progress_every_s))
             log.info(
                 "dask: threaded scheduler in this process (%d threads; input %s%s)",
-                workers or os.cpu_count() or 1,
+                nthreads or os.cpu_count() or 1,
                 size,
                 ""
                 if cfg.mode == "threads"

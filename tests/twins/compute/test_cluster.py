@@ -7,6 +7,8 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +260,10 @@ def test_sizes_are_read_like_dask_reads_them(tmp_path: Path) -> None:
     cfg = load_config(path, []).compute
     assert cfg.memory_limit == 4 * 2**30 and cfg.min_cluster_bytes == 1_500_000_000
     assert ComputeConfig(memory_limit="auto").memory_limit == "auto"
+
+
+def test_loading_a_config_imports_no_dask() -> None:
+    # compute: is validated on every config load; dask.distributed costs ~1 s to import.
+    code = "import sys, twins.config; print([m for m in sys.modules if m.startswith('dask')])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
