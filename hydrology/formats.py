@@ -2,8 +2,10 @@
 
 - :func:`engine` picks the xarray engine from the path: a Zarr store, GRIB (by suffix or by
   the ``GRIB`` bytes that open every GRIB message), else netCDF;
-- :func:`open_one` opens one file; GRIB goes through cfgrib with ``indexpath=""``, so no
-  ``.idx`` file is ever written next to the user's data. A GRIB file holding several
+- :func:`open_one` opens one file (lazily, except GRIB: cfgrib decodes every message again
+  on each pass over a lazy array, so GRIB is decoded once into memory); GRIB goes through
+  cfgrib with ``indexpath=""``, so no ``.idx`` file is ever written next to the user's
+  data. A GRIB file holding several
   hypercubes (an accumulation on reference time x step beside an instantaneous field) is read
   as its cubes, each put on its valid time, then merged;
 - :func:`expand_archives` unpacks the ``.zip`` a CDS request is delivered as (its members are
@@ -68,16 +70,21 @@ def open_one(path: Path, chunks: dict[str, int] | str | None) -> xr.Dataset:
         chunks: dask chunks, as for ``xr.open_dataset``.
 
     Returns:
-        The dataset as stored (GRIB: on ``valid_time`` when it held several cubes).
+        The dataset as stored (GRIB: loaded, and on ``valid_time`` when it held several
+        cubes).
     """
     kind = engine(path)
-    try:
+    if kind != "cfgrib":
         return xr.open_dataset(path, engine=kind, chunks=chunks, **backend_kwargs(kind))
+    # cfgrib decodes message by message on every pass over a lazy array (the layout, value
+    # and gate checks make three): GRIB is decoded once, into memory
+    try:
+        return xr.open_dataset(path, engine=kind, **backend_kwargs(kind)).load()
     except cfgrib.dataset.DatasetBuildError:
-        cubes = cfgrib.open_datasets(str(path), backend_kwargs=dict(_CFGRIB_KWARGS), chunks=chunks)
+        cubes = cfgrib.open_datasets(str(path), backend_kwargs=dict(_CFGRIB_KWARGS))
         logger.info("%s: GRIB holds %d hypercubes; merged on valid_time", path, len(cubes))
         return xr.merge(
-            [grib_valid_time(c, str(path)) for c in cubes],
+            [grib_valid_time(c.load(), str(path)) for c in cubes],
             compat="override",
             join="outer",
             combine_attrs="drop_conflicts",

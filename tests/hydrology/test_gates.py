@@ -201,6 +201,27 @@ def test_subdaily_burst_is_judged_as_a_daily_mean(small: xr.Dataset) -> None:
         check_gates(ds.copy(data={"tp": tp}), "hourly", Gates())
 
 
+def test_monthly_amounts_are_judged_as_daily_mean_rates(tmp_path: Path) -> None:
+    """GPCC-style monthly totals in mm: 2000 mm in a month (65 mm/day) is a wet month, not
+    above the 1825 mm/day record; 60000 mm in a month is, as its daily mean rate."""
+    months = pd.date_range("2001-01-01", periods=12, freq="MS")
+    v = np.full((12, 2, 2), 80.0, np.float32)
+    v[6, 1, 1] = 2000.0
+    ds = xr.Dataset(
+        {"precip": (("time", "lat", "lon"), v, {"units": "mm"})},
+        coords={"time": months, "lat": [1.0, 2.0], "lon": [1.0, 2.0]},
+    )
+    open_grids(write_netcdf(ds, tmp_path / "wet_month.nc"))
+    v[6, 1, 1] = 60000.0  # 1935 mm/day over 31 days
+    path = write_netcdf(ds.copy(data={"precip": v}), tmp_path / "impossible_month.nc")
+    with pytest.raises(
+        DataError,
+        match=r"variable 'tp' \(file variable 'precip'\) has the value "
+        r"1935.48 mm/day \(daily mean rate\) at time=2001-07-01.*1825 mm/day",
+    ):
+        open_grids(path)
+
+
 def test_refusal_names_time_and_place(small: xr.Dataset) -> None:
     bad = _cell(small, "tp", 1e30, step=40)
     iy, ix = np.argwhere(_land(small))[3]
