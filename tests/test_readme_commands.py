@@ -140,6 +140,26 @@ def _noise_inputs(walk: Walk) -> None:
     (walk.root / "channels.txt").write_text("\n".join(seg) + "\n")
 
 
+def _noise_frames(walk: Walk) -> None:
+    """``frames/``: the README's segment and the two 32-s segments after it, for
+    ``cascade.pt``, named as frames are (after ``noise_inputs``)."""
+    import shutil
+
+    from gwpy.timeseries import TimeSeriesDict
+
+    from gravwave import synthetic as syn
+    from gravwave.io import write_multichannel_hdf5
+
+    frames = walk.root / "frames"
+    frames.mkdir()
+    shutil.copy(walk.root / "V-V1_SEGMENT-1262304178-32.h5", frames)
+    p = syn.SyntheticParams(duration=32.0, seed=3, t0=README_GPS - 64.0)
+    for k in (3, 4):
+        s = syn.generate(p, k)
+        seg = TimeSeriesDict({syn.STRAIN_CHANNEL: s.strain, **s.witnesses})
+        write_multichannel_hdf5(frames / f"V-V1_SEGMENT-{s.strain.t0.value:.0f}-32.h5", seg)
+
+
 def _fake_sbatch(walk: Walk) -> None:
     """``bin/sbatch``: records the script it is given and answers like ``--parsable``."""
     exe = walk.root / "bin" / "sbatch"
@@ -153,6 +173,7 @@ PREP: dict[str, Callable[[Walk], None]] = {
     "months": _months,
     "era5land_files": _era5land_files,
     "noise_inputs": _noise_inputs,
+    "noise_frames": _noise_frames,
     "fake_sbatch": _fake_sbatch,
 }
 
@@ -246,6 +267,13 @@ def _cron_nothing_new_is_success(walk: Walk) -> None:
     assert _twin_version(twin) == version
 
 
+def _batch_rerun_skips(walk: Walk) -> None:
+    """The same batch command again: every segment is finished, nothing is cleaned."""
+    res = Run(BATCH_CLEAN_ARGS).execute(walk)
+    assert res.rc == 0, res.err[-3000:]
+    assert "cleaned 0, skipped 3 (finished before), failed 0 of 3 segment(s)" in res.out
+
+
 def _submitted_script(walk: Walk) -> None:
     script = (walk.root / "bin" / "job.sbatch").read_text()
     assert "#SBATCH --nodes=4" in script and "--nproc_per_node=4" in script
@@ -293,6 +321,20 @@ NOISE_UPDATE = Run(
     'paste -sd,)"',
     after=(NOISE_INIT,),
     fields=(("version", 1), ("noop", False)),
+)
+BATCH_CLEAN_ARGS = (
+    "gravwave clean frames/ --cleaner cascade.pt --channels channels.txt --out cleaned/"
+)
+BATCH_CLEAN = Run(
+    BATCH_CLEAN_ARGS,
+    prep=("noise_inputs", "noise_frames"),
+    expect=("cleaned 3, skipped 0 (finished before), failed 0 of 3 segment(s)",),
+    then=_batch_rerun_skips,
+)
+SEGMENT_LIST = Shell("ls frames/*.h5 > segments.txt", prep=("noise_inputs", "noise_frames"))
+BATCH_ARRAY = (
+    'launch slurm run.yaml --kind array --inputs segments.txt --command "gravwave clean '
+    '--cleaner cascade.pt --out cleaned/"'
 )
 TOY_TRAIN = Run("train run.yaml")
 MLFLOW_SERVER = Server(
@@ -376,6 +418,39 @@ COMMANDS: dict[str, dict[str, Entry]] = {
                 after=(NOISE_UPDATE,),
                 fields=(("restored", 0), ("undone", [1, 1]), ("action", "restore")),
             )
+        ),
+    },
+    "Cleaning a long stretch in a batch": {
+        f"twins {BATCH_CLEAN_ARGS}": entry(BATCH_CLEAN),
+        "twins gravwave clean frames/ --cleaner cascade.pt --out cleaned/ --workers 8": entry(
+            Elsewhere(
+                "tests/gravwave/test_batch.py::test_ray_two_workers_match_a_serial_run",
+                ('"--workers"', '"2"', "stretch.listing(stretch.reference)"),
+                "2 Ray workers on a local Ray (2 cores here), the serial run's bytes",
+            ),
+            Elsewhere(
+                "tests/gravwave/test_batch.py::test_ray_joins_an_existing_cluster_with_address",
+                ('"--address"', '"start"', '"--head"'),
+                "an existing Ray cluster",
+            ),
+        ),
+        "ls frames/*.h5 > segments.txt": entry(SEGMENT_LIST),
+        f"twins {BATCH_ARRAY}": entry(
+            Run(
+                BATCH_ARRAY,
+                after=(SEGMENT_LIST,),
+                expect=(
+                    "#SBATCH --array=0-2",
+                    "frames/V-V1_SEGMENT-1262304242-32.h5",
+                    'gravwave clean --cleaner cascade.pt --out cleaned/ "$input"',
+                ),
+            ),
+            Elsewhere(
+                "tests/launch/test_slurm_array_real.py::"
+                "test_array_job_cleans_each_segment_like_a_serial_run",
+                ('"--kind", "array", "--inputs"', "submit(", "COMPLETED"),
+                "the array on a real Slurm, each task's output the serial run's",
+            ),
         ),
     },
     "What is here": {

@@ -4,16 +4,23 @@ and out, and the output of 2 Ray workers equal, byte for byte, to a serial run's
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
 import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 from gwpy.timeseries import TimeSeriesDict
 
@@ -346,3 +353,62 @@ def test_ray_two_workers_match_a_serial_run(
     failed = {Path(s["source"]).name for s in doc["segments"] if s["status"] == "failed"}
     assert failed == set(bad)
     assert stretch.listing(out) == stretch.listing(stretch.reference)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _session(sid: int) -> list[psutil.Process]:
+    """The live processes of session ``sid``."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getsid(proc.pid) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+def _stop_ray_head(head: subprocess.Popen[bytes], temp: Path) -> None:
+    """Kill every process of the head's session (gcs, raylet, agents, workers: started here
+    in a session of their own), never another Ray on the machine."""
+    procs = _session(head.pid)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=30)
+    head.wait(timeout=30)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.distributed
+def test_ray_joins_an_existing_cluster_with_address(stretch: Stretch, tmp_path: Path) -> None:
+    """``--address`` joins a running cluster (started here with ``ray start --head``)."""
+    port = _free_port()
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must be short
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={temp}", "--block"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        started = time.monotonic()
+        while head.poll() is None and time.monotonic() - started < 120:  # a bound, not a timing
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        assert head.poll() is None, "ray start --head exited"
+        out = tmp_path / "out"
+        argv = ["gravwave", "clean", stretch.frames, "--cleaner", stretch.cleaner_path]
+        assert _cli(*argv, "--out", out, "--address", f"127.0.0.1:{port}", "--workers", "2") == 0
+        assert stretch.listing(out) == stretch.listing(stretch.reference)
+    finally:
+        _stop_ray_head(head, temp)
+    assert not _session(head.pid)
