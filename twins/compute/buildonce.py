@@ -50,7 +50,7 @@ from typing import Any
 
 from twins.atomic import fsync_dir, fsync_tree, remove_tree, write_json_atomic
 from twins.errors import TwinsError
-from twins.twin.lock import FileLock, LockHolder, probe_lock, read_holder
+from twins.lock import FileLock, LockHolder, probe_lock, read_holder
 
 __all__ = [
     "BuildFailedError",

@@ -16,6 +16,7 @@ Example:
     ...         txn.summary["cells"] = 1234
 """
 
+from twins.lock import LockHolder
 from twins.twin.contract import (
     EXIT_NOTHING_NEW,
     NoOptions,
@@ -26,7 +27,6 @@ from twins.twin.contract import (
     TwinStatus,
     UpdateResult,
 )
-from twins.twin.lock import LockHolder
 from twins.twin.restore import restore_version, visible_products
 from twins.twin.store import (
     FORMAT,

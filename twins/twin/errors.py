@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from twins.errors import TwinsError
-from twins.twin.lock import LockHolder
+from twins.lock import LockHolder
 
 __all__ = [
     "ProductNotFoundError",

@@ -22,7 +22,7 @@ instant therefore leaves the twin either as before or fully updated. The next wr
 lock, runs recovery: it deletes ``staging/*`` and every version directory and history entry
 numbered above the committed version.
 
-Writers hold an exclusive ``flock`` on ``.lock`` (see :mod:`twins.twin.lock`); readers take no
+Writers hold an exclusive ``flock`` on ``.lock`` (see :mod:`twins.lock`); readers take no
 lock, since committed version directories and history entries never change or disappear.
 """
 
@@ -44,6 +44,7 @@ from twins.atomic import (
     remove_tree,
     sha256_file,
 )
+from twins.lock import FileLock, LockHolder, probe_lock, read_holder
 from twins.twin.errors import (
     ProductNotFoundError,
     TwinCorruptError,
@@ -72,7 +73,6 @@ from twins.twin.layout import (
     listdir,
     product_manifest,
 )
-from twins.twin.lock import FileLock, LockHolder, probe_lock, read_holder
 from twins.twin.records import (
     FORMAT,
     VERSIONS_DIR,

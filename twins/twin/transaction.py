@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from twins.atomic import fsync_dir, fsync_tree, json_dumps, remove_tree, write_json_atomic
+from twins.lock import FileLock
 from twins.twin.errors import TwinError, TwinUpdateError
 from twins.twin.layout import (
     COMPLETE_FILE,
@@ -26,7 +27,6 @@ from twins.twin.layout import (
     check_key,
     product_manifest,
 )
-from twins.twin.lock import FileLock
 from twins.twin.records import (
     VERSIONS_DIR,
     TwinState,

@@ -24,7 +24,7 @@ from twins.compute.buildonce import (
     is_built,
     product_path,
 )
-from twins.twin.lock import FileLock
+from twins.lock import FileLock
 
 # A process that waits for a start signal, then asks for the product; its build appends its
 # pid to builds.log (O_APPEND: one line per build, whoever runs it) and writes random bytes,

@@ -3,7 +3,7 @@
 Subprocess modes (``python _twin_writer.py MODE DIR ...``):
 
 * ``loop DIR`` — print ``ready``, then commit updates ``u<version+1>``, ``u<version+2>``, …
-  back to back (wait=True) until killed.
+  back to back (wait=True) until killed, printing ``committed N`` after each.
 * ``fault DIR POINT`` — commit one update, SIGKILLing itself at commit step ``POINT``.
 * ``init-fault DIR`` — init a twin at DIR, SIGKILLing itself just before the final rename.
 * ``hold DIR`` — take the lock (in a transaction), print ``locked``, wait until stdin closes,
@@ -127,6 +127,7 @@ def main(argv: list[str]) -> int:
         i = store.state.version + 1
         while True:
             do_update(store, i, wait=True)
+            print(f"committed {i}", flush=True)
             i += 1
     if mode == "fault":
         point = argv[2]
