@@ -134,8 +134,8 @@ def clean_batch(
 
     Raises:
         ConfigError: Bad ``workers``, channels other than the cleaner's, an input that does not
-            exist or holds no segment file, clashing outputs, ``out`` among the inputs; nothing
-            is written.
+            exist or holds no segment file, clashing outputs, ``out`` among the inputs or not
+            creatable; nothing is written.
         DataError: The cleaner file is missing or unreadable; nothing is written.
         TwinsError: Ray cannot be started or joined.
     """
@@ -158,7 +158,10 @@ def clean_batch(
         policy=pol,
     )
     use_ray = backend == "ray" or (backend == "auto" and (workers > 1 or bool(address)))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output directory {out}: {exc.strerror}") from None
     log.info(
         "cleaning %d segment(s) into %s with %s (%s), %s",
         len(jobs),

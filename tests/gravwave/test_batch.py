@@ -154,6 +154,36 @@ def test_interrupted_run_leaves_nothing_finished_and_resumes(
     assert stretch.listing(out) == stretch.listing(stretch.reference)
 
 
+def test_sigkill_mid_run_leaves_nothing_that_looks_finished(
+    stretch: Stretch, tmp_path: Path
+) -> None:
+    """A real ``twins gravwave clean`` killed with SIGKILL once its first segment is finished:
+    every record names an output with its SHA-256, and the rerun completes the serial bytes."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "twins", "-q", "gravwave", "clean", str(stretch.frames),
+         "--cleaner", str(stretch.cleaner_path), "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        started = time.monotonic()
+        while proc.poll() is None and time.monotonic() - started < 240:  # a bound, not a timing
+            if list(out.glob("*.quality.json")):
+                break
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    records = sorted(out.glob("*.quality.json"))
+    assert records, "the run ended before its first segment was finished"
+    for path in records:
+        rec = CleanedSegment.model_validate_json(path.read_text())
+        assert sha256_file(out / rec.output) == rec.output_sha256
+    resumed = clean_batch([stretch.frames], stretch.cleaner_path, out)
+    assert resumed.segments[0].status == "skipped" and resumed.exit_code == 0
+    assert stretch.listing(out) == stretch.listing(stretch.reference)
+
+
 def test_another_cleaner_redoes_every_segment(stretch: Stretch, tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(stretch.reference, out)
@@ -268,6 +298,10 @@ def test_refused_cleaner_inputs_and_outputs(
         assert _cli("gravwave", "clean", stretch.frames, *args) == rc
         assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    (tmp_path / "file").write_text("")
+    assert _cli("gravwave", "clean", stretch.frames, "--cleaner", stretch.cleaner_path,
+                "--out", tmp_path / "file" / "o") == 2  # fmt: skip
+    assert "cannot create the output directory" in capsys.readouterr().err
     assert _cli("gravwave", "clean", tmp_path / "nowhere", "--cleaner", junk, "--out", "o") == 3
     with pytest.raises(ConfigError, match="nowhere does not exist"):
         clean_batch([tmp_path / "nowhere"], stretch.cleaner_path, tmp_path / "o")
