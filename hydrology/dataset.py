@@ -1,30 +1,33 @@
 """Monthly sample cube of the drought forecaster, and lazy torch datasets over it.
 
-From a canonical daily dataset (``tp``, ``t2m``, ``pev``, ``swvl1``, statics ``lsm``, ``z``)
-:func:`build_cube` makes, for the land cells only (:func:`hydrology.io.land_mask`):
+From a canonical daily or monthly dataset holding precipitation ``tp`` and whatever else
+the record gives (``pev``, ``swvl1``, ``t2m``, statics ``lsm``, ``z``; a gauge grid such as
+GPCC gives precipitation alone), :func:`build_cube` makes, for the served cells
+(:func:`hydrology.features.input_cells`: land, and inputs observed in at least half the
+training months):
 
-* **dynamic inputs** ``(cell, month, feature)``: per-calendar-month z-scores of the monthly
-  inputs ``pr, wb, sm, t2m`` (:func:`hydrology.forecast.monthly_inputs`) against the *training
-  period* (per cell; standard deviation floored at :data:`STD_FLOOR` of its cell mean, then
-  clipped to +/-:data:`Z_CLIP`), the current target indices (``spi_3``, ``ssmi_1``; NaN
-  filled with 0) and sin/cos of the calendar month;
+* **dynamic inputs** ``(cell, month, feature)`` (:func:`hydrology.features.dynamic_features`):
+  per-calendar-month z-scores of the monthly inputs present among ``pr, wb, sm, t2m``
+  against the *training period*, the current target indices, optional regional means,
+  observation masks when the record has gaps, and sin/cos of the calendar month; missing
+  values are 0;
 * **static inputs** ``(cell, feature)``: orography ``z`` standardised over the training
-  cells and ``lsm``;
+  cells and ``lsm``, each where given (none for a precipitation-only record);
 * **targets** ``(cell, month, output)``: the index at ``issue + lead``, outputs ordered
-  target-major (``spi_3@1, spi_3@2, spi_3@3, ssmi_1@1, ...``); NaN where the record ends or
-  the index is undefined; indices are clipped to +/-3.09
+  target-major (``spi_3@1, spi_3@2, spi_3@3, ssmi_1@1, ...``); NaN where the record ends,
+  the index is undefined or its window holds a gap; indices are clipped to +/-3.09
   (:data:`hydrology.indices.CLIPPING_POLICY`, recorded in :attr:`DroughtCube.meta`);
 * **baseline** ``(cell, month, output)``: the overlap-aware analogue (ESP) forecast issued
   at that month for SPI targets (:func:`hydrology.baselines.overlap_analogue`, analogue
-  years = training years, leave-one-out), climatology (0) for the soil-moisture index;
-  the hybrid model takes it as input and learns the residual.
+  years = training years, leave-one-out), climatology (0) for the other indices and where
+  ESP is undefined; the hybrid model takes it as input and learns the residual.
 
-The drought indices are fitted on the training period only, and so are the scaler
-statistics (:class:`Scaler`): nothing from the validation or test periods leaks into the
-inputs. Samples are ``(cell, issue month)`` pairs; :class:`CellDataset` indexes them lazily
-(index arithmetic into the cube, no materialised windows). Samples whose targets are all
-NaN are dropped; partially NaN targets are kept and masked in the loss
-(:func:`masked_mse`).
+The drought indices are fitted on the training period only (from the monthly inputs, as
+the twin computes them), and so are the scaler statistics (:class:`Scaler`): nothing from
+the validation or test periods leaks into the inputs. Samples are ``(cell, issue month)``
+pairs; :class:`CellDataset` indexes them lazily (index arithmetic into the cube, no
+materialised windows). Samples whose targets are all NaN are dropped; partially NaN
+targets are kept and masked in the loss (:func:`masked_mse`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -45,23 +48,27 @@ from torch.utils.data import Dataset
 
 from hydrology.aggregate import monthly_mean
 from hydrology.baselines import overlap_analogue
-from hydrology.forecast import monthly_inputs
+from hydrology.features import (
+    MIN_VALID_SHARE,
+    Z_CLIP,
+    Scaler,
+    dynamic_features,
+    dynamic_names,
+    has_gaps,
+    input_cells,
+    static_features,
+    static_names,
+    time_by_cell,
+)
+from hydrology.forecast import index_inputs, monthly_inputs
 from hydrology.indices import CLIP, CLIPPING_POLICY, DroughtIndices, IndexSpec
-from hydrology.io import land_mask
+from hydrology.pet import PetMethod
+from hydrology.targets import check_targets
 from twins.atomic import atomic_write
 from twins.errors import DataError
 from twins.train.batching import Collated
 
 log = logging.getLogger(__name__)
-
-INPUT_VARS: tuple[str, ...] = ("pr", "wb", "sm", "t2m")
-"""Monthly inputs that are z-scored per calendar month."""
-
-Z_CLIP: float = 5.0
-"""Input z-scores are clipped to ``[-Z_CLIP, Z_CLIP]``."""
-
-STD_FLOOR: float = 1e-3
-"""Per-calendar-month standard deviations are floored at this (absolute, input units)."""
 
 #: Default time-ordered splits per synthetic preset (inclusive month ranges). The demo
 #: preset places one drought event in each of them (see ``hydrology.synthetic.PRESETS``);
@@ -123,188 +130,6 @@ def check_splits(
 def output_names(targets: Sequence[str], leads: Sequence[int]) -> list[str]:
     """Output names, target-major: ``["spi_3@1", "spi_3@2", ..., "ssmi_1@1", ...]``."""
     return [f"{t}@{k}" for t in targets for k in leads]
-
-
-# --------------------------------------------------------------------------------- scaler
-
-
-@dataclass
-class Scaler:
-    """Normalisation statistics from the training period; travels with the model.
-
-    Attributes:
-        mean: Per calendar month, input variable and cell, ``(12, len(INPUT_VARS), cell)``,
-            in input units (mm/d, m3 m-3, K).
-        std: Same shape, floored at :data:`STD_FLOOR`.
-        z_mean: Mean orography over the training-period land cells (m2 s-2).
-        z_std: Its standard deviation.
-        clip: Clip of the input z-scores.
-    """
-
-    mean: np.ndarray
-    std: np.ndarray
-    z_mean: float
-    z_std: float
-    clip: float = Z_CLIP
-
-    @classmethod
-    def fit(cls, monthly: xr.Dataset, cells: np.ndarray, train: tuple[Any, Any]) -> Scaler:
-        """Fit on the training period.
-
-        Args:
-            monthly: :func:`monthly_inputs` output, dims ``(time, lat, lon)``.
-            cells: Flat indices of land cells into ``lat * lon``, shape ``(cell,)``.
-            train: ``(first, last)`` month of the training period.
-        """
-        sel = monthly.sel(time=slice(train[0], train[1]))
-        months = sel.time.dt.month.values
-        mean = np.zeros((12, len(INPUT_VARS), cells.size), np.float32)
-        std = np.ones_like(mean)
-        for j, v in enumerate(INPUT_VARS):
-            x = _flat(sel[v])[:, cells]
-            for m in range(12):
-                xm = x[months == m + 1]
-                if xm.shape[0] == 0:
-                    raise DataError(f"training period has no month {m + 1}")
-                mean[m, j] = np.nanmean(xm, axis=0)
-                std[m, j] = np.maximum(
-                    np.nanstd(xm, axis=0, ddof=1 if xm.shape[0] > 1 else 0), STD_FLOOR
-                )
-        z = (
-            monthly["z"].values.ravel()[cells].astype(float)
-            if "z" in monthly
-            else np.zeros(cells.size)
-        )
-        return cls(mean, std, float(z.mean()), float(max(z.std(), 1e-6)))
-
-    def transform(self, x: np.ndarray, months: np.ndarray) -> np.ndarray:
-        """z-score inputs.
-
-        Args:
-            x: ``(time, len(INPUT_VARS), cell)`` in input units.
-            months: Calendar month (1-12) of each time step, ``(time,)``.
-
-        Returns:
-            Clipped z-scores, float32, same shape; NaN stays NaN.
-        """
-        m = months - 1
-        z = (x - self.mean[m]) / self.std[m]
-        return np.clip(z, -self.clip, self.clip).astype(np.float32)
-
-    def state(self) -> dict[str, Any]:
-        """Plain tensors and floats (``torch.load(weights_only=True)`` safe)."""
-        return {
-            "mean": torch.from_numpy(np.ascontiguousarray(self.mean)),
-            "std": torch.from_numpy(np.ascontiguousarray(self.std)),
-            "z_mean": self.z_mean,
-            "z_std": self.z_std,
-            "clip": self.clip,
-        }
-
-    @classmethod
-    def from_state(cls, st: dict[str, Any]) -> Scaler:
-        """Inverse of :meth:`state`."""
-        return cls(
-            np.asarray(st["mean"]),
-            np.asarray(st["std"]),
-            float(st["z_mean"]),
-            float(st["z_std"]),
-            float(st["clip"]),
-        )
-
-
-def _flat(da: xr.DataArray) -> np.ndarray:
-    """``(time, lat, lon)`` -> ``(time, lat*lon)`` float array."""
-    v = da.transpose("time", ...).values
-    return v.reshape(v.shape[0], -1)
-
-
-def month_features(months: np.ndarray) -> np.ndarray:
-    """sin/cos of the calendar month, ``(time, 2)`` float32."""
-    ang = 2 * np.pi * (np.asarray(months) - 1) / 12.0
-    return np.stack([np.sin(ang), np.cos(ang)], axis=-1).astype(np.float32)
-
-
-def regional_mean(
-    values: np.ndarray, cells: np.ndarray, shape: tuple[int, int], sigma: float
-) -> np.ndarray:
-    """Gaussian-weighted mean over land cells of a ``(time, cell)`` field.
-
-    A large-scale drought state: the weather decorrelates over ~``corr_length`` cells while a
-    drought's footprint is wider, so a regional mean of an index separates the two better
-    than a single cell can.
-
-    Args:
-        values: ``(time, cell)`` field (e.g. SPI-3), NaN where unknown.
-        cells: Flat land-cell indices into ``lat * lon``, ``(cell,)``.
-        shape: ``(lat, lon)`` grid shape.
-        sigma: Kernel standard deviation [cells]; sea and NaN cells carry no weight.
-
-    Returns:
-        ``(time, cell)`` float32 regional means (NaN where no finite land is in reach).
-    """
-    from scipy.ndimage import gaussian_filter
-
-    nt = values.shape[0]
-    ok = np.isfinite(values)
-    grid = np.zeros((nt, shape[0] * shape[1]), np.float64)
-    weight = np.zeros_like(grid)
-    grid[:, cells] = np.where(ok, values, 0.0)
-    weight[:, cells] = ok
-    k = (0, sigma, sigma)
-    num = gaussian_filter(grid.reshape(nt, *shape), k, mode="constant", truncate=3.0)
-    den = gaussian_filter(weight.reshape(nt, *shape), k, mode="constant", truncate=3.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(den > 1e-6, num / den, np.nan).reshape(nt, -1)[:, cells]
-    return out.astype(np.float32)
-
-
-def dynamic_features(
-    monthly: xr.Dataset,
-    indices: xr.Dataset,
-    targets: Sequence[str],
-    cells: np.ndarray,
-    scaler: Scaler,
-    regional: Sequence[float] = (),
-) -> np.ndarray:
-    """Dynamic model inputs for the land cells.
-
-    Args:
-        monthly: Monthly inputs (``pr, wb, sm, t2m``), dims ``(time, lat, lon)``.
-        indices: Index dataset holding ``targets`` on the same months.
-        targets: Index names used as inputs.
-        cells: Flat land-cell indices, ``(cell,)``.
-        scaler: Training-period statistics.
-        regional: Kernel widths [cells] of regional means of every target index
-            (:func:`regional_mean`), appended after the indices.
-
-    Returns:
-        ``(cell, time, F)`` float32, ``F = len(INPUT_VARS) + len(targets) * (1 +
-        len(regional)) + 2``; NaN -> 0.
-    """
-    months = monthly.time.dt.month.values
-    x = np.stack([_flat(monthly[v])[:, cells] for v in INPUT_VARS], axis=1)
-    z = scaler.transform(x, months)  # (time, V, cell)
-    idx = np.stack([_flat(indices[t])[:, cells] for t in targets], axis=1)
-    idx = np.clip(idx, -CLIP, CLIP).astype(np.float32)
-    shape = (monthly.sizes["lat"], monthly.sizes["lon"])
-    n_t = len(targets)
-    reg = [regional_mean(idx[:, j], cells, shape, s) for s in regional for j in range(n_t)]
-    reg_arr = np.stack(reg, axis=1) if reg else np.zeros((len(months), 0, cells.size), np.float32)
-    mf = np.broadcast_to(month_features(months)[:, :, None], (len(months), 2, cells.size))
-    feats = np.concatenate([z, idx, reg_arr, mf], axis=1)  # (time, F, cell)
-    return np.nan_to_num(np.ascontiguousarray(feats.transpose(2, 0, 1)), nan=0.0)
-
-
-def static_features(monthly: xr.Dataset, cells: np.ndarray, scaler: Scaler) -> np.ndarray:
-    """``(cell, 2)`` float32: standardised ``z`` and ``lsm`` (1 where absent)."""
-    z = monthly["z"].values.ravel()[cells] if "z" in monthly else np.zeros(cells.size)
-    lsm = monthly["lsm"].values.ravel()[cells] if "lsm" in monthly else np.ones(cells.size)
-    zs = (np.asarray(z, float) - scaler.z_mean) / scaler.z_std
-    return np.stack([zs, np.asarray(lsm, float)], axis=-1).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------------- cube
 
 
 @dataclass
@@ -462,6 +287,12 @@ def _spi_param_arrays(params: xr.DataArray, cells: np.ndarray) -> dict[str, np.n
     return {"gamma": g.astype(np.float64), "p0": p0}
 
 
+def _served(da: xr.DataArray, cells: np.ndarray) -> xr.DataArray:
+    """``da`` with ``(lat, lon)`` stacked into ``cell`` and only the served ``cells`` kept."""
+    flat = da.stack(cell=("lat", "lon"), create_index=False)
+    return flat.isel(cell=cells)
+
+
 def build_cube(
     ds: xr.Dataset,
     splits: dict[str, tuple[str, str]],
@@ -470,63 +301,79 @@ def build_cube(
     require_val_drought: bool = True,
     drought_cell_share: float = 0.05,
     regional: Sequence[float] = (),
+    pet: PetMethod = "auto",
+    input_masks: Literal["auto", "on", "off"] = "auto",
+    source: str = "<dataset>",
 ) -> DroughtCube:
-    """Build the monthly sample cube from a canonical daily (or monthly) dataset.
+    """Build the monthly sample cube from a canonical daily or monthly dataset.
 
     Args:
-        ds: Canonical dataset with ``tp, t2m, pev, swvl1`` and statics ``lsm, z``; an
+        ds: Canonical dataset with ``tp`` and whatever else the record holds (``pev``,
+            ``swvl1``, ``t2m``, ``mn2t``/``mx2t``, statics ``lsm``, ``z``), gaps as NaN; an
             optional ``drought_mask`` (synthetic truth) decides which months are droughts.
         splits: ``{"train"|"val"|"test": (first month, last month)}``; indices and the
             scaler are fitted on the training period only.
-        targets: Index names (``spi_N`` / ``ssmi_N``).
+        targets: Index names (``spi_N``, ``spei_N``, ``ssmi_N``).
         leads: Lead times in months.
         require_val_drought: Raise when the validation period has no drought month.
         drought_cell_share: A month is a drought month when at least this share of land
             cells is in drought (``drought_mask`` monthly mean > 0.5, else SPI-3 < -1.5).
         regional: Kernel widths [cells] of regional-mean index inputs (see
-            :func:`dynamic_features`).
+            :func:`hydrology.features.dynamic_features`).
+        pet: Where SPEI's PET comes from (:func:`hydrology.pet.pet_source`); given ``pev``
+            is also a model input (``wb``), a derived PET only when a target needs it.
+        input_masks: Observation-mask features: ``auto`` when an input misses months at a
+            served cell, ``on``, ``off``.
+        source: The file(s) ``ds`` came from, for messages.
 
     Returns:
         The :class:`DroughtCube`.
 
     Raises:
+        ConfigError: A target whose variable ``ds`` lacks.
         DataError: Bad splits, splits outside the record, no land, or a drought-free
             validation period.
     """
     sp = check_splits(splits)
+    check_targets(ds, targets, pet, source)
     specs = [IndexSpec.parse(t) for t in targets]
     record = pd.DatetimeIndex(ds.time.values).to_period("M")
     first, last = record[0].to_timestamp(), record[-1].to_timestamp()
     for name, (a, b) in sp.items():
         if a < first or b > last:
             raise DataError(
-                f"split {name!r} ({a:%Y-%m}..{b:%Y-%m}) is outside the record "
+                f"{source}: split {name!r} ({a:%Y-%m}..{b:%Y-%m}) is outside the record "
                 f"({first:%Y-%m}..{last:%Y-%m})",
                 hint="set task.params.splits to periods inside the data",
             )
     ds = ds.load()
-    mask = land_mask(ds).values
-    cells = np.flatnonzero(mask.ravel())
-    if cells.size == 0:
-        raise DataError("no land cells in the dataset")
-    monthly = monthly_inputs(ds).load()
+    spei = any(s.kind == "spei" for s in specs)
+    monthly = monthly_inputs(ds, pet if spei else "pev").load()
     times = pd.DatetimeIndex(monthly.time.values)
     train = sp["train"]
+    cells = input_cells(monthly, train)
+    if cells.size == 0:
+        raise DataError(
+            f"{source}: no land cells (lsm > 0.5 where given, and inputs observed in at least "
+            f"{MIN_VALID_SHARE:.0%} of the training months)"
+        )
+    masks = input_masks == "on" or (input_masks == "auto" and has_gaps(monthly, cells))
     cal_end = str((train[1] + pd.offsets.MonthEnd(0)).date())
-    di = DroughtIndices(list(targets), str(train[0].date()), cal_end).fit(ds)
-    indices = di.transform(ds)
+    di = DroughtIndices(list(targets), str(train[0].date()), cal_end)
+    indices = di.fit_transform(index_inputs(monthly))
     scaler = Scaler.fit(monthly, cells, train)
-    dynamic = dynamic_features(monthly, indices, targets, cells, scaler, regional)
+    dynamic = dynamic_features(monthly, indices, targets, cells, scaler, regional, masks)
     static = static_features(monthly, cells, scaler)
 
     nt, n = times.size, cells.size
-    obs = np.stack([_flat(indices[t])[:, cells] for t in targets], axis=-1)  # (time, cell, k)
-    obs = np.clip(obs, -CLIP, CLIP).astype(np.float32)
+    obs = np.stack([time_by_cell(indices[t])[:, cells] for t in targets], axis=-1)
+    obs = np.clip(obs, -CLIP, CLIP).astype(np.float32)  # (time, cell, target)
     n_out = len(targets) * len(leads)
     target = np.full((nt, n, n_out), np.nan, np.float32)
     baseline = np.zeros((nt, n, n_out), np.float32)
     train_years = (train[0].year, train[1].year)
     spi_params: dict[str, dict[str, np.ndarray]] = {}
+    pr_cells = _served(monthly["pr"], cells)
     for i, (t, s) in enumerate(zip(targets, specs, strict=True)):
         if s.kind == "spi":
             spi_params[t] = _spi_param_arrays(di.params[t], cells)
@@ -535,36 +382,38 @@ def build_cube(
             target[: nt - k, :, o] = obs[k:, :, i]
             if s.kind == "spi":
                 esp = overlap_analogue(
-                    monthly["pr"], di.params[t], window=s.window, lead=k, train_years=train_years
+                    pr_cells,
+                    _served(di.params[t], cells),
+                    window=s.window,
+                    lead=k,
+                    train_years=train_years,
                 )
                 # esp is on the verification axis: esp[T] issued at T - k.
-                e = np.clip(_flat(esp)[:, cells], -CLIP, CLIP)
+                e = np.clip(esp.transpose("time", "cell").values, -CLIP, CLIP)
                 baseline[: nt - k, :, o] = np.nan_to_num(e[k:], nan=0.0)
     if "drought_mask" in ds:
         dm = monthly_mean(ds["drought_mask"].astype("float32"))
-        in_drought = _flat(dm)[:, cells] > 0.5
+        in_drought = time_by_cell(dm)[:, cells] > 0.5
     else:
         spi3 = indices["spi_3"] if "spi_3" in indices else indices[targets[0]]
-        in_drought = _flat(spi3)[:, cells] < -1.5
+        in_drought = time_by_cell(spi3)[:, cells] < -1.5
     share = in_drought.mean(axis=1).astype(np.float32)
     meta = {
         "targets": list(targets),
         "leads": [int(k) for k in leads],
         "splits": {k: [str(a.date()), str(b.date())] for k, (a, b) in sp.items()},
-        "dynamic_features": [
-            *[f"{v}_z" for v in INPUT_VARS],
-            *targets,
-            *[f"{t}_r{s:g}" for s in regional for t in targets],
-            "month_sin",
-            "month_cos",
-        ],
+        "inputs": list(scaler.variables),
+        "dynamic_features": dynamic_names(scaler.variables, targets, regional, masks),
         "regional_sigmas": [float(s) for s in regional],
-        "static_features": ["z_std", "lsm"],
+        "input_masks": masks,
+        "static_features": static_names(monthly),
+        "pet": str(monthly["wb"].attrs.get("pet_method", "pev")) if "wb" in monthly else None,
         "clipping": {"indices": CLIPPING_POLICY, "index_clip": CLIP, "input_z_clip": Z_CLIP},
         "calibration_period": [di.cal_start, di.cal_end],
         "train_years": list(train_years),
         "baseline": "overlap-aware analogue (ESP) for SPI targets, climatology (0) otherwise",
         "drought_cell_share": drought_cell_share,
+        "source": source,
     }
     cube = DroughtCube(
         times=times,
@@ -576,7 +425,7 @@ def build_cube(
         baseline=np.ascontiguousarray(baseline.transpose(1, 0, 2)),
         target=np.ascontiguousarray(target.transpose(1, 0, 2)),
         obs=np.ascontiguousarray(obs.transpose(1, 0, 2)),
-        pr=np.ascontiguousarray(_flat(monthly["pr"])[:, cells].T.astype(np.float32)),
+        pr=np.ascontiguousarray(time_by_cell(monthly["pr"])[:, cells].T.astype(np.float32)),
         scaler=scaler,
         spi_params=spi_params,
         drought_share=share,

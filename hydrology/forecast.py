@@ -16,23 +16,28 @@ import xarray as xr
 
 from hydrology.aggregate import monthly_mean
 from hydrology.indices import monthly_precip_rate, monthly_soil_moisture, monthly_water_balance
+from hydrology.pet import PetMethod, monthly_pet, pet_source
 from twins.errors import DataError
 
 #: Variables of the monthly input dataset and their units.
 MONTHLY_UNITS = {"pr": "mm/d", "wb": "mm/d", "sm": "m3 m-3", "t2m": "K"}
 
 
-def monthly_inputs(ds: xr.Dataset) -> xr.Dataset:
+def monthly_inputs(ds: xr.Dataset, pet: PetMethod = "pev") -> xr.Dataset:
     """Monthly aggregates of a canonical daily (or monthly) dataset.
 
     Args:
         ds: Canonical dataset, dims ``(time, lat, lon)``, with ``tp`` and optionally
-            ``pev``, ``swvl1``, ``t2m`` and statics ``lsm``, ``z``.
+            ``pev``, ``swvl1``, ``t2m`` (``mn2t``, ``mx2t``) and statics ``lsm``, ``z``.
+        pet: Where the water balance's PET comes from (:func:`hydrology.pet.pet_source`):
+            ``pev`` only as given (the default), or derived from temperature
+            (``thornthwaite``, ``hargreaves``, or ``auto``: given ``pev`` first).
 
     Returns:
         Dataset at month starts with ``pr`` (precipitation rate, mm/d), ``wb`` (P - PET,
         mm/d), ``sm`` (soil moisture, m3 m-3), ``t2m`` (monthly mean, K) where available,
-        plus the statics unchanged.
+        plus the statics unchanged. A derived ``wb`` names its method in
+        ``attrs["pet_method"]``.
 
     Raises:
         DataError: If ``tp`` is missing.
@@ -40,8 +45,18 @@ def monthly_inputs(ds: xr.Dataset) -> xr.Dataset:
     if "tp" not in ds:
         raise DataError("monthly inputs need precipitation 'tp'")
     out = {"pr": monthly_precip_rate(ds["tp"])}
-    if "pev" in ds:
+    source = pet_source(ds, pet)
+    if source == "pev":
         out["wb"] = monthly_water_balance(ds["tp"], ds["pev"], precip_rate=out["pr"])
+    elif source is not None:
+        evap = monthly_pet(ds, source)
+        out["wb"] = (out["pr"] - evap).assign_attrs(
+            units="mm d-1",
+            long_name="climatic water balance P - PET",
+            pet_method=source,
+            cell_methods=evap.attrs["cell_methods"],
+        )
+        out["wb"].name = "wb"
     if "swvl1" in ds:
         out["sm"] = monthly_soil_moisture(ds["swvl1"])
     if "t2m" in ds:
@@ -53,6 +68,27 @@ def monthly_inputs(ds: xr.Dataset) -> xr.Dataset:
         if name in ds:
             res[name] = ds[name]
     return res
+
+
+def index_inputs(monthly: xr.Dataset) -> xr.Dataset:
+    """Monthly inputs -> the canonical variables :class:`~hydrology.indices.DroughtIndices`
+    reads, as rates in mm/d: ``tp`` = ``pr``, ``pev`` = ``wb - pr`` (so that P - PET =
+    ``tp + pev`` = ``wb``), ``swvl1`` = ``sm``, where present.
+
+    Args:
+        monthly: :func:`monthly_inputs` output, dims ``(time, lat, lon)``.
+
+    Returns:
+        Dataset with ``tp``, ``pev``, ``swvl1`` where their sources are present.
+    """
+    out = {}
+    if "pr" in monthly:
+        out["tp"] = monthly["pr"].assign_attrs(units="mm/d")
+        if "wb" in monthly:
+            out["pev"] = (monthly["wb"] - monthly["pr"]).assign_attrs(units="mm/d")
+    if "sm" in monthly:
+        out["swvl1"] = monthly["sm"].assign_attrs(units="m3 m-3")
+    return xr.Dataset(out)
 
 
 def forecast_dataset(

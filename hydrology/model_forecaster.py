@@ -6,8 +6,10 @@ file: the model state (per-output selection included), the architecture, the sca
 the training period, the static inputs, the SPI gamma parameters and the training years'
 monthly precipitation (for the analogue / ESP baseline the hybrid model corrects), the
 land mask and the clipping policy. ``forecast`` turns the last ``seq_len`` months of a
-monthly history (inputs ``pr, wb, sm, t2m`` and the target indices, as the twin keeps
-them) into maps at every lead.
+monthly history (the inputs the model was trained on, among ``pr, wb, sm, t2m``, and the
+target indices, as the twin keeps them) into maps at every lead. Gaps in the history (NaN)
+enter as the model saw them in training: 0, with observation masks when it was trained
+with them.
 """
 
 from __future__ import annotations
@@ -23,13 +25,8 @@ import xarray as xr
 from torch import nn
 
 from hydrology.baselines import spi_from_window_mean
-from hydrology.dataset import (
-    INPUT_VARS,
-    DroughtCube,
-    Scaler,
-    dynamic_features,
-    output_names,
-)
+from hydrology.dataset import DroughtCube, output_names
+from hydrology.features import Scaler, dynamic_features
 from hydrology.forecast import forecast_dataset
 from hydrology.indices import CLIP, IndexSpec
 from hydrology.models.ensemble import PerOutputSelect, TileConvLSTM, load_selected
@@ -120,6 +117,7 @@ class ModelForecaster:
         self.lon = blob["lon"].numpy()
         self.static = blob["static"].numpy()
         self.regional = tuple(float(x) for x in blob.get("regional", ()))
+        self.masks = bool(blob.get("input_masks", False))
         self.model = self._build(blob)
         self.model.eval()
 
@@ -178,6 +176,8 @@ class ModelForecaster:
             "spi": spi,
             "clipping": cube.meta["clipping"]["indices"],
             "regional": [float(x) for x in cube.meta.get("regional_sigmas", [])],
+            "input_masks": bool(cube.meta.get("input_masks", False)),
+            "pet": cube.meta.get("pet"),
             "splits": cube.meta["splits"],
         }
         return cls(blob)
@@ -246,9 +246,10 @@ class ModelForecaster:
         """Forecast maps from a monthly history whose last step is the issue month.
 
         Args:
-            monthly: Dataset ``(time, lat, lon)`` on the training grid with ``pr, wb, sm,
-                t2m`` (:func:`hydrology.forecast.monthly_inputs` units) and the target
-                indices, at least :attr:`history_months` months.
+            monthly: Dataset ``(time, lat, lon)`` on the training grid with the inputs the
+                model was trained on (``scaler.variables`` among ``pr, wb, sm, t2m``, in
+                :func:`hydrology.forecast.monthly_inputs` units) and the target indices, at
+                least :attr:`history_months` months.
 
         Returns:
             :func:`hydrology.forecast.forecast_dataset` with one variable per target,
@@ -257,7 +258,7 @@ class ModelForecaster:
         Raises:
             DataError: Missing variables, too short a history, or another grid.
         """
-        need = [*INPUT_VARS, *self.targets]
+        need = [*self.scaler.variables, *self.targets]
         missing = [v for v in need if v not in monthly]
         if missing:
             raise DataError(f"model forecast needs {missing} in the monthly history")
@@ -270,7 +271,9 @@ class ModelForecaster:
             raise DataError("monthly history is not on the grid the model was trained on")
         hist = monthly.isel(time=slice(-self.history_months, None))
         issue = pd.Timestamp(hist.time.values[-1])
-        dyn = dynamic_features(hist, hist, self.targets, self.cells, self.scaler, self.regional)
+        dyn = dynamic_features(
+            hist, hist, self.targets, self.cells, self.scaler, self.regional, self.masks
+        )
         base = self._baseline(hist, issue)
         n_out = base.shape[0]
         if self.kind == "convlstm":

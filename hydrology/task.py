@@ -53,6 +53,7 @@ from hydrology.indices import check_index_names
 from hydrology.ingest import read_training
 from hydrology.models.ensemble import PerOutputSelect, TileConvLSTM
 from hydrology.models.lstm import CellLSTM
+from hydrology.pet import PetMethod
 from hydrology.synthetic import PRESETS, generate
 from twins.errors import DataError, TwinsError
 from twins.task import Splits, Task
@@ -115,7 +116,14 @@ class DroughtParams(BaseModel):
         seq_len: Months of input history (issue month included).
         regional: Kernel widths [cells] of regional-mean inputs of every target index
             (Gaussian over land; e.g. ``[6, 12]``), finite and > 0; empty = none.
-        targets: Target indices, ``spi_N``, ``spei_N`` or ``ssmi_N`` (N >= 1 months), distinct.
+        targets: Target indices, ``spi_N``, ``spei_N`` or ``ssmi_N`` (N >= 1 months),
+            distinct; each needs its variable in the data (``tp``; ``tp`` and PET; ``swvl1``),
+            else one :class:`~twins.errors.ConfigError` names it and the file.
+        pet: Where SPEI's potential evaporation comes from (:mod:`hydrology.pet`): ``pev``
+            as given, derived from temperature (``thornthwaite``: monthly ``t2m``;
+            ``hargreaves``: daily ``mn2t``/``mx2t``), or ``auto`` (the first available).
+        input_masks: Observation-mask inputs: ``auto`` (when the record misses months at
+            land cells, as gauge grids do), ``on`` or ``off``.
         leads: Lead times in months.
         model: ``lstm`` (per cell) or ``convlstm`` (space-time tiles).
         hidden: Hidden size (LSTM units / ConvLSTM channels).
@@ -151,6 +159,8 @@ class DroughtParams(BaseModel):
     seq_len: int = Field(36, ge=1, le=120)
     regional: list[float] = Field(default_factory=list)
     targets: list[str] = Field(default_factory=lambda: ["spi_3", "ssmi_1"])
+    pet: PetMethod = "auto"
+    input_masks: Literal["auto", "on", "off"] = "auto"
     leads: list[int] = Field(default_factory=lambda: [1, 2, 3])
     model: Literal["lstm", "convlstm"] = "lstm"
     hidden: int = Field(64, ge=1)
@@ -227,10 +237,17 @@ class DroughtForecast(Task):
         parts = [p.resolved_splits(), p.targets, p.leads, p.require_val_drought]
         if p.regional:  # (absent from the hash of cubes without regional inputs, as before)
             parts.append(list(p.regional))
+        if (p.pet, p.input_masks) != ("auto", "auto"):  # (likewise)
+            parts.append([p.pet, p.input_masks])
         return cube_hash(self._data_identity(), *parts)
 
+    def data_source(self) -> str:
+        """The configured files (or the synthetic preset), for messages."""
+        p = self.params
+        return ", ".join(p.path) if p.path else f"synthetic preset {p.preset!r}"
+
     def load_dataset(self) -> Any:
-        """The canonical daily dataset (synthetic preset or the configured files)."""
+        """The canonical daily or monthly dataset (synthetic preset or the configured files)."""
         p = self.params
         if p.path:
             # Checked, gated and in canonical units (hydrology.ingest). One file is read
@@ -256,6 +273,9 @@ class DroughtForecast(Task):
             p.leads,
             p.require_val_drought,
             regional=p.regional,
+            pet=p.pet,
+            input_masks=p.input_masks,
+            source=self.data_source(),
         )
         if p.cache:
             path.parent.mkdir(parents=True, exist_ok=True)

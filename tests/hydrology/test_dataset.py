@@ -10,7 +10,6 @@ from hydrology.dataset import (
     DEFAULT_SPLITS,
     CellDataset,
     DroughtCube,
-    Scaler,
     TileDataset,
     build_cube,
     check_splits,
@@ -18,6 +17,7 @@ from hydrology.dataset import (
     masked_mse,
     subsample_cells,
 )
+from hydrology.features import Scaler, regional_mean
 from hydrology.indices import CLIP
 from hydrology.synthetic import generate
 from twins.errors import DataError
@@ -76,8 +76,6 @@ def test_batched_fetch_equals_collated_samples(cube: DroughtCube) -> None:
 
 def test_regional_mean_against_a_direct_weighted_sum() -> None:
     """Gaussian-weighted land mean == the explicit sum over land cells within 3 sigma."""
-    from hydrology.dataset import regional_mean
-
     rng = np.random.default_rng(3)
     shape, sigma = (7, 9), 1.5
     land = rng.random(shape[0] * shape[1]) < 0.7
