@@ -32,7 +32,7 @@ from hydrology.aggregate import monthly_mean
 from hydrology.forecast import monthly_inputs
 from hydrology.gates import Gates, check_gates
 from hydrology.io import DYNAMIC, STATIC, load_checked, normalise, open_grids, validate
-from hydrology.timeaxis import calendar, is_standard, month_starts, whole_months
+from hydrology.timeaxis import calendar, is_monthly, is_standard, month_starts, whole_months
 from hydrology.units import to_units
 from twins.errors import DataError
 
@@ -171,13 +171,23 @@ def read_training(paths: Sequence[str], gates: Gates) -> xr.Dataset:
 def monthly_standard(ds: xr.Dataset) -> xr.Dataset:
     """:func:`hydrology.forecast.monthly_inputs` in canonical units, at standard month starts.
 
+    A monthly record (GPCC, ERA5 monthly means; :func:`hydrology.timeaxis.is_monthly`) has
+    its water amounts turned into daily mean rates first, each month by its own length, so
+    a single new month (one step, declared monthly) converts like a long record.
+
     Args:
-        ds: Canonical daily dataset (any calendar), loaded.
+        ds: Canonical daily, sub-daily or monthly dataset (any calendar), loaded.
 
     Returns:
         Monthly inputs ``pr, wb, sm, t2m`` (mm/d, mm/d, m3 m-3, K) and the statics.
     """
-    return month_starts(monthly_inputs(canonical_units(ds)).load())
+    ds = canonical_units(ds)
+    if is_monthly(ds):
+        ds = ds.copy()
+        for name in _WATER:
+            if name in ds.data_vars and "time" in ds[name].dims:
+                ds[name] = to_units(ds[name], "mm/d")
+    return month_starts(monthly_inputs(ds).load())
 
 
 def _read(data: DataInput) -> tuple[xr.Dataset, str, list[Path]]:

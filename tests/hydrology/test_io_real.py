@@ -13,6 +13,7 @@ import pytest
 import xarray as xr
 
 from hydrology.gates import Gates, check_gates
+from hydrology.ingest import prepare_months, read_init
 from hydrology.io import open_grids
 from hydrology.timeaxis import is_monthly, whole_months
 from hydrology.units import to_units
@@ -190,3 +191,23 @@ def test_grib_through_cfgrib_without_index_files(tmp_path: Path) -> None:
     assert whole_months(ds, str(copy)) == ["2019-03"]
     assert np.all(np.diff(ds["lat"].values) > 0)
     assert "step" not in ds.variables and "valid_time" not in ds.variables
+
+
+def test_twin_ingest_of_gpcc_months(tmp_path: Path) -> None:
+    """The drought twin's ingest reads a GPCC record and one new month cut from the file:
+    monthly inputs ``pr`` are each month's amount over its own days (mm/d)."""
+    raw = xr.open_dataset(GPCC)
+    hist, new = tmp_path / "gpcc_2014-2015.nc", tmp_path / "gpcc_2016-01.nc"
+    raw.sel(time=slice("2014-01-01", "2015-12-01")).to_netcdf(hist)
+    raw.sel(time=["2016-01-01"]).to_netcdf(new)
+    _, months, monthly, _ = read_init(hist, Gates())
+    assert months[0] == "2014-01" and months[-1] == "2015-12"
+    added, new_months, _, _ = prepare_months(new, monthly, ["tp"], Gates())
+    assert new_months == ["2016-01"]
+    for got, part in (
+        (monthly, raw.sel(time=slice("2014", "2015"))),
+        (added, raw.sel(time="2016")),
+    ):
+        want = (part["precip"] / part["time"].dt.days_in_month).sel(lat=-1.25, lon=21.25)
+        # rtol: float32 amounts divided in float64 (relative rounding 6e-8)
+        np.testing.assert_allclose(got["pr"].sel(lat=-1.25, lon=21.25).values, want, rtol=1e-6)
