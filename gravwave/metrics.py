@@ -1,8 +1,8 @@
 """Cleaning metrics for the Virgo noise twin (issue 6, part 5).
 
 * ASD ratios: cleaned / raw amplitude spectral densities (median Welch, gwpy), averaged over the
-  coupling bands (:func:`asd_ratio`, should fall below 1) and over everything else
-  (:func:`out_of_band_ratio`, should stay at 1).
+  coupling bands (:func:`asd_ratio`, should fall below 1), and in every 5-Hz sub-band outside
+  them (:func:`out_of_band`, :func:`out_of_band_ratio`: the worst one should stay at 1).
 * BNS inspiral range [Mpc] (gwpy.astro) before and after, and the share of the oracle range gain
   the cleaning recovered (:func:`range_gain_share`).
 * Matched-filter SNR of injected signals (pycbc.filter) before and after: cleaning must not eat
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -126,16 +127,185 @@ def asd_ratio(
     return _mean_ratio(a, b, _band_mask(freqs, bands), f"in the bands {list(bands)}")
 
 
+def subbands(
+    bands: Sequence[Band], frange: Band = (20.0, 1000.0), width: float = 5.0
+) -> list[Band]:
+    """Tiling of ``frange`` outside the bands into sub-bands of ``width`` Hz.
+
+    Each gap between bands (or between a band and an end of ``frange``) of length ``L`` is
+    cut into ``n = max(1, floor(L / width))`` sub-bands: the lower half laid from the gap's
+    low edge up and the upper half from its high edge down, each exactly ``width`` wide, the
+    remainder ``L - n * width`` (below ``width``) going to the middle one. So the sub-bands
+    next to every band edge are exactly ``width`` wide, and a gap shorter than ``2 width`` is
+    one sub-band.
+
+    Args:
+        bands: Bands ``[(f_lo, f_hi), ...]`` [Hz] to leave out (any order, may overlap).
+        frange: Frequency range tiled [Hz].
+        width: Sub-band width [Hz].
+
+    Returns:
+        Sub-bands ``(low, high)`` [Hz] in increasing order.
+
+    Raises:
+        DataError: A band or ``frange`` not an increasing pair >= 0 Hz, or ``width <= 0``.
+    """
+    if not width > 0:
+        raise DataError(f"sub-band width must be > 0 Hz, got {width}")
+    f0, f1 = (float(x) for x in frange)
+    if not 0 <= f0 < f1:
+        raise DataError(f"frange {frange} must be an increasing pair of frequencies >= 0 Hz")
+    cuts: list[Band] = []
+    for band in sorted((float(lo), float(hi)) for lo, hi in bands):
+        if not 0 <= band[0] < band[1]:
+            raise DataError(f"band {band} must be an increasing pair of frequencies >= 0 Hz")
+        if cuts and band[0] <= cuts[-1][1]:
+            cuts[-1] = (cuts[-1][0], max(cuts[-1][1], band[1]))
+        else:
+            cuts.append(band)
+    gaps, start = [], f0
+    for lo, hi in cuts:
+        if lo > start:
+            gaps.append((start, min(lo, f1)))
+        start = max(start, hi)
+    if start < f1:
+        gaps.append((start, f1))
+    out: list[Band] = []
+    for a, b in gaps:
+        if b <= a:
+            continue
+        n = max(1, math.floor((b - a) / width + 1e-9))
+        low = [a + k * width for k in range(n // 2 + 1)]
+        high = [b - k * width for k in range(n - n // 2, -1, -1)]
+        edges = low + high[1:]
+        out.extend(zip(edges[:-1], edges[1:], strict=True))
+    return out
+
+
+@dataclass(frozen=True)
+class OutOfBand:
+    """Cleaned / raw ASD ratio in every sub-band outside the bands (:func:`out_of_band`).
+
+    "Worst" is the highest ratio: cleaning subtracts a prediction from the witnesses, so a
+    ratio above 1 is noise it added; one below 1 is witnessed noise it removed beside its
+    band (e.g. a coupling's skirts, as the oracle does), reported as :attr:`lowest`.
+
+    Attributes:
+        subbands: ``(n, 2)`` sub-band edges [Hz] (:func:`subbands`).
+        ratios: ``(n,)`` mean over each sub-band's bins of ASD(cleaned) / ASD(raw).
+        near: ``(n,)`` whether the sub-band lies within ``near`` Hz of a band.
+        worst: The highest ratio over all sub-bands (1 = nothing added).
+        worst_band: Its sub-band [Hz].
+        near_worst: The highest ratio over the sub-bands next to the bands (1 if none).
+        near_band: Its sub-band [Hz] (NaNs if none).
+        lowest: The lowest ratio over all sub-bands.
+        lowest_band: Its sub-band [Hz].
+    """
+
+    subbands: np.ndarray
+    ratios: np.ndarray
+    near: np.ndarray
+    worst: float
+    worst_band: Band
+    near_worst: float
+    near_band: Band
+    lowest: float
+    lowest_band: Band
+
+
+def _pick(ratios: np.ndarray, edges: np.ndarray, keep: np.ndarray, pick) -> tuple[float, Band]:
+    if not keep.any():
+        return 1.0, (math.nan, math.nan)
+    idx = np.flatnonzero(keep)
+    i = int(idx[pick(ratios[idx])])
+    return float(ratios[i]), (float(edges[i, 0]), float(edges[i, 1]))
+
+
+def out_of_band(
+    cleaned: SeriesOrASD,
+    raw: SeriesOrASD,
+    bands: Sequence[Band],
+    fftlength: float = 4.0,
+    frange: Band = (20.0, 1000.0),
+    width: float = 5.0,
+    near: float = 25.0,
+    method: str = "median",
+) -> OutOfBand:
+    """ASD(cleaned) / ASD(raw) in each ``width``-Hz sub-band of ``frange`` outside the bands.
+
+    A mean over the whole range would dilute a local excess (a 14 % rise in 15 Hz next to
+    a band is 1.002 over 20-1000 Hz); the worst (highest) sub-band does not. Each sub-band's
+    ratio is the mean over its bins (bins inside a band left out) of the ratio of the Welch
+    ASDs.
+
+    Statistical error: cleaned and raw are the same data but for what the cleaning added
+    or removed, so the common noise cancels in the ratio. If the cleaning adds (or removes)
+    independent noise of power ``q`` times the PSD, the ratio is about ``1 / sqrt(1 + q)``
+    (``sqrt(1 + q)``) with a standard deviation ``sqrt(q / (2 T W))`` for mean-averaged
+    Welch ASDs (span ``T``, sub-band ``W``), whatever ``fftlength``, and about 2.4 times
+    that for the median-averaged ones (the median picks one segment per bin; measured by
+    Monte Carlo, 8 and 16-s FFTs alike). At the 2 % bar (``q = 0.04``) on 256 s and 5 Hz:
+    0.4 % (mean) and 0.9 % (median); where nothing is added (``q -> 0``) the error vanishes.
+    Two *independent* spectra of equal PSD would differ by ``1 / sqrt(T W)`` and more,
+    2-3 % on 256 s: comparing a cleaned ASD with anything other than the raw ASD of the same
+    data needs far longer spans.
+
+    Args:
+        cleaned: Cleaned strain (TimeSeries) or its ASD (FrequencySeries).
+        raw: Raw strain or its ASD, on the same grid.
+        bands: The cleaner's bands ``[(f_lo, f_hi), ...]`` [Hz], edges included, left out.
+        fftlength: FFT length of the ASDs [s] (``1 / fftlength`` Hz bins, 50 % overlap).
+        frange: Frequency range considered [Hz] (up to Nyquist at most).
+        width: Sub-band width [Hz].
+        near: Sub-bands lying within this distance of a band [Hz] are "next to" it.
+        method: Welch averaging, ``"median"`` or ``"mean"``.
+
+    Returns:
+        The sub-band ratios, the highest of them overall and next to the bands, the lowest.
+
+    Raises:
+        DataError: On mismatched grids, bad bands, or a sub-band without a bin.
+    """
+    freqs, a, b = _asds(cleaned, raw, fftlength, method)
+    top = min(float(frange[1]), float(freqs[-1]))  # no sub-band beyond Nyquist
+    if not top > float(frange[0]):
+        raise DataError(f"frange {frange} Hz lies above the Nyquist frequency {freqs[-1]:g} Hz")
+    edges = np.array(subbands(bands, (frange[0], top), width), dtype=float).reshape(-1, 2)
+    if not len(edges):
+        raise DataError(f"the bands {list(bands)} cover all of {frange} Hz")
+    inband = _band_mask(freqs, bands)
+    ratios = np.empty(len(edges))
+    for i, (lo, hi) in enumerate(edges):
+        mask = (freqs >= lo) & (freqs < hi) & ~inband & (b > 0)
+        ratios[i] = _mean_ratio(a, b, mask, f"in the sub-band {lo:g}-{hi:g} Hz")
+    close = np.zeros(len(edges), dtype=bool)
+    tol = 1e-9 * max(1.0, float(frange[1]))
+    for lo, hi in bands:
+        close |= (edges[:, 0] >= float(lo) - near - tol) & (edges[:, 1] <= float(lo) + tol)
+        close |= (edges[:, 0] >= float(hi) - tol) & (edges[:, 1] <= float(hi) + near + tol)
+    every = np.ones(len(edges), dtype=bool)
+    worst, worst_band = _pick(ratios, edges, every, np.argmax)
+    near_worst, near_band = _pick(ratios, edges, close, np.argmax)
+    lowest, lowest_band = _pick(ratios, edges, every, np.argmin)
+    return OutOfBand(
+        edges, ratios, close, worst, worst_band, near_worst, near_band, lowest, lowest_band
+    )
+
+
 def out_of_band_ratio(
     cleaned: SeriesOrASD,
     raw: SeriesOrASD,
     bands: Sequence[Band],
     fftlength: float = 4.0,
     frange: Band = (20.0, 1000.0),
-    margin: float = 10.0,
+    width: float = 5.0,
     method: str = "median",
 ) -> float:
-    """Mean of ASD(cleaned) / ASD(raw) over ``frange`` outside the bands (should stay ≈ 1).
+    """The worst ``width``-Hz sub-band's ASD(cleaned) / ASD(raw) outside the bands (≈ 1).
+
+    The highest ratio among :func:`out_of_band`'s sub-bands of ``frange`` (those next to the
+    bands included): the most noise the cleaning added anywhere; see there for its
+    statistical error.
 
     Args:
         cleaned: Cleaned strain or its ASD.
@@ -143,19 +313,16 @@ def out_of_band_ratio(
         bands: Frequency bands ``[(f_lo, f_hi), ...]`` [Hz] to leave out.
         fftlength: FFT length of the ASDs [s].
         frange: Frequency range considered [Hz].
-        margin: Each band is widened by this much on both sides [Hz] (coupling skirts).
+        width: Sub-band width [Hz].
         method: Welch averaging, ``"median"`` or ``"mean"``.
 
     Returns:
-        The dimensionless out-of-band ratio.
+        The dimensionless worst (highest) out-of-band ratio.
 
     Raises:
-        DataError: On mismatched grids or when no bin is left.
+        DataError: On mismatched grids or when a sub-band has no bin.
     """
-    freqs, a, b = _asds(cleaned, raw, fftlength, method)
-    wide = [(max(lo - margin, 0.0), hi + margin) for lo, hi in bands]
-    mask = _band_mask(freqs, [frange]) & ~_band_mask(freqs, wide)
-    return _mean_ratio(a, b, mask, f"in {frange} Hz outside the bands")
+    return out_of_band(cleaned, raw, bands, fftlength, frange, width, method=method).worst
 
 
 def _psd_of(

@@ -17,7 +17,7 @@ from scipy import fft as sfft
 from scipy import signal as sps
 
 from gravwave.gates import robust_location_scale, robust_standardize
-from gravwave.metrics import asd, asd_ratio, inspiral_range, out_of_band_ratio
+from gravwave.metrics import asd, asd_ratio, inspiral_range, out_of_band
 
 __all__ = ["GlitchFlag", "Quality", "band_label", "glitch_flags", "quality_of", "segment_key"]
 
@@ -33,7 +33,12 @@ class Quality(BaseModel):
     Attributes:
         asd_ratio: In-band ASD ratio (cleaned / raw) per band, by :func:`band_label`.
         asd_ratio_mean: Their mean.
-        out_of_band_ratio: ASD ratio outside the bands (1 = untouched).
+        out_of_band_ratio: The worst (highest) ASD ratio of the 5-Hz sub-bands of 20-1000 Hz
+            outside the bands (1 = nothing added; :func:`gravwave.metrics.out_of_band`).
+        out_of_band_hz: Its sub-band [Hz] (``None`` in records written before it was kept).
+        near_band_ratio: The worst of the sub-bands within 25 Hz of a band (``None``: as
+            above).
+        near_band_hz: Its sub-band [Hz].
         range_raw_mpc: BNS inspiral range of the raw strain [Mpc].
         range_cleaned_mpc: The same, cleaned [Mpc].
         range_gain_mpc: ``range_cleaned_mpc - range_raw_mpc`` [Mpc].
@@ -44,6 +49,9 @@ class Quality(BaseModel):
     asd_ratio: dict[str, float]
     asd_ratio_mean: float
     out_of_band_ratio: float
+    out_of_band_hz: tuple[float, float] | None = None
+    near_band_ratio: float | None = None
+    near_band_hz: tuple[float, float] | None = None
     range_raw_mpc: float
     range_cleaned_mpc: float
     range_gain_mpc: float
@@ -82,7 +90,7 @@ def quality_of(
     fftlength: float = 4.0,
     range_fftlength: float = 8.0,
 ) -> Quality:
-    """In-band ASD ratio per band, out-of-band ratio and BNS range raw and cleaned.
+    """In-band ASD ratio per band, worst out-of-band sub-bands and BNS range raw and cleaned.
 
     Args:
         cleaned: Cleaned strain [strain].
@@ -94,12 +102,16 @@ def quality_of(
     # each ASD once (median Welch, 50 % overlap), shared by every band and the out-of-band ratio
     a_cln, a_raw = asd(cleaned, fftlength), asd(raw, fftlength)
     ratios = {band_label(b): asd_ratio(a_cln, a_raw, [b]) for b in bands}
+    oob = out_of_band(a_cln, a_raw, bands)
     r_raw = inspiral_range(raw, fftlength=range_fftlength)
     r_cln = inspiral_range(cleaned, fftlength=range_fftlength)
     return Quality(
         asd_ratio=ratios,
         asd_ratio_mean=float(np.mean(list(ratios.values()))),
-        out_of_band_ratio=out_of_band_ratio(a_cln, a_raw, bands),
+        out_of_band_ratio=oob.worst,
+        out_of_band_hz=oob.worst_band,
+        near_band_ratio=oob.near_worst,
+        near_band_hz=None if np.isnan(oob.near_band[0]) else oob.near_band,
         range_raw_mpc=r_raw,
         range_cleaned_mpc=r_cln,
         range_gain_mpc=r_cln - r_raw,

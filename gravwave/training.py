@@ -3,6 +3,12 @@ trainer on what the Wiener stage leaves.
 
 :func:`fit_cascade` fits a new cascade on a span; :func:`retrain_cascade` retrains a current
 one on new data with its own bands, taps and channels (the noise twin's ``refit="cascade"``).
+
+Each stage is fitted over the whole span its finishing band-pass lets through: the Wiener FIR
+over its bands widened by the transition width (10.7 Hz; :attr:`WienerCleaner.fit_bands`),
+the network over its band widened by 6 Hz (its target band-passed there and its loss averaged
+there; :func:`gravwave.cleaners.network.network_fit_bands`). Fitted in the band alone, both
+added noise just beside it (issue 12).
 This module depends on :mod:`gravwave.cleaners`, never the reverse.
 """
 
@@ -20,6 +26,7 @@ from gwpy.timeseries import TimeSeries, TimeSeriesDict
 from pydantic import BaseModel, ConfigDict, Field
 
 from gravwave.cleaners import CascadeCleaner, Cleaner, NetworkCleaner, WienerCleaner
+from gravwave.cleaners.network import network_fit_bands
 from gravwave.io import write_multichannel_hdf5
 from gravwave.task import NetworkSettings
 from twins.config import load_config
@@ -72,7 +79,7 @@ class CascadeParams(CascadeTraining):
 
     Attributes:
         linear_bands: Bands [Hz] of the Wiener stage.
-        network_band: Band [Hz] of the network.
+        network_band: Band [Hz] of the network (it is trained over it widened by 6 Hz).
         n_taps: Wiener FIR taps per witness.
     """
 
@@ -129,7 +136,7 @@ def fit_cascade(
         "window": p.window,
         "stride": p.stride,
         "val_fraction": p.val_fraction,
-        "band": [list(p.network_band)],
+        "band": [list(b) for b in network_fit_bands([p.network_band], fs)],
         "wiener": str(wiener_path),
         **p.network.model_dump(mode="json"),
     }
@@ -161,7 +168,7 @@ def fit_cascade(
         summary.get("best_val_loss", math.nan),
         summary["fit_wall_s"],
     )
-    network = NetworkCleaner.from_run(cfg.run_dir, window=p.window)
+    network = NetworkCleaner.from_run(cfg.run_dir, window=p.window, bands=[p.network_band])
     return CascadeCleaner(wiener, network)
 
 

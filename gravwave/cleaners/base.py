@@ -71,7 +71,11 @@ class Cleaner(ABC):
         strain_channel: Name of the strain channel it cleans.
         witness_channels: Witness channel names, in the order of the rows of ``witnesses``.
         sample_rate: Working rate [Hz] of the series it takes.
-        bands: Frequency bands [Hz] in which it subtracts noise.
+        bands: Frequency bands [Hz] in which it subtracts noise (its finishing filter is flat
+            there).
+        fit_bands: The bands widened by the finishing filter's transition [Hz]: where its
+            output is passed at all, so where it is fitted or trained
+            (:func:`gravwave.cleaners.windowed.fitted_bands`).
         window: Offline window [s].
         overlap: Offline overlap (fraction of a window shared by neighbours).
         multiple: Window lengths in samples must be multiples of this (network stride).
@@ -86,6 +90,7 @@ class Cleaner(ABC):
     witness_channels: tuple[str, ...]
     sample_rate: float
     bands: tuple[Band, ...]
+    fit_bands: tuple[Band, ...]
     window: float = 8.0
     overlap: float = 0.5
     multiple: int = 1

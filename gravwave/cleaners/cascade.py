@@ -47,6 +47,7 @@ class CascadeCleaner(Cleaner):
         self.witness_channels = network.witness_channels
         self.sample_rate = network.sample_rate
         self.bands = (*wiener.bands, *network.bands)
+        self.fit_bands = (*wiener.fit_bands, *network.fit_bands)
         self.window, self.overlap = network.window, network.overlap
         self.multiple = network.multiple
         self.reach = (

@@ -5,11 +5,17 @@ The network is trained by the core trainer on the :class:`gravwave.task.NoiseCle
 weights (``model.pt``) and what the cleaner needs beside them (``normalisation.pt``: channels,
 rate, band, witness scaler, target scale, model settings). :meth:`NetworkCleaner.from_run`
 builds the cleaner from it.
+
+The finishing band-pass is flat in the cleaner's bands and passes the network's output up to
+one transition width beyond them (:func:`gravwave.cleaners.windowed.fitted_bands`, 6 Hz for
+the default 0.3 s at 60 dB), so the network must have been trained over those widened bands:
+an output nobody trained there is noise added beside the band (issue 12). A cleaner refuses
+a network whose training band does not cover them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self
 
@@ -19,12 +25,12 @@ from gwpy.timeseries import TimeSeries
 from pydantic import BaseModel, ConfigDict, Field
 
 from gravwave.cleaners.base import Band, Cleaner
-from gravwave.cleaners.windowed import apply_fir, fir_bandpass
+from gravwave.cleaners.windowed import apply_fir, fir_bandpass, fitted_bands, transition_width
 from gravwave.models import DeepClean
 from gravwave.preprocess import Standardizer
 from twins.errors import ConfigError, DataError
 
-__all__ = ["NORMALISATION_FILE", "NetworkCleaner", "NetworkConfig"]
+__all__ = ["NORMALISATION_FILE", "NetworkCleaner", "NetworkConfig", "network_fit_bands"]
 
 #: What a training run stores beside ``model.pt`` for the cleaner (plain values).
 NORMALISATION_FILE = "normalisation.pt"
@@ -46,6 +52,8 @@ class NetworkConfig(BaseModel):
         overlap: Offline overlap fraction.
         finish_length: Half length [s] of the finishing FIR band-pass.
         attenuation: Its stop-band attenuation [dB].
+        trained_bands: The band(s) [Hz] the network was trained over (its target's band-pass
+            and its loss); ``None`` for a file written before they were recorded (unchecked).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +67,43 @@ class NetworkConfig(BaseModel):
     overlap: float = Field(0.5, ge=0, lt=1)
     finish_length: _Positive = 0.3
     attenuation: _Positive = 60.0
+    trained_bands: tuple[tuple[float, float], ...] | None = None
+
+
+def _finish_width(sample_rate: float) -> tuple[int, float, float]:
+    """``(half length [samples], attenuation [dB], transition width [Hz])`` of the default
+    finishing filter at ``sample_rate``."""
+    fields = NetworkConfig.model_fields
+    half = round(fields["finish_length"].default * sample_rate)
+    att = fields["attenuation"].default
+    return half, att, transition_width(sample_rate, half, att)
+
+
+def network_fit_bands(
+    bands: Sequence[Sequence[float]], sample_rate: float
+) -> tuple[tuple[float, float], ...]:
+    """The band(s) [Hz] to train a network over for a cleaner in ``bands`` [Hz] with the
+    default finishing filter: each band widened by its transition width (6.0 Hz), merged.
+
+    Raises:
+        ConfigError: A widened band reaches 0 Hz or Nyquist.
+    """
+    half, att, _ = _finish_width(sample_rate)
+    return fitted_bands(bands, sample_rate, half, att)
+
+
+def _check_covered(
+    needed: tuple[tuple[float, float], ...], trained: tuple[tuple[float, float], ...]
+) -> None:
+    """Refuse a network whose training band(s) miss part of the finishing filter's span."""
+    for lo, hi in needed:
+        if not any(a <= lo + 1e-9 and hi - 1e-9 <= b for a, b in trained):
+            raise DataError(
+                f"the finishing filter passes {lo:.1f}-{hi:.1f} Hz but the network was trained "
+                f"on {[tuple(b) for b in trained]} Hz only: it would add untrained output "
+                "beside its band",
+                hint=f"train it over {lo:.1f}-{hi:.1f} Hz (gravwave.training.fit_cascade does)",
+            )
 
 
 class NetworkCleaner(Cleaner):
@@ -70,7 +115,8 @@ class NetworkCleaner(Cleaner):
         config: Channels, rate, band, target scale and window settings.
 
     Raises:
-        DataError: The model's or the scaler's channel count differs from the witnesses'.
+        DataError: The model's or the scaler's channel count differs from the witnesses', or
+            the network was not trained over :attr:`fit_bands`.
     """
 
     kind: ClassVar[str] = "deepclean"
@@ -97,12 +143,23 @@ class NetworkCleaner(Cleaner):
         self._fir = fir_bandpass(
             self.bands, self.sample_rate, self.finish_reach, config.attenuation
         )
+        self.fit_bands = fitted_bands(
+            self.bands, self.sample_rate, self.finish_reach, config.attenuation
+        )
+        if config.trained_bands is not None:
+            _check_covered(self.fit_bands, config.trained_bands)
         assert standardizer.mean is not None and standardizer.std is not None
         self._mean = standardizer.mean[None, :, None]
         self._inv_std = 1.0 / standardizer.std[None, :, None]
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, window: float = 8.0, overlap: float = 0.5) -> Self:
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        window: float = 8.0,
+        overlap: float = 0.5,
+        bands: list[tuple[float, float]] | None = None,
+    ) -> Self:
         """The cleaner of a finished :class:`gravwave.task.NoiseCleaning` training run.
 
         Args:
@@ -110,9 +167,14 @@ class NetworkCleaner(Cleaner):
                 ``normalisation.pt``).
             window: Offline cleaning window [s].
             overlap: Offline overlap fraction.
+            bands: The cleaner's bands [Hz]; default the trained band(s) narrowed by the
+                finishing filter's transition width (6 Hz), so that the filter passes
+                nothing the network was not trained on.
 
         Raises:
-            DataError: A file missing (the run did not finish).
+            DataError: A file missing (the run did not finish), a trained band narrower
+                than two transition widths (nothing left once narrowed), or ``bands`` whose
+                widened span the training did not cover.
         """
         run_dir = Path(run_dir)
         for name in ("model.pt", NORMALISATION_FILE):
@@ -122,14 +184,28 @@ class NetworkCleaner(Cleaner):
         norm = torch.load(run_dir / NORMALISATION_FILE, map_location="cpu", weights_only=True)
         model = DeepClean(**norm["model_kwargs"])
         model.load_state_dict(best["model"])
+        trained = tuple((float(lo), float(hi)) for lo, hi in norm["bands"])
+        fs = float(norm["sample_rate"])
+        if bands is None:
+            width = _finish_width(fs)[2]
+            narrow = [(lo + width, hi - width) for lo, hi in trained]
+            if any(lo >= hi for lo, hi in narrow):
+                raise DataError(
+                    f"{run_dir / NORMALISATION_FILE}: trained band(s) {list(trained)} Hz are "
+                    f"narrower than the finishing filter's two transitions (2 x {width:.1f} "
+                    "Hz): the filter would pass noise the network was not trained on",
+                    hint=f"train on each band widened by {width:.1f} Hz, or pass bands=",
+                )
+            bands = narrow
         config = NetworkConfig(
             strain_channel=norm["strain_channel"],
             witness_channels=tuple(norm["witness_channels"]),
-            sample_rate=norm["sample_rate"],
-            bands=tuple(tuple(b) for b in norm["bands"]),
+            sample_rate=fs,
+            bands=tuple((float(lo), float(hi)) for lo, hi in bands),
             target_scale=norm["target_scale"],
             window=window,
             overlap=overlap,
+            trained_bands=trained,
         )
         return cls(model, Standardizer.from_state_dict(norm["standardizer"]), config)
 

@@ -1,7 +1,10 @@
 """The linear cleaner: an in-band multi-channel Wiener filter in windowed form.
 
 :meth:`WienerCleaner.fit` solves the least-squares FIR of
-:class:`gravwave.models.wiener.WienerFilter` on band-passed witnesses and strain. The
+:class:`gravwave.models.wiener.WienerFilter` on witnesses and strain band-passed to the
+bands widened by the finishing filter's transition (:attr:`WienerCleaner.fit_bands`, e.g.
+114-191 Hz for 125-180 Hz): the filter passes the FIR's output up to there, so the FIR is
+fitted up to there, and adds no noise beside the band (issue 12). The
 prediction applies those taps to the raw witnesses (one FFT per channel, the sum over channels
 in the frequency domain; the band-pass commutes with the FIR) and then a zero-phase FIR
 band-pass to the linear bands, both of bounded reach, so long spans are cleaned by Hann
@@ -19,7 +22,7 @@ import torch
 from gwpy.timeseries import TimeSeries
 
 from gravwave.cleaners.base import Band, Cleaner
-from gravwave.cleaners.windowed import apply_fir, fir_bandpass
+from gravwave.cleaners.windowed import apply_fir, fir_bandpass, fitted_bands
 from gravwave.models.wiener import WienerFilter
 from twins.errors import DataError
 
@@ -33,13 +36,17 @@ class WienerCleaner(Cleaner):
         strain_channel: Strain channel name.
         witness_channels: Witness channel names (order of the rows of ``witnesses``).
         sample_rate: Working rate [Hz].
-        bands: Bands [Hz] to fit and subtract in.
+        bands: Bands [Hz] to subtract in (the finishing band-pass is flat there); the FIR is
+            fitted over them widened by its transition width (:attr:`fit_bands`).
         n_taps: FIR taps per witness.
         window: Offline window [s].
         overlap: Offline overlap fraction.
         finish_length: Half length [s] of the finishing FIR band-pass.
         attenuation: Its stop-band attenuation [dB] (high: the FIR output of raw witnesses
             carries huge out-of-band lines, e.g. the mains).
+
+    Raises:
+        ConfigError: A band widened by the transition reaches 0 Hz or Nyquist.
     """
 
     kind: ClassVar[str] = "wiener"
@@ -65,8 +72,11 @@ class WienerCleaner(Cleaner):
         self.finish_length, self.attenuation = float(finish_length), float(attenuation)
         self.finish_reach = round(self.finish_length * self.sample_rate)
         self._fir = fir_bandpass(self.bands, self.sample_rate, self.finish_reach, attenuation)
+        self.fit_bands = fitted_bands(
+            self.bands, self.sample_rate, self.finish_reach, self.attenuation
+        )
         self._spectra: dict[int, np.ndarray] = {}
-        self.filter = WienerFilter(n_taps, self.sample_rate, self.bands)
+        self.filter = WienerFilter(n_taps, self.sample_rate, self.fit_bands)
 
     @property
     def filter(self) -> WienerFilter:
@@ -80,8 +90,23 @@ class WienerCleaner(Cleaner):
         self.reach = (value.n_taps - 1 + value.lag0, max(0, -value.lag0))
 
     def fit(self, strain: TimeSeries, witnesses: Mapping[str, TimeSeries]) -> Self:
-        """Fit the taps on a span (see :class:`~gravwave.models.wiener.WienerFilter`)."""
+        """Fit the taps on a span over :attr:`fit_bands` (see
+        :class:`~gravwave.models.wiener.WienerFilter`).
+
+        A filter loaded from an earlier file fitted over the bands alone is refitted over
+        :attr:`fit_bands`, with its number of taps.
+        """
         w, s = self.span_arrays(strain, witnesses)
+        if self.filter.bands != list(self.fit_bands):
+            old = self.filter
+            self.filter = WienerFilter(
+                old.n_taps,
+                self.sample_rate,
+                self.fit_bands,
+                ridge=old.ridge,
+                centred=old.centred,
+                order=old.order,
+            )
         self.filter.fit(w, s)
         self._spectra = {}
         return self

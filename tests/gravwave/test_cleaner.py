@@ -17,7 +17,7 @@ from gravwave.cleaners import (
     load_cleaner,
     register_cleaner,
 )
-from gravwave.metrics import asd_ratio, out_of_band_ratio
+from gravwave.metrics import asd_ratio, out_of_band
 from gravwave.synthetic import SyntheticParams, generate
 from twins.errors import ConfigError, DataError
 
@@ -34,7 +34,13 @@ def test_wiener_cleaner_removes_the_linear_coupling_and_round_trips(tmp_path: Pa
     oracle_ratio = asd_ratio(test.oracle, test.strain, [p.linear_band])
     ratio = asd_ratio(cleaned, test.strain, [p.linear_band])
     assert ratio < 0.5 and ratio < oracle_ratio + 0.15  # near the oracle on unseen data
-    assert abs(out_of_band_ratio(cleaned, test.strain, [p.linear_band]) - 1) < 0.01
+    # Beside the band the cleaner removes the coupling's skirts (fitted over the band widened
+    # by its finishing filter's transition) and adds nothing anywhere: the excess over 1 is
+    # the least-squares estimation noise q = C L / (fs T) = 7 * 128 / (4096 * 57.6) = 0.4 %
+    # (half of it in ASD) plus 3 sigma of the median-Welch ratio (metrics.out_of_band),
+    # 3 * 2.4 sqrt(q / (2 * 64 s * 5 Hz)) = 1.8 %.
+    oob = out_of_band(cleaned, test.strain, [p.linear_band])
+    assert oob.worst < 1.02
     again = load_cleaner(cleaner.save(tmp_path / "c.pt"))
     w = cleaner.witness_array(test.witnesses)
     np.testing.assert_array_equal(again.noise(w), cleaner.noise(w))

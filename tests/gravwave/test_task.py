@@ -10,6 +10,7 @@ import torch
 from gwpy.timeseries import TimeSeries, TimeSeriesDict
 
 from gravwave.cleaners import NetworkCleaner
+from gravwave.cleaners.network import network_fit_bands
 from gravwave.gates import IngestBounds
 from gravwave.io import write_multichannel_hdf5
 from gravwave.synthetic import SyntheticParams
@@ -93,6 +94,9 @@ def test_trains_through_train_process(tmp_path: Path) -> None:
         "dilations": [1],
         "loss_fftlength": 1.0,
         "loss_overlap": 0.5,
+        # the bilinear 49-51 Hz widened by the finishing filter's transition (6.05 Hz): the
+        # cleaner built from the run passes the network's output up to there
+        "band": [list(b) for b in network_fit_bands([(49.0, 51.0)], 1024)],
     }
     cfg = load_config(
         None,
@@ -118,6 +122,11 @@ def test_trains_through_train_process(tmp_path: Path) -> None:
     assert [Path(f).name for f in summary["figures"]] == ["asd_test.png"]  # for MLflow
     net = NetworkCleaner.from_run(cfg.run_dir, window=4.0)
     assert net.witness_channels[0] == "V1:ENV_CEB_MAG_X" and len(net.witness_channels) == 4
+    # its band: the trained one narrowed by the transition (float sums: 1e-9 Hz)
+    assert net.bands[0] == pytest.approx((49.0, 51.0), abs=1e-9)
+    assert net.fit_bands[0] == pytest.approx(network_fit_bands([(49.0, 51.0)], 1024)[0], abs=1e-9)
+    with pytest.raises(DataError, match="trained on"):
+        NetworkCleaner.from_run(cfg.run_dir, bands=[(45.0, 55.0)])
     noise = net.noise(np.random.default_rng(0).standard_normal((4, 9000)))
     assert noise.shape == (9000,) and np.isfinite(noise).all()
 
