@@ -77,18 +77,21 @@ def open_one(path: Path, chunks: dict[str, int] | str | None) -> xr.Dataset:
     if kind != "cfgrib":
         return xr.open_dataset(path, engine=kind, chunks=chunks, **backend_kwargs(kind))
     # cfgrib decodes message by message on every pass over a lazy array (the layout, value
-    # and gate checks make three): GRIB is decoded once, into memory
-    try:
-        return xr.open_dataset(path, engine=kind, **backend_kwargs(kind)).load()
-    except cfgrib.dataset.DatasetBuildError:
-        cubes = cfgrib.open_datasets(str(path), backend_kwargs=dict(_CFGRIB_KWARGS))
-        logger.info("%s: GRIB holds %d hypercubes; merged on valid_time", path, len(cubes))
-        return xr.merge(
-            [grib_valid_time(c.load(), str(path)) for c in cubes],
-            compat="override",
-            join="outer",
-            combine_attrs="drop_conflicts",
-        )
+    # and gate checks make three): GRIB is decoded once, into memory. open_datasets, not
+    # open_dataset: the latter skips, with a log line only, every variable that does not
+    # fit the first hypercube (t2m beside an ERA5 accumulation on reference time x step)
+    cubes = cfgrib.open_datasets(str(path), backend_kwargs=dict(_CFGRIB_KWARGS))
+    if not cubes:
+        raise DataError(f"{path}: no GRIB message could be read")
+    if len(cubes) == 1:
+        return cubes[0].load()
+    logger.info("%s: GRIB holds %d hypercubes; merged on valid_time", path, len(cubes))
+    return xr.merge(
+        [grib_valid_time(c.load(), str(path)) for c in cubes],
+        compat="override",
+        join="outer",
+        combine_attrs="drop_conflicts",
+    )
 
 
 @contextmanager

@@ -80,38 +80,45 @@ def test_legacy_expver_dimension_final_over_preliminary(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- hourly ERA5
 
 
-def _write_era5_grib(path: Path, amounts: pd.Series) -> None:
+def _message(out: object, param: int, ref: pd.Timestamp, end: int, kind: str, v: float) -> None:
+    """One GRIB1 message of the 2 x 3 grid: ``param`` from reference time ``ref`` at step
+    ``end`` hours (an accumulation over the hour before it when ``kind`` is ``accum``)."""
+    h = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib1")
+    keys = [
+        ("centre", "ecmf"),
+        ("Ni", 3),
+        ("Nj", 2),
+        ("latitudeOfFirstGridPointInDegrees", LAT[0]),
+        ("latitudeOfLastGridPointInDegrees", LAT[-1]),
+        ("longitudeOfFirstGridPointInDegrees", LON[0]),
+        ("longitudeOfLastGridPointInDegrees", LON[-1]),
+        ("iDirectionIncrementInDegrees", 0.25),
+        ("jDirectionIncrementInDegrees", 0.25),
+        ("paramId", param),
+        ("dataDate", int(ref.strftime("%Y%m%d"))),
+        ("dataTime", ref.hour * 100),
+        ("stepType", kind),
+    ]
+    keys += [("startStep", end - 1), ("endStep", end)] if kind == "accum" else [("step", end)]
+    for key, value in keys:
+        eccodes.codes_set(h, key, value)
+    eccodes.codes_set_values(h, np.full(6, v))
+    eccodes.codes_write(h, out)
+    eccodes.codes_release(h)
+
+
+def _write_era5_grib(path: Path, amounts: pd.Series, t2m: float | None = None) -> None:
     """ERA5 hourly tp as the CDS gives it in GRIB: forecasts from 06 and 18 UTC, each message
-    the amount of the hour ending at reference time + step (stepRange s-1..s)."""
+    the amount of the hour ending at reference time + step (stepRange s-1..s); with ``t2m``,
+    an analysis of 2 m temperature at every stamp as well (a second hypercube)."""
     with open(path, "wb") as out:
         for valid, value in amounts.items():
-            ref = valid - pd.Timedelta(hours=1)
-            ref = ref.floor("12h") + pd.Timedelta(hours=6)
+            ref = (valid - pd.Timedelta(hours=1)).floor("12h") + pd.Timedelta(hours=6)
             if ref >= valid:
                 ref -= pd.Timedelta(hours=12)
-            step = int((valid - ref) / pd.Timedelta(hours=1))
-            h = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib1")
-            for key, v in (
-                ("centre", "ecmf"),
-                ("Ni", 3),
-                ("Nj", 2),
-                ("latitudeOfFirstGridPointInDegrees", LAT[0]),
-                ("latitudeOfLastGridPointInDegrees", LAT[-1]),
-                ("longitudeOfFirstGridPointInDegrees", LON[0]),
-                ("longitudeOfLastGridPointInDegrees", LON[-1]),
-                ("iDirectionIncrementInDegrees", 0.25),
-                ("jDirectionIncrementInDegrees", 0.25),
-                ("paramId", 228),
-                ("dataDate", int(ref.strftime("%Y%m%d"))),
-                ("dataTime", ref.hour * 100),
-                ("stepType", "accum"),
-                ("startStep", step - 1),
-                ("endStep", step),
-            ):
-                eccodes.codes_set(h, key, v)
-            eccodes.codes_set_values(h, np.full(6, value))
-            eccodes.codes_write(h, out)
-            eccodes.codes_release(h)
+            _message(out, 228, ref, int((valid - ref) / pd.Timedelta(hours=1)), "accum", value)
+            if t2m is not None:
+                _message(out, 167, valid, 0, "instant", t2m)
 
 
 def _day_totals_by_end_stamp(tp: xr.DataArray) -> pd.Series:
@@ -144,6 +151,21 @@ def test_era5_hourly_grib_accumulations_sum_into_days(tmp_path: Path) -> None:
     # then 24 float32 additions (24 x 6e-8): 2e-6 bounds both
     np.testing.assert_allclose(got[:2], truth["2019-03-01":"2019-03-02"], rtol=2e-6)
     assert np.isnan(got["2019-03-03"])  # its last hour is not in the download: no guess
+
+
+def test_grib_with_an_accumulation_and_an_analysis_keeps_both(tmp_path: Path) -> None:
+    """tp on reference time x step and t2m on analysis times are two hypercubes: cfgrib's
+    open_dataset would drop t2m with a log line; open_grids reads both."""
+    ends = pd.date_range("2019-03-01T00:00", "2019-03-01T23:00", freq="h")
+    path = tmp_path / "tp_t2m.grib"
+    _write_era5_grib(path, pd.Series(np.full(ends.size, 2e-4), index=ends), t2m=281.5)
+    ds = open_grids(path)
+    assert set(ds.data_vars) == {"tp", "t2m"}
+    assert list(ds.indexes["time"]) == list(ends)
+    assert np.all(ds["t2m"].values == 281.5)
+    # GRIB1 stores 2e-4 as an IBM float: relative error <= 2**-21
+    np.testing.assert_allclose(ds["tp"].values[:-1], 2e-4, rtol=5e-7)
+    assert np.isnan(ds["tp"].values[-1]).all()  # the hour after 23:00 is not in the file
 
 
 def test_hourly_netcdf_files_are_shifted_after_combining(tmp_path: Path) -> None:
