@@ -33,7 +33,6 @@ those of cleaning that file alone.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import re
@@ -407,9 +406,6 @@ class SegmentWorker:
 
     def __init__(self, settings: BatchSettings, cleaner_data: bytes) -> None:
         pin_threads()
-        digest = hashlib.sha256(cleaner_data).hexdigest()
-        if digest != settings.cleaner_sha256:
-            raise DataError(f"cleaner file {settings.cleaner_name} changed during the run")
         self.settings = settings
         self.cleaner = cleaner_from_bytes(cleaner_data, settings.cleaner_name)
 
