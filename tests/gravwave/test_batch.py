@@ -32,7 +32,8 @@ from gravwave.io import prepare, read_gwf, read_multichannel_hdf5, write_multich
 from gravwave.quality import quality_of
 from twins.atomic import sha256_file
 from twins.cli import main
-from twins.errors import ConfigError
+from twins.domains import run_domain_command
+from twins.errors import ConfigError, TwinsError
 
 
 def _load(name: str) -> ModuleType:
@@ -368,6 +369,8 @@ def test_domain_command_help_and_usage(capsys: pytest.CaptureFixture[str]) -> No
     assert exc.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
     assert main(["toy", "clean"]) == 1
     assert "domain 'toy' has no commands of its own" in capsys.readouterr().err
+    with pytest.raises(TwinsError, match="unknown domain 'nope'; installed: gravwave"):
+        run_domain_command("nope", ["clean"])
 
 
 @pytest.mark.slow
