@@ -38,10 +38,15 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "inputs", nargs="+", type=Path, metavar="INPUT", help="segment files or directories"
     )
-    p.add_argument("--cleaner", required=True, type=Path, help="saved cleaner (.pt)")
-    p.add_argument("--out", required=True, type=Path, help="output directory (created)")
+    p.add_argument(
+        "--cleaner", required=True, type=Path, metavar="FILE", help="saved cleaner (.pt)"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="output directory (created)"
+    )
     p.add_argument(
         "--channels",
+        metavar="LIST",
         help="channel list file (strain first) or A,B,...; must be the cleaner's channels "
         "(default: read the cleaner's)",
     )
@@ -49,6 +54,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--pattern",
         action="append",
         dest="patterns",
+        metavar="GLOB",
         help=f"segment files of a directory (repeatable; default {' '.join(DEFAULT_PATTERNS)})",
     )
     p.add_argument(
@@ -56,18 +62,27 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--policy",
+        metavar="JSON",
         help="quality settings and ingest gates as JSON text or a JSON file "
         '(gravwave.policy.TwinPolicy), e.g. \'{"ingest": {"max_robust_sigma": 20}}\'',
     )
-    p.add_argument("--workers", type=int, default=1, help="parallel Ray workers (default 1)")
-    p.add_argument("--address", help="existing Ray cluster (default: $RAY_ADDRESS, else local)")
+    p.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="parallel Ray workers (default 1)"
+    )
+    p.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="existing Ray cluster (default: $RAY_ADDRESS, else local)",
+    )
     p.add_argument(
         "--backend",
         choices=["auto", "serial", "ray"],
         default="auto",
         help="auto (default): Ray when --workers > 1 or --address is given",
     )
-    p.add_argument("--summary", type=Path, help="also write the summary as JSON to this file")
+    p.add_argument(
+        "--summary", type=Path, metavar="FILE", help="also write the summary as JSON to this file"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
