@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from twins.errors import DataError
 
-__all__ = ["EventCheck", "SnrPeak", "check_event", "snr_peak", "snr_series"]
+__all__ = ["EventCheck", "SnrPeak", "check_event", "snr_peak", "snr_factor", "snr_series"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,28 @@ def _template(template: Mapping[str, Any], delta_f: float, length: int, f_lower:
     return tmpl
 
 
+def _data_psd(strain: Any, fftlength: float, f_lower: float, truncate: bool) -> Any:
+    """Median-Welch PSD of a pycbc series on its own frequency grid (as metrics does it)."""
+    import pycbc.psd
+
+    psd = pycbc.psd.interpolate(strain.psd(fftlength), strain.delta_f)
+    if not truncate:
+        return psd
+    fs = 1.0 / strain.delta_t
+    return pycbc.psd.inverse_spectrum_truncation(
+        psd, int(fftlength * fs), low_frequency_cutoff=f_lower
+    )
+
+
+def _checked(data: Any, what: str) -> str:
+    if not isinstance(data, TimeSeries):
+        raise DataError(f"{what} must be a gwpy TimeSeries, got {type(data).__name__}")
+    name = str(data.name or what)
+    if not np.all(np.isfinite(data.value)):
+        raise DataError(f"{name} holds NaN or infinite samples", hint="fill or cut the gaps")
+    return name
+
+
 def snr_series(
     data: TimeSeries,
     template: Mapping[str, Any],
@@ -126,14 +148,9 @@ def snr_series(
         DataError: Non-finite data, data shorter than two FFTs plus the crops, or a template
             that is not a frequency-domain waveform of the installed lalsuite.
     """
-    import pycbc.psd
     from pycbc.filter import matched_filter
 
-    if not isinstance(data, TimeSeries):
-        raise DataError(f"data must be a gwpy TimeSeries, got {type(data).__name__}")
-    name = data.name or "strain"
-    if not np.all(np.isfinite(data.value)):
-        raise DataError(f"{name} holds NaN or infinite samples", hint="fill or cut the gaps")
+    name = _checked(data, "data")
     crop = fftlength if crop is None else float(crop)
     duration = float(data.duration.value)
     if duration < 2 * fftlength + 2 * crop:
@@ -143,16 +160,62 @@ def snr_series(
             hint="use longer data or a shorter fftlength",
         )
     strain = data.to_pycbc()
-    fs = 1.0 / strain.delta_t
-    psd = pycbc.psd.interpolate(strain.psd(fftlength), strain.delta_f)
-    psd = pycbc.psd.inverse_spectrum_truncation(
-        psd, int(fftlength * fs), low_frequency_cutoff=f_lower
-    )
+    psd = _data_psd(strain, fftlength, f_lower, truncate=True)
     tmpl = _template(template, strain.delta_f, len(strain) // 2 + 1, f_lower)
     snr = matched_filter(tmpl, strain, psd=psd, low_frequency_cutoff=f_lower)
     out = TimeSeries.from_pycbc(snr.crop(crop, crop))
     out.name = f"{name} SNR"
     return out
+
+
+def snr_factor(
+    cleaned: TimeSeries,
+    reference: TimeSeries,
+    template: Mapping[str, Any],
+    *,
+    f_lower: float = 20.0,
+    fftlength: float = 4.0,
+) -> float:
+    """Expected SNR ratio cleaned / reference of a signal, from the two series' PSDs.
+
+    Each series is filtered with its own PSD ``S`` (as :func:`snr_series` estimates it), so a
+    signal ``h``'s SNR is ``sigma(h; S) = sqrt(4 df sum |h(f)|^2 / S(f))`` plus unit-variance
+    noise. The cleaned strain is the reference plus a residual ``r`` independent of it, its
+    PSD ``S_c = S + S_r``: the signal part of its SNR is ``f = sigma(h; S_c) / sigma(h; S)``
+    times the reference's, and the two noise terms, correlated by ``f`` (the covariance of
+    ``<n, h>_{S_c} / sigma(h; S_c)`` and ``<n, h>_S / sigma(h; S)`` is ``sigma(h; S_c) /
+    sigma(h; S)``), differ by a standard deviation ``sqrt(2 (1 - f))``. So the cleaned SNR is
+    ``f x`` the reference's give or take ``sqrt(2 |1 - f|)``; ``f = 1`` for a perfect cleaning.
+
+    Args:
+        cleaned: Cleaned strain [strain].
+        reference: The strain without witnessed noise (untouched strain or oracle), over the
+            same samples [strain].
+        template: Waveform parameters (see :func:`snr_series`).
+        f_lower: Filter cutoff [Hz].
+        fftlength: Welch FFT length and truncation length of the PSDs [s].
+
+    Raises:
+        DataError: Non-finite series, different lengths or rates, or a bad template.
+    """
+    from pycbc.filter import sigma
+
+    _checked(cleaned, "cleaned")
+    _checked(reference, "reference")
+    c, s = cleaned.to_pycbc(), reference.to_pycbc()
+    if len(c) != len(s) or abs(c.delta_t - s.delta_t) > 1e-12 * s.delta_t:
+        raise DataError(
+            f"cleaned ({len(c)} samples at {1 / c.delta_t:g} Hz) and reference ({len(s)} at "
+            f"{1 / s.delta_t:g} Hz) differ; expected the same samples"
+        )
+    tmpl = _template(template, s.delta_f, len(s) // 2 + 1, f_lower)
+    sig = [
+        sigma(
+            tmpl, psd=_data_psd(x, fftlength, f_lower, truncate=True), low_frequency_cutoff=f_lower
+        )
+        for x in (c, s)
+    ]
+    return float(sig[0] / sig[1])
 
 
 def snr_peak(snr: TimeSeries, gps: float, window: float = 0.1) -> SnrPeak:
