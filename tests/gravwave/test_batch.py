@@ -326,6 +326,7 @@ def test_output_names_order_and_clashes(tmp_path: Path) -> None:
         plan([a / "zz.h5", b / "zz.h5"], tmp_path / "out", "hdf5")
 
 
+@pytest.mark.filterwarnings("ignore:LAL has no unit corresponding to:UserWarning")
 def test_gwf_in_and_out_and_a_file_of_unknown_type(stretch: Stretch, tmp_path: Path) -> None:
     frames = tmp_path / "gwf"
     frames.mkdir()
