@@ -17,9 +17,7 @@ from pycbc.types import FrequencySeries as PyFrequencySeries
 
 from gravwave import synthetic as syn
 from gravwave.cleaners import CascadeCleaner
-from gravwave.metrics import asd, matched_filter_snr
 from gravwave.policy import TwinPolicy
-from gravwave.quality import glitch_flags
 from gravwave.training import CascadeParams, fit_cascade
 from gravwave.transients import (
     TILE_SIGMAS,
@@ -29,6 +27,7 @@ from gravwave.transients import (
     optimal_snr,
     sine_gaussian,
 )
+from gravwave.transients_check import ENERGY_BAR, SNR_BAR, check_transients
 from gravwave.twin import NoiseTwin
 from twins.errors import DataError
 
@@ -135,43 +134,27 @@ def test_glitch_and_bns_no_witness_sees_pass_through_the_cascade(
     p = syn.SyntheticParams(
         duration=64, seed=21, asd=CURVE, injections=1, injection_snr=(BNS_SNR, BNS_SNR)
     )
-    test = syn.generate(p, 5)  # t0 + 320 s: after the 256-s training span
-    inj = test.injections[0]
-    # the glitch 20.3 s into the span, or 40.3 s if the BNS merges within 2 s of that
-    gps = test.t0 + (20.3 if abs(inj["gps"] - test.t0 - 20.3) > 2 else 40.3)
-    psd = _curve(p.duration)
-    raw, _ = add_sine_gaussian(test.strain, gps, F0, Q, GLITCH_SNR, psd)
-    oracle, glitch = add_sine_gaussian(test.oracle, gps, F0, Q, GLITCH_SNR, psd)
-    cleaned = cascade.clean(raw, test.witnesses)
+    # segment 5 starts 320 s after segment 0: after the 256-s training span
+    check = check_transients(cascade, p, 5, f0=F0, q=Q, glitch_snr=GLITCH_SNR)
+    log.info("transients through the cascade: %s", check.model_dump_json())
 
     # Glitch band energy, cleaned vs oracle (the strain without witnessed noise): the cleaned
     # strain is oracle + r, r the cleaning residual, so the energies differ by 2 <g, r> plus
     # second-order terms; for r Gaussian with PSD rho x the floor's in the tile's band,
-    # 2 <g, r> / <g, g> has standard deviation 2 sqrt(rho) / SNR. rho is measured from the
-    # truth (r = cleaned - oracle); the 1 % bar is asserted only where it is >= 3 of those
-    # standard deviations, so the test resolves it (SNR 200: rho up to 0.11).
-    tile = glitch_tile(gps, F0, Q)
-    e_glitch = float(np.sum(glitch.value**2) / FS)
-    e = {k: band_energy(x, tile) for k, x in (("oracle", oracle), ("raw", raw), ("cl", cleaned))}
-    resid = TimeSeries(cleaned.value - oracle.value, t0=raw.t0, sample_rate=FS)
-    f = asd(oracle).frequencies.value
-    in_band = (f >= tile.f_low) & (f <= tile.f_high)
-    rho = float(np.mean((asd(resid).value[in_band] / asd(oracle).value[in_band]) ** 2))
-    spread = 2 * math.sqrt(rho) / GLITCH_SNR
-    log.info(
-        "glitch band energy / its own: oracle %.4f raw %.4f cleaned %.4f; rho %.4f (sd %.4f)",
-        e["oracle"] / e_glitch, e["raw"] / e_glitch, e["cl"] / e_glitch, rho, spread,
-    )  # fmt: skip
-    assert 3 * spread <= 0.01, f"residual rho {rho:.3f} too high to resolve a 1 % bar"
-    assert abs(e["cl"] / e["oracle"] - 1) < 0.01
+    # 2 <g, r> / <g, g> has standard deviation 2 sqrt(rho) / SNR (check.energy_spread, rho
+    # measured from the truth r = cleaned - oracle); the 1 % bar is asserted only where it is
+    # >= 3 of those standard deviations, so the test resolves it (SNR 200: rho up to 0.11)
+    assert 3 * check.energy_spread <= ENERGY_BAR, f"rho {check.rho:.3f} cannot resolve 1 %"
+    assert abs(check.energy_change) < ENERGY_BAR
 
-    # The glitch is flagged at its GPS time, by glitch_flags and by the twin's update.
-    flags = glitch_flags(cleaned.value, FS, float(cleaned.t0.value))
+    # The glitch is flagged at its GPS time, by glitch_flags and by the twin's update
     tau = Q / (math.sqrt(2) * math.pi * F0)
-    hits = [fl for fl in flags if fl.gps_start - tau <= gps <= fl.gps_end + tau]
-    assert hits and abs(hits[0].gps_peak - gps) <= tau, flags
+    assert check.flag_offset is not None and abs(check.flag_offset) <= tau
+    seg = syn.generate(p, 5)
+    raw, _ = add_sine_gaussian(seg.strain, check.glitch_gps, F0, Q, GLITCH_SNR, _curve(64.0))
     twin = NoiseTwin.init(tmp_path / "twin", cascade, TwinPolicy(register_models=False))
-    result = twin.update(raw, witnesses=test.witnesses)
+    result = twin.update(raw, witnesses=seg.witnesses)
+    gps = check.glitch_gps
     assert [fl for fl in result.glitches if fl.gps_start - tau <= gps <= fl.gps_end + tau]
 
     # BNS matched-filter SNR (PSD from each series): cleaning lowers the PSD in its bands,
@@ -180,12 +163,7 @@ def test_glitch_and_bns_no_witness_sees_pass_through_the_cascade(
     # and differ by the removed noise's projection, of standard deviation sqrt(2 (1 - c)) with
     # c = sqrt(1 - 0.16 (1 - 1/10)) = 0.93 the correlation: 0.37, 0.9 % of SNR 40. A loss of
     # 1 % is then more than 3 standard deviations below the expected rise.
-    snr = {
-        k: matched_filter_snr(x, inj, inj["gps"])
-        for k, x in (("oracle", oracle), ("raw", raw), ("cl", cleaned))
-    }
-    log.info(
-        "BNS SNR oracle %.3f raw %.3f cleaned %.3f: cleaned/raw %.4f, cleaned/oracle %.4f",
-        snr["oracle"], snr["raw"], snr["cl"], snr["cl"] / snr["raw"], snr["cl"] / snr["oracle"],
-    )  # fmt: skip
-    assert snr["cl"] >= 0.99 * snr["raw"]
+    assert check.bns_snr["cleaned"] >= (1 - SNR_BAR) * check.bns_snr["raw"]
+    assert check.bars() == {"glitch_energy": True, "glitch_flagged": True, "bns_snr": True}
+    with pytest.raises(DataError, match="needs injections=1, got 0"):
+        check_transients(cascade, p.model_copy(update={"injections": 0}), 5)
