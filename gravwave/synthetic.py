@@ -1,12 +1,14 @@
 """Seeded Virgo-like strain with witness channels whose couplings are known (issue 6, part 2).
 
 The strain is coloured Gaussian noise drawn exactly from a sensitivity curve chosen by
-``SyntheticParams.asd``: ``"design"`` (the default) takes the LALSimulation curve named by
-``SyntheticParams.psd`` (through :func:`pycbc.psd.from_string`, default ``AdVO3LowT1800545``, the
-O3 "low" curve of LIGO-T1800545, BNS range about 61 Mpc); ``"o3-virgo"`` the measured Virgo O3a
-ASD shipped in ``data/gravwave/`` (:data:`O3_VIRGO_ASD`, LVK release LIGO-P2000251); a path any
+``SyntheticParams.asd``: ``"o3-virgo"`` (the default) the measured Virgo O3a ASD shipped in
+``data/gravwave/`` (:data:`O3_VIRGO_ASD`, LVK release LIGO-P2000251, BNS range about 48 Mpc,
+with the detector's own lines, e.g. at 50 and 100 Hz, as unwitnessed noise); ``"design"`` the
+LALSimulation curve named by ``SyntheticParams.psd`` (through :func:`pycbc.psd.from_string`,
+default ``AdVO3LowT1800545``, the O3 "low" curve of LIGO-T1800545, about 61 Mpc); a path any
 ASD text file :func:`gravwave.io.read_asd` reads. A file's ASD is interpolated linearly in log
-ASD onto the segment's frequency grid. Witness-explained noise is added on top:
+ASD onto the segment's frequency grid. Whatever the curve, the witnessed noise added on top is
+known sample by sample (the oracle below). Witness-explained noise:
 
 * **Linear, band-limited** (``noise_linear``): the magnetometer ``V1:ENV_CEB_MAG_X`` (white,
   broadband) passes through a causal 6-pole Butterworth band-pass ``linear_band`` (default
@@ -146,10 +148,10 @@ class SyntheticParams(BaseModel):
         sample_rate: Sampling rate of strain and witnesses [Hz].
         psd: Name of a LALSimulation PSD known to :func:`pycbc.psd.from_string`; used when
             ``asd`` is ``"design"``.
-        asd: The strain noise curve: ``"design"`` (the LALSimulation curve ``psd``),
-            ``"o3-virgo"`` (the measured Virgo O3a ASD, :data:`O3_VIRGO_ASD`) or the path of an
-            ASD text file (frequency [Hz], ASD [strain/sqrt(Hz)]) covering ``flow`` to
-            ``sample_rate / 2``.
+        asd: The strain noise curve: ``"o3-virgo"`` (the default: the measured Virgo O3a
+            ASD, :data:`O3_VIRGO_ASD`), ``"design"`` (the LALSimulation curve ``psd``) or the
+            path of an ASD text file (frequency [Hz], ASD [strain/sqrt(Hz)]) covering
+            ``flow`` to ``sample_rate / 2``.
         flow: The strain noise is zero below this frequency [Hz].
         seed: Seed of all random streams.
         t0: GPS start of segment 0 [s]; also the reference time of the drift.
@@ -179,7 +181,7 @@ class SyntheticParams(BaseModel):
     duration: float = Field(64.0, gt=0)
     sample_rate: int = Field(4096, gt=0)
     psd: str = "AdVO3LowT1800545"
-    asd: Literal["design", "o3-virgo"] | Path = "design"
+    asd: Literal["design", "o3-virgo"] | Path = "o3-virgo"
     flow: float = Field(10.0, gt=0)
     seed: int = 0
     t0: float = 1262304018.0
@@ -473,7 +475,7 @@ def _sine_gaussian(f0: float, q: float, sample_rate: float, offset: float) -> np
 
 
 def _optimal_snr(h: np.ndarray, params: SyntheticParams) -> float:
-    """Optimal SNR of ``h`` [strain] against the Virgo curve (zero-padded to a power of 2)."""
+    """Optimal SNR of ``h`` [strain] against the chosen curve (zero-padded to a power of 2)."""
     fs = params.sample_rate
     n = max(int(2 ** math.ceil(math.log2(max(len(h), 2)))), fs)
     psd = strain_psd(params, fs / n)

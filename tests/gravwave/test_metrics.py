@@ -65,12 +65,18 @@ def test_oracle_ratios_in_and_out_of_band(seg: syn.SyntheticSegment) -> None:
     # It exceeds 1 only by estimator noise, largest where it removes q ~ 3 % (ratio 0.985):
     # median-Welch sigma 2.4 sqrt(q / (2 T W)) = 2.4 sqrt(0.03 / 640) = 1.6 %, 3 sigma 5 %
     assert M.out_of_band_ratio(seg.oracle, seg.strain, bands) == ob.worst < 1.035
-    # 40 Hz or more from the bands the coupled power is q < 0.1 % of the curve's: ratio 1
-    # within q / 2 plus 3 sigma, 3 * 2.4 sqrt(1e-3 / 640) = 0.9 %
-    far = np.ones(len(ob.ratios), dtype=bool)
-    for lo, hi in bands:
-        far &= (ob.subbands[:, 1] <= lo - 40) | (ob.subbands[:, 0] >= hi + 40)
-    assert far.sum() > 150 and np.abs(ob.ratios[far] - 1).max() < 0.01
+    # Where the witnessed noise is under q = 0.1 % of the rest (from the truth), the ratio
+    # is 1 within q / 2 plus 3 sigma, 3 * 2.4 sqrt(1e-3 / (2 * 64 s * 5 Hz)) = 0.9 %
+    p_noise = M.asd(seg.noise, 4.0).value ** 2
+    p_orc = M.asd(seg.oracle, 4.0).value ** 2
+    f = np.arange(len(p_orc)) / 4.0
+    far = np.array(
+        [
+            np.mean(p_noise[m] / p_orc[m]) < 1e-3
+            for m in ((f >= a) & (f < b) for a, b in ob.subbands)
+        ]
+    )
+    assert far.sum() > 100 and np.abs(ob.ratios[far] - 1).max() < 0.01
 
 
 def test_sensemon_range_matches_pycbc_horizon() -> None:
@@ -105,7 +111,8 @@ def test_inspiral_range_of_virgo_curves() -> None:
 def test_range_from_data_and_gain_share(
     quiet: syn.SyntheticSegment, seg: syn.SyntheticSegment
 ) -> None:
-    analytic = M.inspiral_range(_psd_series(VIRGO_O3, 1.0 / 16))
+    curve = quiet.floor_psd(1.0 / 16)  # the generator's curve (the measured Virgo O3a one)
+    analytic = M.inspiral_range(FrequencySeries(curve, df=1.0 / 16, f0=0.0))
     # 128 s of noise, 8-s median Welch: within a few % of the curve (reference: ~3 % high).
     assert M.inspiral_range(quiet.oracle) == pytest.approx(analytic, rel=0.05)
     r_raw, r_orc = M.inspiral_range(quiet.strain), M.inspiral_range(quiet.oracle)
@@ -123,8 +130,9 @@ def test_matched_filter_snr_before_and_after_oracle(seg: syn.SyntheticSegment) -
     for inj in seg.injections:
         raw = M.matched_filter_snr(seg.strain, inj, inj["gps"])
         orc = M.matched_filter_snr(seg.oracle, inj, inj["gps"])
-        # Noise moves the recovered SNR by about +-1 around the optimal one.
-        assert orc == pytest.approx(inj["optimal_snr"], abs=1.5)
+        # Gaussian noise moves the recovered SNR by N(0, 1) (the quadrature along the
+        # signal) around the optimal one, the 4-s Welch PSD estimate by about 1 %: 3 sigma.
+        assert orc == pytest.approx(inj["optimal_snr"], abs=3.0)
         # Removing the true noise never eats the signal (it recovers the coupled-band SNR).
         assert orc >= raw - 0.2
         # Noise far from the signal's band (here 10x the curve at 1.5-1.9 kHz, above the BNS
