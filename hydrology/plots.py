@@ -8,12 +8,15 @@ nothing accumulates in pyplot's global state; the caller saves or logs them
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+
+from hydrology.alerts import ALERT_THRESHOLDS
 
 DROUGHT_COLOURS = ("#ffffff00", "#fcd37f", "#ff7f00", "#b30000")
 """No drought (transparent), moderate (yellow-orange), severe (orange), extreme (dark red)."""
@@ -116,3 +119,81 @@ def drought_map(
     ax.set_xlabel("lon")
     ax.set_ylabel("lat")
     return fig
+
+
+def alert_map(alerts: xr.Dataset, target: str) -> Figure:
+    """Map of a twin's drought alerts for one target: one panel per lead.
+
+    Draws the stored categories (``category_<target>`` of :mod:`hydrology.alerts`: 0 none,
+    1 moderate, 2 severe, 3 extreme; no data blank), not a recomputation, so the map shows
+    exactly what the alert file says.
+
+    Args:
+        alerts: An alert dataset (``alerts_<YYYY-MM>.nc``), dims ``(lead, lat, lon)``.
+        target: The forecast target, e.g. ``"spi_3"``.
+
+    Returns:
+        Figure with one map axes per lead and one categorical colorbar axes.
+
+    Raises:
+        KeyError: ``alerts`` has no ``category_<target>``.
+    """
+    cat = alerts[f"category_{target}"]
+    leads = [int(k) for k in alerts["lead"].values]
+    fig = _figure((3.2 * len(leads) + 1.6, 3.6))
+    cmap = ListedColormap(["#ffffff", *DROUGHT_COLOURS[1:]])  # none white, no data grey
+    norm = BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], cmap.N)
+    axes = fig.subplots(1, len(leads), squeeze=False)[0]
+    mesh = None
+    for ax, lead in zip(axes, leads, strict=True):
+        one = cat.sel(lead=lead)
+        x, y, code = _xy(one.where(one >= 0))
+        mesh = ax.pcolormesh(x, y, code, shading="auto", cmap=cmap, norm=norm)
+        valid = ""
+        if "valid_time" in one.coords:
+            valid = f", valid {str(one['valid_time'].values)[:7]}"
+        ax.set_title(f"lead {lead}{valid}", fontsize=9)
+        ax.set_xlabel("lon")
+        ax.set_aspect("equal")
+        ax.set_facecolor("#d9d9d9")
+    axes[0].set_ylabel("lat")
+    assert mesh is not None
+    cbar = fig.colorbar(mesh, ax=list(axes), ticks=[0, 1, 2, 3])
+    t = [float(v) for v in np.atleast_1d(cat.attrs.get("thresholds", ALERT_THRESHOLDS))]
+    cbar.ax.set_yticklabels(
+        [
+            f"{DROUGHT_LABELS[0]} (>= {t[0]:g})",
+            *(f"{DROUGHT_LABELS[i + 1]} (< {v:g})" for i, v in enumerate(t)),
+        ]
+    )
+    issue = alerts.attrs.get("issue_month", "")
+    fig.suptitle(f"{target} drought alerts issued {issue} (grey: no data)")
+    return fig
+
+
+def alert_map_file(issue: str, target: str) -> str:
+    """File name of the alert map of ``target`` issued in ``issue`` (``"YYYY-MM"``)."""
+    return f"alerts_{issue}_{target}.png"
+
+
+def save_alert_maps(alerts: xr.Dataset, directory: Path, dpi: int = 80) -> list[str]:
+    """Write :func:`alert_map` of every target of ``alerts`` as PNG into ``directory``.
+
+    Args:
+        alerts: An alert dataset (:mod:`hydrology.alerts`).
+        directory: Existing directory.
+        dpi: Resolution of the PNG files.
+
+    Returns:
+        The file names, ``alerts_<issue>_<target>.png``, in the order of the targets.
+    """
+    issue = str(alerts.attrs.get("issue_month", "unknown"))
+    names = []
+    for var in alerts.data_vars:
+        if not str(var).startswith("category_"):
+            continue
+        target = str(var)[len("category_") :]
+        name = alert_map_file(issue, target)
+        alert_map(alerts, target).savefig(directory / name, dpi=dpi)
+        names.append(name)
+    return names

@@ -12,7 +12,10 @@ version (``versions/vNNNNNN/products/``):
   inputs ``pr``/``wb`` [mm/d], ``sm`` [m3 m-3], ``t2m`` [K], the drought indices and the
   statics ``lsm``/``z``, dims ``(time, lat, lon)``;
 * ``alerts_<YYYY-MM>.nc``: the forecast issued from month ``YYYY-MM`` with the drought
-  category of every cell (:mod:`hydrology.alerts`).
+  category of every cell (:mod:`hydrology.alerts`);
+* ``alerts_<YYYY-MM>_<target>.png`` (twins made with ``maps``, the default of
+  :meth:`DroughtTwin.create`): the alert map of each target, one panel per lead
+  (:func:`hydrology.plots.alert_map`).
 
 An update (:meth:`DroughtTwin.update`) checks the new months (:mod:`hydrology.ingest`: files
 complete and readable, grid, variables, units, whole months directly after the cursor, the
@@ -61,6 +64,7 @@ from hydrology.forecast import Forecaster, PersistenceForecaster
 from hydrology.gates import Gates
 from hydrology.indices import DroughtIndices
 from hydrology.ingest import SOURCE_VARIABLE, DataInput, prepare_months, read_init
+from hydrology.plots import alert_map_file, save_alert_maps
 from hydrology.scenario import Region, Scenario, apply_scenario
 from hydrology.timeaxis import month_label
 from hydrology.twin_history import (
@@ -82,7 +86,7 @@ from hydrology.twin_models import (
     DroughtUpdateOptions,
     summarise,
 )
-from hydrology.twin_run import load_run, run_record
+from hydrology.twin_run import load_run, run_record, twin_indices
 from twins.config import config_hash
 from twins.errors import DataError, TwinsError
 from twins.twin import Twin, TwinStatus, TwinStore, UpdateRecord, UpdateResult
@@ -215,9 +219,11 @@ class DroughtTwin(Twin):
         --run RUN_DIR [--data FILE ...] [--gates KEY=VALUE ...] [--indices NAME ...]``.
 
         The twin forecasts with the run's model (copied into the twin), keeps
-        ``options.indices`` and the model's targets, calibrated over the run's training
-        period as in training, and starts from ``options.data`` (default: the data the run
-        trained on), whose last month becomes the cursor.
+        ``options.indices`` (default: those of :data:`TWIN_INDICES` the record can give) and
+        the model's targets, calibrated over the run's training period as in training, and
+        starts from ``options.data`` (default: the data the run trained on), whose last month
+        becomes the cursor. With ``options.maps`` (default) every version's alert maps are
+        drawn as PNG.
 
         Args:
             path: New twin directory (absent or empty).
@@ -228,12 +234,16 @@ class DroughtTwin(Twin):
 
         Raises:
             TwinExistsError: ``path`` is taken (checked before any work).
-            ConfigError: Not a finished drought-task run, or a bad gate key.
+            ConfigError: Not a finished drought-task run, a bad gate key, or an index whose
+                variable the record lacks.
             DataError: Bad data: unreadable, implausible, too short, not covering the
-                calibration period, or on another grid than the model's (names the file).
+                calibration period, lacking a variable of the model's targets, or on another
+                grid than the model's (names the file).
         """
         opts = _options(DroughtInit, options)
-        return cls.from_run(path, opts.run, opts.data, gates=opts.gates, indices=opts.indices)
+        return cls.from_run(
+            path, opts.run, opts.data, gates=opts.gates, indices=opts.indices, maps=opts.maps
+        )
 
     @classmethod
     def from_run(
@@ -243,7 +253,8 @@ class DroughtTwin(Twin):
         data: DataInput | None = None,
         *,
         gates: Gates | Mapping[str, Any] | Sequence[str] | None = None,
-        indices: Sequence[str] = TWIN_INDICES,
+        indices: Sequence[str] | None = None,
+        maps: bool = True,
     ) -> DroughtTwin:
         """:meth:`create` with the record also given in memory (a daily dataset).
 
@@ -253,7 +264,9 @@ class DroughtTwin(Twin):
             data: Daily canonical dataset or NetCDF file(s), whole months, on the run's grid;
                 None: the data the run trained on.
             gates: Plausibility bounds of the twin (overrides of the defaults).
-            indices: Indices kept besides the forecaster's targets.
+            indices: Indices kept besides the forecaster's targets; None: those of
+                :data:`TWIN_INDICES` the record can give.
+            maps: Draw every version's alert maps as PNG in its products.
 
         Returns:
             The twin at version 0.
@@ -276,7 +289,7 @@ class DroughtTwin(Twin):
                 "'time')",
                 hint="give a record that includes the training period of the run",
             )
-        names = [*indices, *(t for t in run.forecaster.targets if t not in indices)]
+        names = twin_indices(indices, TWIN_INDICES, run.forecaster.targets, daily, source)
         fitted = DroughtIndices(names, first, last).fit(daily)
         with tempfile.TemporaryDirectory(prefix="drought-twin-") as tmp:
             model_file = run.forecaster.save(Path(tmp) / "forecaster.pt")
@@ -289,6 +302,7 @@ class DroughtTwin(Twin):
                 forecaster_file=model_file,
                 model_ref=run.model_ref,
                 config=config_hash(run.config),
+                maps=maps,
             )
         log.info("drought twin %s: from run %s", target, run.run_dir)
         return twin
@@ -304,6 +318,7 @@ class DroughtTwin(Twin):
         model_ref: str | None = None,
         forecaster_loader: str | None = None,
         gates: Gates | Mapping[str, Any] | Sequence[str] | None = None,
+        maps: bool = False,
     ) -> DroughtTwin:
         """Create a twin from in-memory parts: a daily record, fitted indices, a forecaster.
 
@@ -322,6 +337,8 @@ class DroughtTwin(Twin):
             gates: Plausibility bounds of this twin's input (:class:`Gates`, or overrides of
                 the defaults such as ``{"tp.max": 2500}``); checked on ``data`` and stored
                 in the twin's state for every later update.
+            maps: Draw every version's alert maps as PNG in its products (off by default
+                here, the programmatic path; :meth:`create` draws them by default).
 
         Returns:
             The twin, at version 0, with an initial forecast and alerts from the last month.
@@ -343,6 +360,7 @@ class DroughtTwin(Twin):
             forecaster_file=forecaster_file,
             model_ref=model_ref,
             loader=forecaster_loader,
+            maps=maps,
         )
 
     @classmethod
@@ -358,6 +376,7 @@ class DroughtTwin(Twin):
         model_ref: str | None = None,
         loader: str | None = None,
         config: str | None = None,
+        maps: bool = False,
     ) -> DroughtTwin:
         """Version 0 from a checked record ``(months, monthly inputs, source)`` (see
         :meth:`init`)."""
@@ -401,11 +420,14 @@ class DroughtTwin(Twin):
         alerts = alerts_dataset(fc, issue, model_ref)
         counts = alert_counts(alerts)
         alerts_name = f"alerts_{issue}.nc"
+        map_names = [alert_map_file(issue, str(t)) for t in fc.data_vars] if maps else []
 
         def products(d: Path) -> None:
             indices.save(d / _INDICES)
             write_nc(history, d / _HISTORY)
             write_nc(alerts, d / alerts_name)
+            if maps:
+                save_alert_maps(alerts, d)
             if forecaster_file is not None and file_name is not None:
                 shutil.copyfile(forecaster_file, d / file_name)
 
@@ -418,6 +440,8 @@ class DroughtTwin(Twin):
             "issue": issue,
             "alerts_file": alerts_name,
             "alerts": counts,
+            "maps": maps,
+            "map_files": map_names,
         }
         TwinStore.init(
             twin_dir,
@@ -538,9 +562,12 @@ class DroughtTwin(Twin):
             write_nc(new_hist, txn.products_dir / _HISTORY)
             write_nc(alerts, txn.products_dir / alerts_name)
             extra = dict(txn.state.extra)
-            extra.update(issue=issue, alerts_file=alerts_name, alerts=counts)
+            map_names = save_alert_maps(alerts, txn.products_dir) if extra.get("maps") else []
+            extra.update(issue=issue, alerts_file=alerts_name, alerts=counts, map_files=map_names)
             txn.update_state(cursor=issue, extra=extra)
-            txn.summary.update(months=months, issue=issue, alerts=counts, source=source)
+            txn.summary.update(
+                months=months, issue=issue, alerts=counts, source=source, maps=map_names
+            )
             if overrides is not None:
                 txn.summary["gates"] = bounds.model_dump(mode="json")
         assert txn.record is not None
@@ -549,12 +576,14 @@ class DroughtTwin(Twin):
 
     def _result(self, record: UpdateRecord, noop: bool) -> DroughtUpdate:
         issue = str(record.summary.get("issue"))
+        products = self.store.version_dir(record.version) / "products"
         return DroughtUpdate(
             **UpdateResult.core_fields(record, noop),
             months=list(record.summary.get("months", [])),
             issue=issue,
-            alerts_file=self.store.version_dir(record.version) / "products" / f"alerts_{issue}.nc",
+            alerts_file=products / f"alerts_{issue}.nc",
             alerts=dict(record.summary.get("alerts", {})),
+            maps=[products / n for n in record.summary.get("maps", [])],
             record=record,
         )
 
@@ -629,5 +658,7 @@ class DroughtTwin(Twin):
             for lead, cats in per_lead.items():
                 text = "  ".join(f"{k}={v}" for k, v in cats.items())
                 lines.append(f"  {target} lead {lead}: {text}")
+        maps = [self.store.product_path(n) for n in extra.get("map_files", [])]
+        lines += [f"map         {m}" for m in maps]
         core = TwinStatus.core_fields(self.store, lines)
-        return DroughtStatus(**core, issue=issue, alerts=alerts)
+        return DroughtStatus(**core, issue=issue, alerts=alerts, maps=maps)

@@ -4,7 +4,7 @@ Options become flags of ``twins twin init|update`` (:mod:`twins.twin.commands`);
 as one line of JSON there and are what :class:`hydrology.twin.DroughtTwin` returns in Python.
 
 * :class:`DroughtInit`: ``twins twin init DIR --kind hydrology --run RUN_DIR [--data FILE ...]
-  [--gates KEY=VALUE ...] [--indices NAME ...]``;
+  [--gates KEY=VALUE ...] [--indices NAME ...] [--no-maps]``;
 * :class:`DroughtUpdateOptions`: ``twins twin update DIR --data FILE ... [--gates KEY=VALUE ...]``;
 * :class:`DroughtUpdate`, :class:`DroughtSimulation`, :class:`DroughtStatus`: the results.
 """
@@ -60,7 +60,12 @@ class DroughtInit(BaseModel):
             becomes the cursor), on the run's grid; default: the data the run trained on.
         gates: Plausibility bounds of this twin's input, ``KEY=VALUE`` (e.g. ``tp.max=2500``),
             kept for every update.
-        indices: Drought indices the twin keeps besides the forecaster's targets.
+        indices: Drought indices the twin keeps besides the forecaster's targets; None: those
+            of :data:`TWIN_INDICES` the record holds the variables for (a precipitation-only
+            record such as GPCC gives SPI only). A named index whose variable the record
+            lacks is refused.
+        maps: Draw the alert maps of every version as PNG in its products
+            (``alerts_<YYYY-MM>_<target>.png``, one panel per lead).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -72,9 +77,13 @@ class DroughtInit(BaseModel):
     gates: list[str] = Field(
         default_factory=list, description="plausibility bounds KEY=VALUE, e.g. tp.max=2500"
     )
-    indices: list[str] = Field(
-        default_factory=lambda: list(TWIN_INDICES),
-        description="indices kept besides the forecaster's targets",
+    indices: list[str] | None = Field(
+        None,
+        description="indices kept besides the forecaster's targets (default: those of "
+        "spi_1 spi_3 spi_6 ssmi_1 the record can give)",
+    )
+    maps: bool = Field(
+        True, description="draw each version's alert maps as PNG beside its alert file"
     )
 
     @field_validator("gates")
@@ -84,8 +93,9 @@ class DroughtInit(BaseModel):
 
     @field_validator("indices")
     @classmethod
-    def _indices(cls, v: list[str]) -> list[str]:
-        check_index_names(v)
+    def _indices(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            check_index_names(v)
         return v
 
 
@@ -118,6 +128,7 @@ class DroughtUpdate(UpdateResult):
         issue: Issue month of the new forecast.
         alerts_file: The alert NetCDF of this version.
         alerts: Cells per category per target and lead.
+        maps: The alert maps (PNG) of this version; empty when the twin draws none.
         record: The committed store record (not printed).
     """
 
@@ -127,6 +138,7 @@ class DroughtUpdate(UpdateResult):
     issue: str
     alerts_file: Path
     alerts: AlertCounts
+    maps: list[Path] = Field(default_factory=list)
     record: UpdateRecord | None = None
 
 
@@ -205,7 +217,9 @@ class DroughtStatus(TwinStatus):
     Attributes:
         issue: Issue month of the latest forecast.
         alerts: Its cells per category per target and lead.
+        maps: Its alert maps (PNG); empty when the twin draws none.
     """
 
     issue: str | None
     alerts: AlertCounts
+    maps: list[Path] = Field(default_factory=list)

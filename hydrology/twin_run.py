@@ -5,13 +5,15 @@ A run directory of ``hydrology.task:DroughtForecast`` written by ``twins train``
 sample cube under ``data/`` and ``summary.json`` (the registered model version, if any).
 :func:`load_run` turns it into the twin's forecaster, its model reference and the index
 calibration period the model was trained with (the training split: the cube fits its indices
-there); :func:`run_record` reopens the daily data the run trained on.
+there); :func:`run_record` reopens the daily data the run trained on; :func:`twin_indices`
+chooses the indices the twin keeps from what its record holds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +22,13 @@ import xarray as xr
 
 from hydrology.io import CANONICAL
 from hydrology.model_forecaster import ModelForecaster
+from hydrology.targets import missing_for
 from hydrology.task import DroughtForecast
 from twins.config import RunConfig, load_config
 from twins.errors import ConfigError, DataError
 from twins.task import build_task
 
-__all__ = ["TASK_TARGET", "TrainedRun", "load_run", "run_record"]
+__all__ = ["TASK_TARGET", "TrainedRun", "load_run", "run_record", "twin_indices"]
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +116,61 @@ def run_record(run: TrainedRun) -> xr.Dataset:
     keep = [v for v in ds.data_vars if v in CANONICAL]
     log.info("twin record: the run's data (%s)", ", ".join(str(v) for v in keep))
     return ds[keep]
+
+
+def twin_indices(
+    requested: Sequence[str] | None,
+    defaults: Sequence[str],
+    targets: Sequence[str],
+    record: xr.Dataset,
+    source: str,
+) -> list[str]:
+    """The indices a twin keeps: the requested ones (or the defaults the record can give),
+    then the forecaster's targets.
+
+    The twin's indices are computed from the record's variables as given (``tp``; ``pev``
+    for SPEI; ``swvl1`` for SSMI: :func:`hydrology.targets.missing_for` with ``pet="pev"``).
+
+    Args:
+        requested: Index names asked for (``--indices``); None: ``defaults``, less those whose
+            variable ``record`` lacks (a precipitation-only record keeps the SPIs).
+        defaults: The default index names.
+        targets: The forecaster's targets (always kept).
+        record: The canonical record the twin starts from.
+        source: Its file(s), for messages.
+
+    Returns:
+        Index names, requested (or default) first, then the targets not among them.
+
+    Raises:
+        ConfigError: A requested index whose variable ``record`` lacks (names the index, the
+            variable and ``source``).
+        DataError: A target of the forecaster whose variable ``record`` lacks.
+    """
+    held = ", ".join(str(v) for v in record.data_vars) or "no variables"
+
+    def lacks(names: Sequence[str]) -> list[str]:
+        return [f"{n!r} needs {lack}" for n in names if (lack := missing_for(n, record, "pev"))]
+
+    if requested is None:
+        chosen = [n for n in defaults if missing_for(n, record, "pev") is None]
+        dropped = [n for n in defaults if n not in chosen]
+        if dropped:
+            log.info("twin indices: %s left out (%s holds %s)", dropped, source, held)
+    else:
+        problems = lacks(requested)
+        if problems:
+            raise ConfigError(
+                f"--indices: {'; '.join(problems)}, which {source} does not hold (it holds "
+                f"{held})",
+                hint="drop those indices, or give a record that has the variable",
+            )
+        chosen = list(requested)
+    problems = lacks(targets)
+    if problems:
+        raise DataError(
+            f"{source}: the run's model forecasts {list(targets)}; {'; '.join(problems)}, "
+            f"which the record does not hold (it holds {held})",
+            hint="give the record of the variables the run trained on",
+        )
+    return [*chosen, *(t for t in targets if t not in chosen)]
