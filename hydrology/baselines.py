@@ -17,6 +17,9 @@ observed index at T. Months without enough past data are NaN.
   leak in. At ``lead >= window`` nothing is observed and the forecast is the leave-one-out
   mean of the training years' SPI for that calendar month, i.e. a climatology.
   (``reference/feasibility-hydrology.md`` sections 2-4: the honest bar at leads 1-2.)
+  A gap among the observed months (a gauge record missing a month) is filled, member by
+  member, from the analogue year's same month, as if it were unknown: the forecast then
+  degrades towards the longer-lead analogue instead of becoming undefined.
 """
 
 from __future__ import annotations
@@ -87,10 +90,11 @@ def _years_of(train_years: tuple[int, int] | Sequence[int]) -> set[int]:
 def spi_from_window_mean(x: np.ndarray, params: np.ndarray, p0: np.ndarray) -> np.ndarray:
     """Zero-inflated gamma CDF then Phi^-1, clipped to +/-CLIP.
 
-    Matches xclim's transform (p = p0 + (1 - p0) F(x) for x > 0, p = p0 for x = 0).
+    Matches xclim's transform (p = p0 + (1 - p0) F(x) for x > 0, p = p0 for x = 0); a
+    missing window (NaN, a gap in a gauge record) stays NaN.
 
     Args:
-        x: Window-mean precipitation, mm/d, shape ``(..., *cells)``.
+        x: Window-mean precipitation, mm/d, shape ``(..., *cells)``, NaN where unknown.
         params: Gamma ``(a, loc, scale)`` per cell, shape ``(3, *cells)``.
         p0: Probability of zero per cell, shape ``cells``.
 
@@ -100,9 +104,38 @@ def spi_from_window_mean(x: np.ndarray, params: np.ndarray, p0: np.ndarray) -> n
     a, loc, scale = params
     with np.errstate(invalid="ignore", divide="ignore"):
         f = stats.gamma.cdf(x, a, loc=loc, scale=scale)
-        p = np.where(x > 0, p0 + (1 - p0) * f, p0)
+        p = np.where(x > 0, p0 + (1 - p0) * f, np.where(np.isnan(x), np.nan, p0))
         z = special.ndtri(p)
     return np.clip(z, -CLIP, CLIP)
+
+
+def _analogue_months(
+    x: np.ndarray,
+    years: np.ndarray,
+    pos: dict[tuple[int, int], int],
+    cand_years: np.ndarray,
+    years_ok: set[int],
+    window: int,
+    n_known: int,
+) -> np.ndarray:
+    """The observed-part months of every analogue window, to stand in for missing ones.
+
+    Returns:
+        ``(year, 12, n_known, *cells)``: for analogue year ``y`` and target calendar month
+        ``m``, the values of the first ``n_known`` months of the ``window`` months ending at
+        ``(y, m)``; NaN outside the record or the analogue years.
+    """
+    out = np.full((len(cand_years), 12, n_known, *x.shape[1:]), np.nan)
+    for j, y in enumerate(cand_years):
+        for m in range(12):
+            end = pos.get((int(y), m + 1))
+            if end is None:
+                continue
+            for w in range(n_known):
+                k = end - window + 1 + w
+                if k >= 0 and int(years[k]) in years_ok:
+                    out[j, m, w] = x[k]
+    return out
 
 
 def overlap_analogue(
@@ -165,24 +198,56 @@ def overlap_analogue(
 
     n_known = max(window - lead, 0)
     n_unknown = window - n_known
-    members = np.full((len(cand_years), n_t, *cells), np.nan)
-    for i in range(n_t):
-        known_idx = np.arange(i - window + 1, i - window + 1 + n_known)
-        if n_known and known_idx[0] < 0:
-            continue
-        known_sum = x[known_idx].sum(axis=0) if n_known else np.zeros(cells)
-        target_year = int(years[i])
-        m_pos = month_pos[int(months[i])]
-        for j, y in enumerate(cand_years):
-            # The block of n_unknown months ending at the target's calendar month in year y.
-            end = pos.get((int(y), int(months[i])))
+    # Analogue blocks: for each candidate year and calendar month, the sum of the
+    # n_unknown months ending there, and the calendar years the block spans.
+    n_c = len(cand_years)
+    block_sum = np.full((n_c, 12, *cells), np.nan)
+    block_ok = np.zeros((n_c, 12), bool)
+    block_years = np.zeros((2, n_c, 12), np.int64)  # first and last year of each block
+    for j, y in enumerate(cand_years):
+        for m in range(12):
+            end = pos.get((int(y), m + 1))
             if end is None or end - n_unknown + 1 < 0:
                 continue
             block = np.arange(end - n_unknown + 1, end + 1)
-            if np.any(years[block] == target_year) or not set(years[block]) <= years_ok:
+            if not set(years[block].tolist()) <= years_ok:
                 continue
-            mean = (known_sum + x[block].sum(axis=0)) / window
-            members[j, i] = spi_from_window_mean(mean, p_vals[m_pos], p0_all[m_pos])
+            block_ok[j, m] = True
+            block_years[:, j, m] = years[block].min(), years[block].max()
+            block_sum[j, m] = x[block].sum(axis=0)
+    # The observed part of each target's window, issued at i - lead.
+    known_ok = np.ones(n_t, bool)
+    known = np.full((n_t, n_known, *cells), np.nan)
+    known_sum = np.zeros((n_t, *cells))
+    for i in range(n_t):
+        start = i - window + 1
+        if n_known and start < 0:
+            known_ok[i] = False
+        elif n_known:
+            known[i] = x[start : start + n_known]
+            known_sum[i] = known[i].sum(axis=0)
+    gappy = bool(n_known) and bool(np.isnan(known[known_ok]).any())
+    fill = None
+    if gappy:
+        fill = _analogue_months(x, years, pos, cand_years, years_ok, window, n_known)
+    members = np.full((n_c, n_t, *cells), np.nan)
+    for m in range(12):
+        tgt = np.flatnonzero((months == m + 1) & known_ok)
+        if tgt.size == 0:
+            continue
+        m_pos = month_pos[m + 1]
+        part = np.broadcast_to(known_sum[tgt][None], (n_c, *known_sum[tgt].shape))
+        if fill is not None:  # a missing observed month is drawn with the analogue block
+            kn = known[tgt][None]
+            filled = np.where(np.isnan(kn), fill[:, m][:, None], kn).sum(axis=2)
+            part = np.where(np.isnan(part), filled, part)
+        mean = (part + block_sum[:, m][:, None]) / window  # (year, tgt, *cells)
+        # A block never holds a month of the target's calendar year (leave-one-out).
+        ty = years[tgt][None]
+        own = (block_years[0, :, m][:, None] <= ty) & (ty <= block_years[1, :, m][:, None])
+        use = block_ok[:, m][:, None] & ~own
+        z = spi_from_window_mean(mean, p_vals[m_pos], p0_all[m_pos])
+        members[:, tgt] = np.where(use.reshape(*use.shape, *([1] * len(cells))), z, np.nan)
     with np.errstate(invalid="ignore"):
         n_mem = np.sum(np.isfinite(members), axis=0)
         ens = np.where(n_mem > 0, np.nansum(members, axis=0) / np.maximum(n_mem, 1), np.nan)

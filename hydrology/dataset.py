@@ -49,6 +49,7 @@ from torch.utils.data import Dataset
 from hydrology.aggregate import monthly_mean
 from hydrology.baselines import overlap_analogue
 from hydrology.features import (
+    INPUT_VARS,
     MIN_VALID_SHARE,
     Z_CLIP,
     Scaler,
@@ -270,7 +271,14 @@ class DroughtCube:
                 obs=f["obs"],
                 pr=f["pr"],
                 drought_share=f["drought_share"],
-                scaler=Scaler(f["scaler_mean"], f["scaler_std"], zm, zs, clip),
+                scaler=Scaler(
+                    f["scaler_mean"],
+                    f["scaler_std"],
+                    zm,
+                    zs,
+                    clip,
+                    tuple(meta.get("inputs", INPUT_VARS)),
+                ),
                 spi_params=spi,
                 meta=meta,
             )

@@ -56,11 +56,12 @@ def esp_forecast(
     Same estimator as :func:`hydrology.baselines.overlap_analogue` for a target outside the
     analogue years: the observed ``window - lead`` months plus, for each training year, the
     ``lead`` months ending at the target's calendar month, through the target month's
-    gamma and Phi^-1, averaged over years.
+    gamma and Phi^-1, averaged over years; a missing observed month is taken from each
+    analogue year as well.
 
     Args:
         pr_known: Monthly precipitation rate (mm/d) of the last months up to the issue
-            month, ``(>= window - lead, cell)``.
+            month, ``(>= window - lead, cell)``, NaN where missing.
         issue: Issue month.
         lead: Lead in months.
         window: SPI accumulation in months.
@@ -74,7 +75,9 @@ def esp_forecast(
     """
     n_known = max(window - lead, 0)
     n_unknown = window - n_known
-    known = pr_known[pr_known.shape[0] - n_known :].sum(axis=0) if n_known else 0.0
+    obs = pr_known[pr_known.shape[0] - n_known :]
+    known = obs.sum(axis=0) if n_known else 0.0
+    gaps = np.isnan(obs) if n_known else np.zeros((0, 1), bool)
     target = issue + pd.DateOffset(months=lead)
     m = target.month - 1
     flat = train_pr.reshape(-1, train_pr.shape[-1])  # (year*12, cell)
@@ -86,7 +89,13 @@ def esp_forecast(
         if start < 0:
             continue
         block = flat[start : end + 1].sum(axis=0)
-        members.append(spi_from_window_mean((known + block) / window, gamma[m], p0[m]))
+        part = known
+        if gaps.any():  # a missing observed month is drawn from the analogue year too
+            idx = np.arange(end - window + 1, end - window + 1 + n_known)
+            ana = np.full(obs.shape, np.nan)
+            ana[idx >= 0] = flat[idx[idx >= 0]]
+            part = np.where(np.isnan(known), np.where(gaps, ana, obs).sum(axis=0), known)
+        members.append(spi_from_window_mean((part + block) / window, gamma[m], p0[m]))
     ens = np.asarray(members)
     with np.errstate(invalid="ignore"):
         n = np.isfinite(ens).sum(0)
