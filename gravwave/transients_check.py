@@ -174,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fit a cascade on the design curve; check transients on several segments.
 
     Returns:
-        The report written to ``<workdir>/transients.json``.
+        The report written to ``<workdir>/transients.json`` (the cascade to
+        ``<workdir>/cascade.pt``).
     """
     ap = argparse.ArgumentParser(description="Unwitnessed transients through a fitted cascade")
     ap.add_argument("--workdir", default="runs/transients")
@@ -217,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         workdir,
     )
     del train
+    cascade.save(workdir / "cascade.pt")
     report: dict[str, Any] = {"fit_wall_s": time.perf_counter() - tic, "args": vars(args)}
     test = SyntheticParams(
         asd="design",

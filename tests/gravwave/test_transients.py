@@ -3,22 +3,22 @@ glitch keeps its band energy and is flagged at its GPS time, a loud BNS keeps it
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from gwpy.frequencyseries import FrequencySeries
 from gwpy.timeseries import TimeSeries
 from pycbc.filter import sigma
 from pycbc.types import FrequencySeries as PyFrequencySeries
 
 from gravwave import synthetic as syn
-from gravwave.cleaners import CascadeCleaner
+from gravwave import transients_check
+from gravwave.cleaners import CascadeCleaner, load_cleaner
 from gravwave.policy import TwinPolicy
-from gravwave.training import CascadeParams, fit_cascade
 from gravwave.transients import (
     TILE_SIGMAS,
     add_sine_gaussian,
@@ -27,9 +27,9 @@ from gravwave.transients import (
     optimal_snr,
     sine_gaussian,
 )
-from gravwave.transients_check import ENERGY_BAR, SNR_BAR, check_transients
+from gravwave.transients_check import ENERGY_BAR, SNR_BAR, TransientCheck, check_transients
 from gravwave.twin import NoiseTwin
-from twins.errors import DataError
+from twins.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -106,25 +106,22 @@ def test_transient_refusals_name_the_value() -> None:
 
 @pytest.fixture(scope="module")
 def cascade(tmp_path_factory: pytest.TempPathFactory) -> CascadeCleaner:
-    """A cascade fitted on 256 s of synthetic data (short network training)."""
-    torch.set_num_threads(2)
-    train = syn.generate(syn.SyntheticParams(duration=256, seed=21, asd=CURVE), 0)
-    return fit_cascade(
-        train.strain,
-        train.witnesses,
-        CascadeParams(
-            linear_bands=[(125.0, 180.0)],
-            network_band=train.bands["bilinear"],
-            val_fraction=0.1,
-            window=4.0,
-            stride=0.5,
-            epochs=2,
-            max_steps_per_epoch=4,
-            batch_size=8,
-            network={"loss_fftlength": 1.0, "loss_overlap": 0.5, "val_stride": 2.0},
-        ),
-        tmp_path_factory.mktemp("cascade"),
+    """``python -m gravwave.transients_check`` on 256 s of training (short network training):
+    its report, and the cascade it saved."""
+    work = tmp_path_factory.mktemp("transients")
+    args = ["--workdir", str(work), "--train-s", "256", "--test-s", "64", "--seed", "21"]
+    report = transients_check.main(
+        [*args, "--segments", "4", "--epochs", "2", "--steps", "4", "--batch", "8"]
     )
+    row = report["segment 4"]
+    check = TransientCheck.model_validate(
+        {k: v for k, v in row.items() if k in TransientCheck.model_fields}
+    )
+    assert row["bars"] == check.bars() and row["energy_change"] == check.energy_change
+    assert json.loads((work / "transients.json").read_text())["segment 4"] == row
+    cleaner = load_cleaner(work / "cascade.pt")
+    assert isinstance(cleaner, CascadeCleaner)
+    return cleaner
 
 
 @pytest.mark.slow
@@ -167,3 +164,10 @@ def test_glitch_and_bns_no_witness_sees_pass_through_the_cascade(
     assert check.bars() == {"glitch_energy": True, "glitch_flagged": True, "bns_snr": True}
     with pytest.raises(DataError, match="needs injections=1, got 0"):
         check_transients(cascade, p.model_copy(update={"injections": 0}), 5)
+
+
+def test_transients_check_refuses_test_segments_inside_the_training_span(tmp_path: Path) -> None:
+    args = ["--workdir", str(tmp_path), "--train-s", "256", "--test-s", "64", "--segments", "3"]
+    with pytest.raises(ConfigError, match=r"test segments \[3\] of 64 s start inside the 256-s"):
+        transients_check.main(args)
+    assert not list(tmp_path.iterdir())  # refused before anything is written
