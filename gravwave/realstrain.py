@@ -216,7 +216,8 @@ def couple(
 
     Args:
         strain: Real strain [strain], finite, at a whole-number rate in Hz.
-        workdir: Directory for the ASD file (created if missing).
+        workdir: Directory for the ASD file (created if missing); coupling another strain of
+            the same channel there replaces the file that earlier results' ``params`` name.
         settings: Generator settings of :class:`gravwave.synthetic.SyntheticParams` (seed,
             gains, bands, distractors...); not ``duration``, ``sample_rate``, ``t0``, ``asd``
             or ``psd`` (the strain sets them) and no injections or glitches.
