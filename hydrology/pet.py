@@ -77,7 +77,8 @@ def monthly_pet(ds: xr.Dataset, source: Literal["hargreaves", "thornthwaite"]) -
         source: ``hargreaves`` or ``thornthwaite``.
 
     Returns:
-        ``(time, lat, lon)`` float64 at month starts, mm/d, ``attrs["pet_method"]`` set.
+        ``(time, lat, lon)`` float64 at month starts, mm/d, ``attrs["pet_method"]`` set; 0
+        in a Thornthwaite year that never thaws.
 
     Raises:
         DataError: A variable the method needs is missing.
@@ -97,7 +98,10 @@ def monthly_pet(ds: xr.Dataset, source: Literal["hargreaves", "thornthwaite"]) -
         else:
             tas = (monthly_mean(_kelvin(ds, "mn2t")) + monthly_mean(_kelvin(ds, "mx2t"))) / 2
         rate = _xclim(tas=tas.assign_attrs(units="K"), method="TW48")
-    out = monthly_mean(rate)
+        # A year without a month above 0 degC has heat index 0 and xclim's 0/0 is NaN:
+        # no evaporative demand, PET 0 (a missing temperature stays missing).
+        rate = rate.where(rate.notnull() | tas.isnull(), 0.0)
+    out = monthly_mean(rate).transpose("time", ...)
     out.attrs = {
         "units": "mm d-1",
         "long_name": "potential evaporation",
