@@ -7,15 +7,18 @@ the linear stage alone, the network alone or their cascade are interchangeable.
 
 A prediction has two steps with a bounded reach: :meth:`Cleaner.raw` per window (e.g. the
 network's forward pass) and :meth:`Cleaner.finish` once, on the stitched series (a zero-phase
-FIR band-pass of bounded length, the de-scaling). Offline, a long span is cut into Hann
-windows and stitched by overlap-add (:func:`gravwave.cleaners.windowed.overlap_add`).
-Because both steps have a bounded reach, online cleaning (1-s frames, a look-ahead, a
-memory) reproduces offline cleaning away from the span edges: the raw prediction of a sample
-does not depend on the window it is computed in once the window holds its receptive field,
-and the finishing FIR needs only :attr:`Cleaner.finish_reach` samples on each side. The only
-difference is the Hann-weighted share of the offline windows whose edge falls within the
-reach of a sample (weight at most ``sin^2(pi * reach / window)``, about 0.3 % for the default
-network and 8-s windows).
+FIR band-pass of bounded length, the de-scaling). Offline, a long span is cut into windows
+that overlap by the reach, each keeping the samples whose whole reach it holds
+(:func:`gravwave.cleaners.stitch.stitch_windows`): equal to one window over the whole span up
+to rounding, each sample computed ``window / core`` times (1.04 for the default cascade).
+A Hann overlap-add (:func:`gravwave.cleaners.windowed.overlap_add`) is kept on request
+(``overlap=``): it computes each sample twice at 50 % overlap and blends in window edges
+(weight at most ``sin^2(pi * reach / window)``, about 0.3 % for the default network and 8-s
+windows). Because both steps have a bounded reach, online cleaning (1-s frames, a
+look-ahead, a memory) reproduces offline cleaning away from the span edges up to rounding:
+the raw prediction of a sample does not depend on the window it is computed in once the
+window holds its receptive field, and the finishing FIR needs only
+:attr:`Cleaner.finish_reach` samples on each side.
 
 Cleaners are saved as one ``torch.save`` file of plain tensors, numbers and strings (loadable
 with ``weights_only=True``) whose ``"kind"`` selects the class in the registry
@@ -33,6 +36,7 @@ import numpy as np
 import torch
 from gwpy.timeseries import TimeSeries
 
+from gravwave.cleaners.stitch import stitch_windows
 from gravwave.cleaners.windowed import overlap_add
 from twins.atomic import atomic_write
 from twins.errors import DataError
@@ -77,7 +81,9 @@ class Cleaner(ABC):
             output is passed at all, so where it is fitted or trained
             (:func:`gravwave.cleaners.windowed.fitted_bands`).
         window: Offline window [s].
-        overlap: Offline overlap (fraction of a window shared by neighbours).
+        overlap: Overlap (fraction of a window shared by neighbours) of the Hann overlap-add
+            offered by :meth:`clean` on request (``overlap=``); by default windows overlap
+            by :attr:`reach` and are stitched exactly.
         multiple: Window lengths in samples must be multiples of this (network stride).
         reach: ``(past, future)`` witness samples one raw output sample depends on.
         finish_reach: Half length in samples of the :meth:`finish` filter.
@@ -179,19 +185,27 @@ class Cleaner(ABC):
         return w, s
 
     def predict(
-        self, witnesses: np.ndarray, window: int, overlap: float = 0.5, batch: int = 4
+        self, witnesses: np.ndarray, window: int, overlap: float | None = None, batch: int = 4
     ) -> np.ndarray:
-        """Stitched noise ``(time,)`` [strain]: Hann overlap-add of :meth:`raw` over windows
-        of ``window`` samples, then :meth:`finish` once.
+        """Stitched noise ``(time,)`` [strain]: :meth:`raw` over windows of ``window``
+        samples, stitched, then :meth:`finish` once.
 
         Args:
             witnesses: ``(channel, time)``.
             window: Window length in samples (a multiple of :attr:`multiple`).
-            overlap: Fraction of a window shared by consecutive windows.
+            overlap: ``None``: windows overlap by :attr:`reach` and each sample comes from
+                the window holding its whole reach (:func:`~gravwave.cleaners.stitch.
+                stitch_windows`, equal to one window over the span up to rounding); a
+                fraction: Hann overlap-add with that overlap.
             batch: Windows per :meth:`raw` call.
         """
         w = check_witnesses(witnesses, self.witness_channels)
-        raw = overlap_add(self.raw, w, window, overlap, multiple=self.multiple, batch=batch)
+        if overlap is None:
+            raw = stitch_windows(
+                self.raw, w, window, self.reach, multiple=self.multiple, batch=batch
+            )
+        else:
+            raw = overlap_add(self.raw, w, window, overlap, multiple=self.multiple, batch=batch)
         return self.finish(raw)
 
     def noise(self, witnesses: np.ndarray) -> np.ndarray:
@@ -207,7 +221,7 @@ class Cleaner(ABC):
             pad = n - w.shape[1]
             wp = np.pad(w, ((0, 0), (0, pad)), mode="reflect") if pad else w
             return self.finish(self.raw(wp[None])[0])[: w.shape[1]]
-        return self.predict(w, n, self.overlap)
+        return self.predict(w, n)
 
     def clean(
         self,
@@ -219,13 +233,14 @@ class Cleaner(ABC):
         batch: int = 4,
         name: str | None = None,
     ) -> TimeSeries:
-        """Clean a span offline: strain minus the Hann overlap-added noise prediction.
+        """Clean a span offline: strain minus the stitched noise prediction (:meth:`predict`).
 
         Args:
             strain: Strain at :attr:`sample_rate` [strain].
             witnesses: Witness series over the same samples (a ``TimeSeriesDict``).
             window: Window length [s]; default :attr:`window`.
-            overlap: Fraction of overlap of consecutive windows; default :attr:`overlap`.
+            overlap: ``None`` (default): windows overlap by :attr:`reach`, stitched exactly;
+                a fraction: Hann overlap-add with that overlap (see :meth:`predict`).
             batch: Windows per forward pass.
             name: Channel name of the output; default ``<strain>_DC``.
 
@@ -237,7 +252,7 @@ class Cleaner(ABC):
         """
         w, s = self.span_arrays(strain, witnesses)
         n = round((self.window if window is None else window) * self.sample_rate)
-        noise = self.predict(w, n, self.overlap if overlap is None else overlap, batch)
+        noise = self.predict(w, n, overlap, batch)
         out = name or f"{strain.name or self.strain_channel}_DC"
         return TimeSeries(
             s - noise, t0=strain.t0, sample_rate=strain.sample_rate, unit=strain.unit,

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gravwave.cleaners.base import Band, Cleaner
 from gravwave.cleaners.windowed import apply_fir, fir_bandpass, fitted_bands, transition_width
 from gravwave.models import DeepClean
+from gravwave.models.deepclean_fast import FastForward
 from gravwave.preprocess import Standardizer
 from twins.errors import ConfigError, DataError
 
@@ -129,6 +130,7 @@ class NetworkCleaner(Cleaner):
                 f"differ from the {n} witness channels"
             )
         self.model = model.eval()
+        self._forward = FastForward(self.model)  # equal up to float32 rounding, faster
         self.standardizer = standardizer
         self.config = config
         self.strain_channel = config.strain_channel
@@ -224,9 +226,7 @@ class NetworkCleaner(Cleaner):
     def raw(self, witnesses: np.ndarray) -> np.ndarray:
         """Network output ``(batch, 1, time)`` (unit-variance target scale)."""
         x = ((np.asarray(witnesses) - self._mean) * self._inv_std).astype(np.float32)
-        with torch.inference_mode():
-            y = self.model(torch.from_numpy(x))
-        return y.numpy().astype(np.float64)[:, None]
+        return self._forward(torch.from_numpy(x)).numpy().astype(np.float64)[:, None]
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """Band-passed, de-scaled noise ``(time,)`` [strain] from ``(1, time)``."""

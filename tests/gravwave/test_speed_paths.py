@@ -1,0 +1,209 @@
+"""The fast offline paths equal the paths they replace within derived rounding bounds:
+exact stitching of windows that overlap by the reach (:mod:`gravwave.cleaners.stitch`) and
+the fast inference copy of the network (:mod:`gravwave.models.deepclean_fast`)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from gwpy.timeseries import TimeSeries, TimeSeriesDict
+from scipy import signal
+from torch import nn
+
+from gravwave.cleaners import CascadeCleaner, NetworkCleaner, NetworkConfig, WienerCleaner
+from gravwave.cleaners.stitch import stitch_geometry, stitch_windows
+from gravwave.cleaners.windowed import overlap_add
+from gravwave.models import DeepClean
+from gravwave.models.deepclean_fast import FastDeepClean, FastForward, rounding_bound
+from gravwave.preprocess import Standardizer
+
+FS = 1024.0
+U64 = 2.0**-53
+
+
+def _model(channels: int, seed: int, **kwargs: object) -> DeepClean:
+    """A DeepClean with random weights and BatchNorm statistics far from the identity (so
+    that folding them changes the weights)."""
+    torch.manual_seed(seed)
+    model = DeepClean(channels, **kwargs).eval()  # type: ignore[arg-type]
+    gen = torch.Generator().manual_seed(seed)
+    for mod in model.modules():
+        if isinstance(mod, nn.BatchNorm1d):
+            n = mod.num_features
+            assert mod.running_mean is not None and mod.running_var is not None
+            mod.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
+            mod.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=gen))
+            mod.weight.data.copy_(0.5 + torch.rand(n, generator=gen))
+            mod.bias.data.copy_(0.1 * torch.randn(n, generator=gen))
+    return model
+
+
+def test_fast_copy_equals_the_module_within_the_rounding_bound() -> None:
+    model = _model(5, 0)
+    x = torch.randn(2, 5, 2048, generator=torch.Generator().manual_seed(1))
+    positions = [0, 3, 600, 1023, 1377, 2047]  # both edges and several stride phases
+    with torch.no_grad():
+        exact = model.double()(x.double())[:, positions]
+        model.float()
+        module = model(x)[:, positions].double()
+        fast = FastDeepClean(model)(x)[:, positions].double()
+    bound = rounding_bound(model, x, positions)
+    # rounding_bound bounds every float32 evaluation's distance from the exact output (to
+    # first order in u = 2^-24); the float64 reference is exact to ~1e-9 of that bound
+    assert (fast - exact).abs().le(bound).all()
+    assert (module - exact).abs().le(bound).all()
+    assert (fast - module).abs().le(2 * bound).all()
+    # and the bound is tight enough to mean something: under 1 % of the output's size
+    assert bound.max() < 0.01 * exact.abs().max()
+
+
+def test_fast_forward_is_rebuilt_when_the_weights_change() -> None:
+    model = _model(3, 2, widths=(4, 8), dilations=(1,))
+    x = torch.randn(1, 3, 256, generator=torch.Generator().manual_seed(3))
+    forward = FastForward(model)
+    first = forward.copy()
+    assert forward.copy() is first  # unchanged weights: the same copy
+    before = forward(x)
+    with torch.no_grad():
+        model.output.bias.add_(1.0)  # in place, as an optimiser step or load_state_dict
+    after = forward(x)
+    assert forward.copy() is not first
+    with torch.inference_mode():  # a copy made now from the changed model: the same bits
+        torch.testing.assert_close(after, FastDeepClean(model)(x), rtol=0, atol=0)
+    assert (after - before).min() > 0.99  # the output bias moved every sample by 1
+    with pytest.raises(ValueError, match="divisible by the total stride"):
+        forward(torch.zeros(1, 3, 250))
+
+
+def _phase_predictor(past: int, future: int, multiple: int):
+    """An exact (integer) predictor with the given reach that also depends on the sample's
+    phase in the window modulo ``multiple``, as a strided network does: the sum of channel
+    0 over ``[i - past, i + future]`` (zeros outside the window) times ``1 + i % multiple``."""
+
+    def predict(block: np.ndarray) -> np.ndarray:
+        x = block[:, 0]
+        n = x.shape[-1]
+        c = np.concatenate([np.zeros((x.shape[0], past + 1)), np.cumsum(x, axis=-1)], axis=-1)
+        c = np.concatenate([c, np.repeat(c[:, -1:], future, axis=-1)], axis=-1)
+        i = np.arange(n)
+        s = c[:, i + past + future + 1] - c[:, i]
+        return (s * (1 + i % multiple))[:, None]
+
+    return predict
+
+
+@pytest.mark.parametrize("total", [5, 700, 1024, 5000])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_stitching_equals_one_window_exactly(total: int, batch: int) -> None:
+    past, future, multiple, window = 37, 21, 16, 256
+    rng = np.random.default_rng(total)
+    x = rng.integers(-50, 50, size=(2, total)).astype(np.float64)
+    predict = _phase_predictor(past, future, multiple)
+    got = stitch_windows(predict, x, window, (past, future), multiple=multiple, batch=batch)
+    lead, core = stitch_geometry(window, (past, future), multiple)
+    assert (lead, core) == (48, 176)  # past 37 -> 48 (stride 16); 256 - 48 - 21 -> 176
+    # one window over the whole span: the same reflection, enough room for the reach and a
+    # length that is a multiple of the stride; integer sums are exact in float64
+    n = -(-(lead + total + future) // multiple) * multiple
+    xp = np.pad(x, ((0, 0), (lead, n - lead - total)), mode="reflect" if total > 1 else "edge")
+    one = predict(xp[None])[0, :, lead : lead + total]
+    assert got.shape == (1, total)
+    np.testing.assert_array_equal(got, one)
+
+
+def test_stitching_refuses_a_window_shorter_than_the_reach() -> None:
+    with pytest.raises(ValueError, match="cannot hold the reach 600\\+592 samples"):
+        stitch_geometry(1184, (600, 592), 16)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        stitch_geometry(1000, (10, 10), 16)
+    with pytest.raises(ValueError, match="non-negative"):
+        stitch_geometry(1024, (-1, 0), 16)
+
+
+def _cascade() -> tuple[CascadeCleaner, np.ndarray]:
+    rng = np.random.default_rng(4)
+    chans = [f"w{i}" for i in range(4)]
+    x = rng.standard_normal((4, int(40 * FS)))
+    y = signal.lfilter([0.5, -0.3, 0.2], [1.0], x[0]) + 0.1 * rng.standard_normal(x.shape[1])
+    wit = TimeSeriesDict((c, TimeSeries(x[i], sample_rate=FS)) for i, c in enumerate(chans))
+    wiener = WienerCleaner("V1:h", chans, FS, [(100.0, 140.0)], n_taps=32, window=4.0)
+    wiener.fit(TimeSeries(y, sample_rate=FS), wit)
+    config = NetworkConfig(
+        strain_channel="V1:h",
+        witness_channels=chans,
+        sample_rate=FS,
+        bands=[(40.0, 60.0)],
+        target_scale=0.7,
+        window=4.0,
+    )
+    model = _model(4, 5, widths=(4, 8), dilations=(1, 2))
+    net = NetworkCleaner(model, Standardizer().fit(x), config)
+    return CascadeCleaner(wiener, net), x
+
+
+def test_cleaner_stitching_equals_one_window_and_the_hann_path_within_bounds() -> None:
+    cascade, x = _cascade()
+    w = x[:, : int(20 * FS) + 123]  # not a whole number of windows or strides
+    total = w.shape[1]
+    window, reach, m = round(4 * FS), cascade.reach, cascade.multiple
+    stitched = stitch_windows(cascade.raw, w, window, reach, multiple=m)
+    lead, _ = stitch_geometry(window, reach, m)
+    n = -(-(lead + total + reach[1]) // m) * m
+    wp = np.pad(w, ((0, 0), (lead, n - lead - total)), mode="reflect")
+    one = cascade.raw(wp[None])[0][:, lead : lead + total]
+
+    # Wiener row: two FFT convolutions (float64) of the same taps and data. Higham (2002,
+    # 24.1): an FFT of length N is within log2(N) eta ||y||_2 of exact, eta ~ 5 u; forward,
+    # product and inverse cost at most 3 log2(N) eta; the product is at most
+    # max|H_c| ||X_c||_2 <= ||h_c||_1 ||x_c||_2 per channel; max-norm <= 2-norm; twice
+    # (two evaluations). N is below 2^14 here.
+    taps = cascade.wiener.filter.taps
+    assert taps is not None
+    norms = np.sqrt((wp**2).sum(axis=1))
+    fft_tol = 2 * 3 * 14 * 5 * U64 * float((np.abs(taps).sum(axis=1) * norms).sum())
+    assert np.abs(stitched[0] - one[0]).max() <= fft_tol
+
+    # network row: both float32 evaluations of the same standardised input; compare at
+    # sampled outputs within twice the first-order rounding bound there
+    pos = np.arange(0, total, 997)
+    xs = ((wp - cascade.network._mean[0]) * cascade.network._inv_std[0]).astype(np.float32)
+    bound = rounding_bound(cascade.network.model, torch.from_numpy(xs[None]), list(pos + lead))
+    assert np.all(np.abs(stitched[1, pos] - one[1, pos]) <= 2 * bound[0].numpy())
+
+    # Hann overlap-add (the previous default) differs by the Hann weight of windows whose
+    # edge lies within the reach of a sample, at most sin^2(pi R / window), times that
+    # window's edge error |p - e| <= max|p| + max|e|
+    peak = np.zeros(2)
+
+    def recording(block: np.ndarray) -> np.ndarray:
+        pred = cascade.raw(block)
+        peak[:] = np.maximum(peak, np.abs(pred).max(axis=(0, 2)))
+        return pred
+
+    hann = overlap_add(recording, w, window, 0.5, multiple=m)
+    edge = math.sin(math.pi * max(reach) / window) ** 2
+    for row in range(2):
+        tol = edge * (peak[row] + np.abs(one[row]).max()) + 2 * bound.max().item() + fft_tol
+        assert np.abs(hann[row] - stitched[row]).max() <= tol
+
+
+def test_clean_stitches_exactly_by_default_and_by_hann_on_request() -> None:
+    cascade, x = _cascade()
+    w = x[:, : int(12 * FS)]
+    s = np.zeros(w.shape[1])
+    strain = TimeSeries(s, sample_rate=FS, name="V1:h")
+    wit = TimeSeriesDict(
+        (c, TimeSeries(w[i], sample_rate=FS)) for i, c in enumerate(cascade.witness_channels)
+    )
+    default = -cascade.clean(strain, wit).value  # the noise prediction
+    n = round(cascade.window * FS)
+    # the same code path, called directly: identical
+    np.testing.assert_array_equal(default, cascade.predict(w, n))
+    np.testing.assert_array_equal(
+        -cascade.clean(strain, wit, overlap=0.5).value, cascade.predict(w, n, 0.5)
+    )
+    with pytest.raises(ValueError, match="cannot hold the reach"):
+        cascade.clean(strain, wit, window=64 / FS)
