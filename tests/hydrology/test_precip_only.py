@@ -6,16 +6,19 @@ would cut it; monthly totals in mm, no statics, no other variable.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import xarray as xr
 
 from hydrology.dataset import build_cube
-from hydrology.evaluate import issue_months, predict
+from hydrology.evaluate import evaluate_run, issue_months, predict
 from hydrology.features import MIN_VALID_SHARE, input_cells
 from hydrology.forecast import index_inputs, monthly_inputs
 from hydrology.indices import DroughtIndices
@@ -258,3 +261,53 @@ def test_training_with_gaps_stays_finite_and_keeps_its_skill(
     assert 0.15 < q.mean() < 0.40  # 1 - 0.9^3 = 0.27 expected
     assert np.median(r_gappy) <= np.median(bound), (np.median(r_gappy), np.median(bound))
     assert np.median(r_gappy) < np.median(r_clim)
+
+
+def _benchmark():
+    path = ROOT / "benchmarks" / "drought_gpcc_skill.py"
+    spec = importlib.util.spec_from_file_location("drought_gpcc_skill", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_gpcc_benchmark_reports_seeds_baselines_bars_and_maps(
+    slice_file: Path, tmp_path: Path
+) -> None:
+    """benchmarks/drought_gpcc_skill.py on the slice with 2 seeds and short training."""
+    bench = _benchmark()
+    overrides = [
+        f"task.params.path={slice_file}",
+        f"task.params.splits={_SPLITS_YAML}",
+        "task.params.seq_len=12",
+        "task.params.hidden=8",
+        "task.params.members=1",
+        "train.max_steps_per_epoch=10",
+        "train.val_every=5",
+    ]
+    cube, runs, timings = bench.train_seeds(tmp_path, [0, 1], ["spi_3"], overrides, "test")
+    cubes = sorted(tmp_path.glob("*/data/cube-*.npz"))  # built once, copied for seed 1
+    assert len(cubes) == 2 and cubes[0].read_bytes() == cubes[1].read_bytes()
+    summary = bench.report(cube, runs, timings, "test", tmp_path / "report")
+    tab = pd.DataFrame(summary["table"])
+    assert len(tab) == 4 * 3 and set(tab.method) == {"model", *bench.BASELINES}
+    base = tab[tab.method != "model"]
+    assert (base.rmse_std == 0).all() and (base.seeds == 2).all()  # seed-independent
+    # the baselines are those of hydrology.evaluate on the same cube (median over cells)
+    ref = evaluate_run(None, cube, 12, split="test")
+    r = ref[(ref.metric == "rmse") & (ref.method == "analogue") & (ref.lead == 1)]
+    got = base[(base.method == "analogue") & (base.lead == 1)].rmse.iloc[0]
+    assert got == pytest.approx(float(r["median"].iloc[0]), rel=1e-12)
+    assert [b["name"] for b in summary["bars"]] == [
+        "spi_3 lead 1 vs persistence",
+        "spi_3 lead 1 vs ESP",
+        "spi_3 lead 2 vs ESP",
+        "spi_3 lead 3 vs climatology",
+    ]
+    assert all(np.isfinite(b["value"]) for b in summary["bars"])
+    names = {Path(p).name for p in summary["figures"]}
+    assert names == {"gain_spi_3_l1.png", "gain_spi_3_l2.png", "gain_spi_3_l3.png"}
+    assert (tmp_path / "report" / "skill.csv").is_file()
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["cells"] > 0
