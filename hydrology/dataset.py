@@ -301,6 +301,147 @@ def _served(da: xr.DataArray, cells: np.ndarray) -> xr.DataArray:
     return flat.isel(cell=cells)
 
 
+def observed_indices(indices: xr.Dataset, targets: Sequence[str], cells: np.ndarray) -> np.ndarray:
+    """The clipped observed indices of the served cells.
+
+    Args:
+        indices: Index dataset holding ``targets``, dims ``(time, lat, lon)``.
+        targets: Index names.
+        cells: Flat served-cell indices into ``lat * lon``, ``(cell,)``.
+
+    Returns:
+        ``(time, cell, target)`` float32, clipped to +/-:data:`~hydrology.indices.CLIP`.
+    """
+    obs = np.stack([time_by_cell(indices[t])[:, cells] for t in targets], axis=-1)
+    return np.clip(obs, -CLIP, CLIP).astype(np.float32)
+
+
+def forecast_targets(
+    obs: np.ndarray,
+    pr_cells: xr.DataArray,
+    params: dict[str, xr.DataArray],
+    cells: np.ndarray,
+    targets: Sequence[str],
+    leads: Sequence[int],
+    train_years: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, np.ndarray]]]:
+    """Targets at every lead, the analogue (ESP) baseline and the SPI parameter arrays.
+
+    Every value is per cell: a block of cells gives the same numbers as the whole grid.
+
+    Args:
+        obs: ``(time, cell, target)`` observed indices (:func:`observed_indices`).
+        pr_cells: ``(time, cell)`` monthly precipitation rate of the served cells, mm/d.
+        params: Fitted index parameters per target on the ``(lat, lon)`` grid
+            (:attr:`hydrology.indices.DroughtIndices.params`).
+        cells: Flat served-cell indices into that grid, ``(cell,)``.
+        targets: Index names.
+        leads: Leads in months.
+        train_years: Analogue years ``(first, last)``.
+
+    Returns:
+        ``(target, baseline, spi_params)``: ``(time, cell, output)`` float32 index at
+        ``t + lead`` (NaN past the record), the ESP forecast issued at ``t`` (climatology 0
+        for non-SPI targets and where ESP is undefined), and per SPI target gamma
+        ``(12, 3, cell)`` and ``p0`` ``(12, cell)``.
+    """
+    nt, n = obs.shape[:2]
+    n_out = len(targets) * len(leads)
+    target = np.full((nt, n, n_out), np.nan, np.float32)
+    baseline = np.zeros((nt, n, n_out), np.float32)
+    spi_params: dict[str, dict[str, np.ndarray]] = {}
+    for i, t in enumerate(targets):
+        s = IndexSpec.parse(t)
+        if s.kind == "spi":
+            spi_params[t] = _spi_param_arrays(params[t], cells)
+        for j, k in enumerate(leads):
+            o = i * len(leads) + j
+            target[: nt - k, :, o] = obs[k:, :, i]
+            if s.kind == "spi":
+                esp = overlap_analogue(
+                    pr_cells,
+                    _served(params[t], cells),
+                    window=s.window,
+                    lead=k,
+                    train_years=train_years,
+                )
+                # esp is on the verification axis: esp[T] issued at T - k.
+                e = np.clip(esp.transpose("time", "cell").values, -CLIP, CLIP)
+                baseline[: nt - k, :, o] = np.nan_to_num(e[k:], nan=0.0)
+    return target, baseline, spi_params
+
+
+def in_drought(
+    drought_mask: xr.DataArray | None,
+    indices: xr.Dataset,
+    targets: Sequence[str],
+    cells: np.ndarray,
+) -> np.ndarray:
+    """Which served cells are in drought each month, ``(time, cell)`` bool.
+
+    Args:
+        drought_mask: Monthly mean of the synthetic truth mask ``(time, lat, lon)``, or None.
+        indices: Index dataset holding ``targets``.
+        targets: Index names (SPI-3 decides when present, else the first target).
+        cells: Flat served-cell indices, ``(cell,)``.
+
+    Returns:
+        ``drought_mask > 0.5`` where given, else index ``< -1.5``.
+    """
+    if drought_mask is not None:
+        return time_by_cell(drought_mask)[:, cells] > 0.5
+    spi3 = indices["spi_3"] if "spi_3" in indices else indices[targets[0]]
+    return time_by_cell(spi3)[:, cells] < -1.5
+
+
+def cube_meta(
+    targets: Sequence[str],
+    leads: Sequence[int],
+    splits: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
+    inputs: Sequence[str],
+    regional: Sequence[float],
+    masks: bool,
+    static: Sequence[str],
+    pet: str | None,
+    calibration: tuple[str, str],
+    drought_cell_share: float,
+    source: str,
+) -> dict[str, Any]:
+    """The cube's :attr:`DroughtCube.meta` (JSON-able).
+
+    Args:
+        targets: Index names.
+        leads: Leads in months.
+        splits: Checked splits (:func:`check_splits`).
+        inputs: The scaled monthly inputs, in feature order.
+        regional: Regional-mean kernel widths [cells].
+        masks: Whether observation masks are features.
+        static: Static feature names.
+        pet: How the water balance's PET was obtained (None without ``wb``).
+        calibration: ``(first day, last day)`` of the index calibration period.
+        drought_cell_share: Share of cells that makes a drought month.
+        source: The data's origin, for messages.
+    """
+    train = splits["train"]
+    return {
+        "targets": list(targets),
+        "leads": [int(k) for k in leads],
+        "splits": {k: [str(a.date()), str(b.date())] for k, (a, b) in splits.items()},
+        "inputs": list(inputs),
+        "dynamic_features": dynamic_names(inputs, targets, regional, masks),
+        "regional_sigmas": [float(s) for s in regional],
+        "input_masks": masks,
+        "static_features": list(static),
+        "pet": None if pet is None else str(pet),
+        "clipping": {"indices": CLIPPING_POLICY, "index_clip": CLIP, "input_z_clip": Z_CLIP},
+        "calibration_period": [calibration[0], calibration[1]],
+        "train_years": [train[0].year, train[1].year],
+        "baseline": "overlap-aware analogue (ESP) for SPI targets, climatology (0) otherwise",
+        "drought_cell_share": drought_cell_share,
+        "source": source,
+    }
+
+
 def build_cube(
     ds: xr.Dataset,
     splits: dict[str, tuple[str, str]],
@@ -373,56 +514,27 @@ def build_cube(
     dynamic = dynamic_features(monthly, indices, targets, cells, scaler, regional, masks)
     static = static_features(monthly, cells, scaler)
 
-    nt, n = times.size, cells.size
-    obs = np.stack([time_by_cell(indices[t])[:, cells] for t in targets], axis=-1)
-    obs = np.clip(obs, -CLIP, CLIP).astype(np.float32)  # (time, cell, target)
-    n_out = len(targets) * len(leads)
-    target = np.full((nt, n, n_out), np.nan, np.float32)
-    baseline = np.zeros((nt, n, n_out), np.float32)
+    obs = observed_indices(indices, targets, cells)
     train_years = (train[0].year, train[1].year)
-    spi_params: dict[str, dict[str, np.ndarray]] = {}
     pr_cells = _served(monthly["pr"], cells)
-    for i, (t, s) in enumerate(zip(targets, specs, strict=True)):
-        if s.kind == "spi":
-            spi_params[t] = _spi_param_arrays(di.params[t], cells)
-        for j, k in enumerate(leads):
-            o = i * len(leads) + j
-            target[: nt - k, :, o] = obs[k:, :, i]
-            if s.kind == "spi":
-                esp = overlap_analogue(
-                    pr_cells,
-                    _served(di.params[t], cells),
-                    window=s.window,
-                    lead=k,
-                    train_years=train_years,
-                )
-                # esp is on the verification axis: esp[T] issued at T - k.
-                e = np.clip(esp.transpose("time", "cell").values, -CLIP, CLIP)
-                baseline[: nt - k, :, o] = np.nan_to_num(e[k:], nan=0.0)
-    if "drought_mask" in ds:
-        dm = monthly_mean(ds["drought_mask"].astype("float32"))
-        in_drought = time_by_cell(dm)[:, cells] > 0.5
-    else:
-        spi3 = indices["spi_3"] if "spi_3" in indices else indices[targets[0]]
-        in_drought = time_by_cell(spi3)[:, cells] < -1.5
-    share = in_drought.mean(axis=1).astype(np.float32)
-    meta = {
-        "targets": list(targets),
-        "leads": [int(k) for k in leads],
-        "splits": {k: [str(a.date()), str(b.date())] for k, (a, b) in sp.items()},
-        "inputs": list(scaler.variables),
-        "dynamic_features": dynamic_names(scaler.variables, targets, regional, masks),
-        "regional_sigmas": [float(s) for s in regional],
-        "input_masks": masks,
-        "static_features": static_names(monthly),
-        "pet": str(monthly["wb"].attrs.get("pet_method", "pev")) if "wb" in monthly else None,
-        "clipping": {"indices": CLIPPING_POLICY, "index_clip": CLIP, "input_z_clip": Z_CLIP},
-        "calibration_period": [di.cal_start, di.cal_end],
-        "train_years": list(train_years),
-        "baseline": "overlap-aware analogue (ESP) for SPI targets, climatology (0) otherwise",
-        "drought_cell_share": drought_cell_share,
-        "source": source,
-    }
+    target, baseline, spi_params = forecast_targets(
+        obs, pr_cells, di.params, cells, targets, leads, train_years
+    )
+    dm = monthly_mean(ds["drought_mask"].astype("float32")) if "drought_mask" in ds else None
+    share = in_drought(dm, indices, targets, cells).mean(axis=1).astype(np.float32)
+    meta = cube_meta(
+        targets,
+        leads,
+        sp,
+        scaler.variables,
+        regional,
+        masks,
+        static_names(monthly),
+        monthly["wb"].attrs.get("pet_method", "pev") if "wb" in monthly else None,
+        (di.cal_start, di.cal_end),
+        drought_cell_share,
+        source,
+    )
     cube = DroughtCube(
         times=times,
         lat=monthly.lat.values,
