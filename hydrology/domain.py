@@ -117,15 +117,9 @@ def demo(workdir: Path, overrides: list[str]) -> int:
     )
     maps = workdir / "maps"
     maps.mkdir(exist_ok=True)
-    alerts = twin.alerts()
-    issue = alerts.attrs["issue_month"]
-    for name in twin.forecaster.targets:  # Agg figures (hydrology.plots), no pyplot state
-        for lead in alerts["lead"].values:
-            fig = drought_map(
-                alerts[name].sel(lead=lead),
-                title=f"{name} forecast issued {issue}, lead {int(lead)} month(s)",
-            )
-            fig.savefig(maps / f"alerts_{issue}_{name}_lead{int(lead)}.png", dpi=80)
+    for png in twin.status().maps:  # the twin drew its alert maps (one per target)
+        shutil.copyfile(png, maps / png.name)
+    issue = twin.alerts().attrs["issue_month"]
     fig = drought_map(
         what_if.dataset[f"scenario_{target}"].isel(lead=0),
         title=f"{target} lead 1 under the scenario (P x0.6, +2 K, box)",

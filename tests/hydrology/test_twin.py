@@ -496,6 +496,36 @@ def test_rollback_takes_a_bad_month_out(
     _equal_products(DroughtTwin.open(ref), twin, 0.0)
 
 
+def test_alert_maps_follow_the_versions(
+    data: xr.Dataset, files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A twin made with maps draws one PNG per target in every version; status names the
+    current ones, a no-op draws none and a rollback brings the earlier maps back."""
+    base = data.sel(time=slice(None, "2007-10-31"))
+    indices = DroughtIndices(INDICES, "2000-01-01", "2005-12-31").fit(base)
+    forecaster = PersistenceForecaster(("spi_3", "ssmi_1"))
+    twin = DroughtTwin.init(tmp_path / "twin", base, forecaster, indices, maps=True)
+    v0 = twin.status().maps
+    assert [m.name for m in v0] == ["alerts_2007-10_spi_3.png", "alerts_2007-10_ssmi_1.png"]
+    v0_bytes = [m.read_bytes() for m in v0]
+    assert all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in v0_bytes)
+    result = twin.update(files["2007-11"])
+    assert [m.name for m in result.maps] == [
+        "alerts_2007-11_spi_3.png",
+        "alerts_2007-11_ssmi_1.png",
+    ]
+    assert all(m.parent.parent.name == "v000001" for m in result.maps)
+    assert twin.status().maps == result.maps
+    again = twin.update(files["2007-11"])
+    assert again.noop and again.maps == result.maps
+    twin.rollback(0)
+    back = twin.status().maps
+    assert [m.name for m in back] == [m.name for m in v0]
+    assert [m.read_bytes() for m in back] == v0_bytes
+    # a twin made without maps (the default of init) names none
+    assert DroughtTwin.init(tmp_path / "plain", base, forecaster, indices).status().maps == []
+
+
 # --------------------------------------------------------------------------------- simulate
 
 

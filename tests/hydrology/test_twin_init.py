@@ -71,9 +71,12 @@ def test_init_from_a_run_then_update_through_the_cli(
 ) -> None:
     twin_dir = tmp_path / "twin"
     argv = ["twin", "init", twin_dir, "--kind", "hydrology", "--run", run_dir]
-    rc, out, err = _cli(capsys, *argv, "--data", inputs["record"], "--gates", "tp.max=2500")
+    rc, out, err = _cli(
+        capsys, *argv, "--data", inputs["record"], "--gates", "tp.max=2500", "--no-maps"
+    )
     assert rc == 0, err
     st = json.loads(out.strip().splitlines()[-1])
+    assert st["maps"] == [] and not list(twin_dir.rglob("*.png"))  # --no-maps
     assert (st["kind"], st["version"], st["cursor"], st["issue"]) == (
         "hydrology",
         0,
@@ -93,7 +96,8 @@ def test_init_from_a_run_then_update_through_the_cli(
     _issued_by_the_run(twin, run_dir)
     rc, out, err = _cli(capsys, "twin", "update", twin_dir, "--data", inputs["nov"])
     assert rc == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["cursor"] == "2007-11"
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["cursor"] == "2007-11" and res["maps"] == []
     _issued_by_the_run(DroughtTwin.open(twin_dir), run_dir)
 
 
@@ -101,6 +105,8 @@ def test_init_without_data_starts_from_the_runs_record(run_dir: Path, tmp_path: 
     twin = DroughtTwin.create(tmp_path / "twin", DroughtInit(run=run_dir, indices=["spi_1"]))
     st = twin.status()
     assert (st.cursor, st.version) == ("2007-12", 0)  # the tiny preset ends in 2007-12
+    # maps by default: one per target of the model
+    assert [m.name for m in st.maps] == ["alerts_2007-12_spi_3.png", "alerts_2007-12_ssmi_1.png"]
     assert twin.indices.names == ["spi_1", "spi_3", "ssmi_1"]  # plus the model's targets
     _issued_by_the_run(twin, run_dir)
 
