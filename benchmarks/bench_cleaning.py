@@ -1,11 +1,25 @@
-"""Cleaning speed: offline throughput and online per-frame latency, each beside a baseline.
+"""Cleaning speed: offline throughput beside the raw network forward pass and the Wiener
+stage alone, what each speed change bought, and online per-frame latency.
 
 21 witnesses (3 coupled + 18 distractors) at 4096 Hz. The cleaner is a cascade (Wiener
 stage + DeepClean with the default layout); by default its network is untrained (the
 speed does not depend on the weights) and its Wiener stage fitted on 64 s, or pass a
-saved cascade with ``--cleaner``. Baselines are measured in the same run on the same
-data: the raw model forward pass over the same 8-s windows (offline) and over the same
-per-frame blocks (online). A script, not a timed test::
+saved cascade with ``--cleaner``. Every offline variant runs on the same data, interleaved
+round by round (``--repeats``), so that a load that comes and goes hits them alike; the
+load average is logged before and after (absolute speeds on a shared machine are noise,
+ratios within one run are not):
+
+* ``cascade``: offline cleaning as shipped (windows overlapping by the reach and stitched
+  exactly, the network's fast inference copy);
+* ``cascade_previous``: the path it replaced (Hann overlap-add at 50 %, the trained
+  module's own forward pass); ``cascade_hann_fast`` and ``cascade_stitch_module`` change
+  one of the two, so each change's gain is measured alone;
+* ``network_forward`` / ``module_forward``: the fast copy / the module alone over the same
+  stitched windows of pre-standardised float32 witnesses (no Wiener stage, no filters);
+* ``wiener``: the Wiener stage alone (its FIR and finishing filter).
+
+Online: the cascade per 1-s frame beside the module's forward pass over the same blocks.
+A script, not a timed test::
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_cleaning.py [--span 256] [--threads 2]
 """
@@ -15,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -29,13 +44,25 @@ from gravwave.cleaners import (
     WienerCleaner,
     load_cleaner,
 )
-from gravwave.cleaners.windowed import overlap_add
+from gravwave.cleaners.stitch import stitch_windows
 from gravwave.metrics import latency_summary, realtime_factor
 from gravwave.models import DeepClean
+from gravwave.models.deepclean_fast import FastDeepClean
 from gravwave.preprocess import Standardizer
 from gravwave.synthetic import SyntheticParams, generate
 
 log = logging.getLogger("gravwave.bench")
+
+
+class ModuleNetworkCleaner(NetworkCleaner):
+    """The network stage as it ran before its fast inference copy: the module's forward."""
+
+    def raw(self, witnesses: np.ndarray) -> np.ndarray:
+        """Network output ``(batch, 1, time)`` through the trained module itself."""
+        x = ((np.asarray(witnesses) - self._mean) * self._inv_std).astype(np.float32)
+        with torch.inference_mode():
+            y = self.model(torch.from_numpy(x))
+        return y.numpy().astype(np.float64)[:, None]
 
 
 def build_cascade(fs: int) -> CascadeCleaner:
@@ -61,14 +88,111 @@ def build_cascade(fs: int) -> CascadeCleaner:
     return CascadeCleaner(wiener, net)
 
 
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time in s of ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
+def interleaved(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time [s] of each variant over ``repeats`` rounds, one call of each per
+    round in turn (after one warm-up round)."""
+    for fn in variants.values():
         fn()
-        times.append(time.perf_counter() - tic)
-    return float(np.median(times))
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            tic = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - tic)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def offline(cascade: CascadeCleaner, span: float, batch: int, repeats: int) -> dict:
+    """Offline x real time of every variant (module doc) on ``span`` s of new data."""
+    fs = cascade.sample_rate
+    seg = generate(SyntheticParams(duration=span, sample_rate=fs, n_distractors=18, seed=2), 0)
+    net = cascade.network
+    previous = CascadeCleaner(
+        cascade.wiener, ModuleNetworkCleaner(net.model, net.standardizer, net.config)
+    )
+    w = cascade.witness_array(seg.witnesses)
+    xs = net.standardizer.transform(w).astype(np.float32)  # the network's input
+    n = round(cascade.window * fs)
+    fast = FastDeepClean(net.model)
+
+    def forward(model: torch.nn.Module) -> Callable[[], object]:
+        def predict(block: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(block)).numpy()[:, None]
+
+        return lambda: stitch_windows(
+            predict, xs, n, net.reach, multiple=net.multiple, batch=batch
+        )
+
+    s, wit = seg.strain, seg.witnesses
+    variants: dict[str, Callable[[], object]] = {
+        "cascade": lambda: cascade.clean(s, wit, batch=batch),
+        "cascade_previous": lambda: previous.clean(s, wit, overlap=0.5, batch=batch),
+        "cascade_hann_fast": lambda: cascade.clean(s, wit, overlap=0.5, batch=batch),
+        "cascade_stitch_module": lambda: previous.clean(s, wit, batch=batch),
+        "network_forward": forward(fast),
+        "module_forward": forward(net.model),
+        "wiener": lambda: cascade.wiener.clean(s, wit, batch=batch),
+    }
+    load_before = os.getloadavg()
+    walls = interleaved(variants, repeats)
+    xrt = {k: realtime_factor(span, t) for k, t in walls.items()}
+    gain = {
+        "stitching": walls["cascade_hann_fast"] / walls["cascade"],
+        "fast_network_copy": walls["cascade_stitch_module"] / walls["cascade"],
+        "both": walls["cascade_previous"] / walls["cascade"],
+        "fast_copy_forward_only": walls["module_forward"] / walls["network_forward"],
+    }
+    # what the shipped cascade spends outside the network's forward pass
+    return {
+        "span_s": span,
+        "channels": len(cascade.witness_channels),
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "x_realtime": xrt,
+        "wall_s": walls,
+        "speedup": gain,
+        "network_forward_share_of_cascade": walls["network_forward"] / walls["cascade"],
+        "wiener_share_of_cascade": walls["wiener"] / walls["cascade"],
+    }
+
+
+def online(cascade: CascadeCleaner, frames: int, lookahead: float) -> dict:
+    """Per-frame latency of the cascade beside the module's forward pass on each block."""
+    fs = cascade.sample_rate
+    span = frames + 2
+    seg = generate(SyntheticParams(duration=span, sample_rate=fs, n_distractors=18, seed=3), 0)
+    w = cascade.witness_array(seg.witnesses)
+    net = cascade.network
+    xs = net.standardizer.transform(w).astype(np.float32)
+    cleaner = OnlineCleaner(cascade, frame=1.0, lookahead=lookahead)
+    block_n = cleaner.memory_n + cleaner.frame_n + cleaner.lookahead_n
+    base_lat = []
+    f = cleaner.frame_n
+    for i in range(frames):
+        sl = slice(i * f, (i + 1) * f)
+        cleaner.push(seg.strain.value[sl], w[:, sl])
+        start = max(0, (i + 1) * f - block_n)
+        block = xs[None, :, start : start + block_n]
+        if block.shape[-1] == block_n:
+            tic = time.perf_counter()
+            with torch.inference_mode():
+                net.model(torch.from_numpy(block))
+            base_lat.append(time.perf_counter() - tic)
+    lat = latency_summary(cleaner.latencies[1:])  # the first frame includes warm-up
+    base = latency_summary(base_lat[1:])
+    return {
+        "frame_s": 1.0,
+        "lookahead_s": lookahead,
+        "memory_s": cleaner.memory_n / fs,
+        "block_s": block_n / fs,
+        "cascade_ms": {k: v * 1e3 for k, v in lat.items() if k != "count"},
+        "module_forward_ms": {k: v * 1e3 for k, v in base.items() if k != "count"},
+        "end_to_end_p99_s": 1.0 + lookahead + lat["p99"],
+        "frames": lat["count"],
+    }
 
 
 def main() -> None:
@@ -83,71 +207,14 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
-    fs = 4096
-    cascade = load_cleaner(args.cleaner) if args.cleaner else build_cascade(fs)
+    cascade = load_cleaner(args.cleaner) if args.cleaner else build_cascade(4096)
     if not isinstance(cascade, CascadeCleaner):
         ap.error(f"--cleaner {args.cleaner}: a {type(cascade).__name__}, not a cascade")
-    seg = generate(
-        SyntheticParams(duration=args.span, sample_rate=fs, n_distractors=18, seed=2), 0
-    )
-    w = cascade.witness_array(seg.witnesses)  # (channel, time)
-    net = cascade.network
-    model = net.model
-    n = round(cascade.window * fs)
-    xs = net.standardizer.transform(w).astype(np.float32)  # the network's input
-
-    def forward(block: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(block)).numpy()[:, None]
-
-    def model_only() -> None:  # same windows, same batches, forward pass only
-        overlap_add(forward, xs, n, cascade.overlap, multiple=cascade.multiple, batch=args.batch)
-
-    def full() -> None:
-        cascade.clean(seg.strain, seg.witnesses, batch=args.batch)
-
-    full()  # warm-up
-    t_full = best_of(full, args.repeats)
-    t_model = best_of(model_only, args.repeats)
-    offline = {
-        "span_s": args.span,
-        "channels": len(cascade.witness_channels),
-        "threads": args.threads,
-        "cascade_wall_s": t_full,
-        "cascade_x_realtime": realtime_factor(args.span, t_full),
-        "model_forward_wall_s": t_model,
-        "model_forward_x_realtime": realtime_factor(args.span, t_model),
-        "cascade_over_model_time": t_full / t_model,
-    }
-    log.info("offline: %s", json.dumps(offline))
-
-    online = OnlineCleaner(cascade, frame=1.0, lookahead=args.lookahead)
-    block_n = online.memory_n + online.frame_n + online.lookahead_n
-    base_lat = []
-    f = online.frame_n
-    for i in range(min(args.frames, int(args.span) - 1)):
-        sl = slice(i * f, (i + 1) * f)
-        online.push(seg.strain.value[sl], w[:, sl])
-        start = max(0, (i + 1) * f - block_n)
-        block = xs[None, :, start : start + block_n]
-        if block.shape[-1] == block_n:
-            tic = time.perf_counter()
-            forward(block)
-            base_lat.append(time.perf_counter() - tic)
-    lat = latency_summary(online.latencies[1:])  # the first frame includes warm-up
-    base = latency_summary(base_lat[1:])
-    result = {
-        "frame_s": 1.0,
-        "lookahead_s": args.lookahead,
-        "memory_s": online.memory_n / fs,
-        "block_s": block_n / fs,
-        "cascade_ms": {k: v * 1e3 for k, v in lat.items() if k != "count"},
-        "model_forward_ms": {k: v * 1e3 for k, v in base.items() if k != "count"},
-        "end_to_end_p99_s": 1.0 + args.lookahead + lat["p99"],
-        "frames": lat["count"],
-    }
-    log.info("online: %s", json.dumps(result))
-    print(json.dumps({"offline": offline, "online": result}, indent=2))  # noqa: T201
+    off = offline(cascade, args.span, args.batch, args.repeats)
+    log.info("offline: %s", json.dumps(off))
+    on = online(cascade, args.frames, args.lookahead) if args.frames > 0 else None
+    log.info("online: %s", json.dumps(on))
+    print(json.dumps({"offline": off, "online": on}, indent=2))  # noqa: T201
 
 
 if __name__ == "__main__":
