@@ -442,6 +442,30 @@ def cube_meta(
     }
 
 
+def check_record(
+    ds: xr.Dataset, splits: dict[str, tuple[pd.Timestamp, pd.Timestamp]], source: str
+) -> None:
+    """Refuse splits outside the record's months.
+
+    Args:
+        ds: Canonical dataset with a ``time`` axis (its values only are read).
+        splits: Checked splits (:func:`check_splits`).
+        source: The file(s) ``ds`` came from, for the message.
+
+    Raises:
+        DataError: A split starts before the first month or ends after the last.
+    """
+    record = pd.DatetimeIndex(ds.time.values).to_period("M")
+    first, last = record[0].to_timestamp(), record[-1].to_timestamp()
+    for name, (a, b) in splits.items():
+        if a < first or b > last:
+            raise DataError(
+                f"{source}: split {name!r} ({a:%Y-%m}..{b:%Y-%m}) is outside the record "
+                f"({first:%Y-%m}..{last:%Y-%m})",
+                hint="set task.params.splits to periods inside the data",
+            )
+
+
 def build_cube(
     ds: xr.Dataset,
     splits: dict[str, tuple[str, str]],
@@ -486,15 +510,7 @@ def build_cube(
     sp = check_splits(splits)
     check_targets(ds, targets, pet, source)
     specs = [IndexSpec.parse(t) for t in targets]
-    record = pd.DatetimeIndex(ds.time.values).to_period("M")
-    first, last = record[0].to_timestamp(), record[-1].to_timestamp()
-    for name, (a, b) in sp.items():
-        if a < first or b > last:
-            raise DataError(
-                f"{source}: split {name!r} ({a:%Y-%m}..{b:%Y-%m}) is outside the record "
-                f"({first:%Y-%m}..{last:%Y-%m})",
-                hint="set task.params.splits to periods inside the data",
-            )
+    check_record(ds, sp, source)
     ds = ds.load()
     spei = any(s.kind == "spei" for s in specs)
     monthly = monthly_inputs(ds, pet if spei else "pev").load()
