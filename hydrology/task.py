@@ -54,6 +54,7 @@ from hydrology.ingest import read_training
 from hydrology.models.ensemble import PerOutputSelect, TileConvLSTM
 from hydrology.models.lstm import CellLSTM
 from hydrology.pet import PetMethod
+from hydrology.selection import PerOutputBestFromStart
 from hydrology.synthetic import PRESETS, generate
 from twins.errors import DataError, TwinsError
 from twins.task import Splits, Task
@@ -140,6 +141,10 @@ class DroughtParams(BaseModel):
             side by side on the same batches, each on its own loss, averaged at forecast
             time (selection per output applies to the ensemble mean).
         per_output_best: Keep the best validation state per output.
+        select_untrained: Let the state before training (for the hybrid: its baseline, ESP
+            or climatology) compete in the per-output selection, so an output training never
+            improves on the validation period keeps the baseline
+            (:class:`hydrology.selection.PerOutputBestFromStart`).
         output_patience: Stop training when no output's validation RMSE has improved for
             this many validations (0: never; use it instead of the trainer's joint early
             stop, which stops on the mean loss and discards per-output gains).
@@ -172,6 +177,7 @@ class DroughtParams(BaseModel):
     skip: bool = False
     members: int = Field(1, ge=1)
     per_output_best: bool = True
+    select_untrained: bool = False
     output_patience: int = Field(0, ge=0)
     cache: bool = True
     gates: Gates = Field(default_factory=Gates)
@@ -349,7 +355,8 @@ class DroughtForecast(Task):
         """Trainer callbacks the task contributes: the per-output best-state keeper."""
         if not self.params.per_output_best:
             return []
-        return [PerOutputBest(self.outputs, patience=self.params.output_patience)]
+        keeper = PerOutputBestFromStart if self.params.select_untrained else PerOutputBest
+        return [keeper(self.outputs, patience=self.params.output_patience)]
 
     def fingerprint(self) -> str:
         """Hash of the task parameters and the identity of the data."""

@@ -311,3 +311,29 @@ def test_gpcc_benchmark_reports_seeds_baselines_bars_and_maps(
     assert names == {"gain_spi_3_l1.png", "gain_spi_3_l2.png", "gain_spi_3_l3.png"}
     assert (tmp_path / "report" / "skill.csv").is_file()
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["cells"] > 0
+
+
+@pytest.mark.slow
+def test_selection_from_start_keeps_esp_when_training_only_hurts(
+    slice_file: Path, tmp_path: Path
+) -> None:
+    """With a destructive learning rate no validation state beats the untrained hybrid:
+    every output keeps it, and the forecasts are the ESP baseline itself."""
+    cfg = _cfg(
+        tmp_path,
+        slice_file,
+        "task.params.select_untrained=true",
+        "train.optimizer.lr=50.0",
+        "train.max_steps_per_epoch=10",
+        "train.val_every=5",
+    )
+    train_process(cfg, progress=False)
+    task = build_task(cfg)
+    model = load_selected(
+        task.build_model(), torch.load(cfg.run_dir / "model.pt", weights_only=True)["model"]
+    )
+    cube = task.cube()
+    issue = issue_months(cube, "test", task.params.seq_len)
+    pred = predict(model, cube, issue, task.params.seq_len)
+    # baseline + a zero correction head + a zero skip path: exactly the baseline
+    np.testing.assert_array_equal(pred, cube.baseline[:, issue])

@@ -18,6 +18,7 @@ from hydrology.forecast import monthly_inputs
 from hydrology.model_forecaster import ModelForecaster, esp_forecast
 from hydrology.models.ensemble import PerOutputSelect, load_selected
 from hydrology.models.lstm import CellLSTM
+from hydrology.selection import PerOutputBestFromStart
 from hydrology.synthetic import generate, write_netcdf
 from hydrology.task import DroughtForecast, DroughtParams
 from twins.cli import main
@@ -118,6 +119,37 @@ def test_per_output_best_stops_when_no_output_improves(monkeypatch) -> None:
         cb.on_validation_end(trainer, {})
         assert trainer.should_stop == (step == 4)  # steps 3 and 4 improve neither output
     assert cb.best_step == [2, 1] and cb.state_dict()["bad"] == 2
+
+
+def test_selection_from_start_keeps_the_untrained_state_where_training_never_helps(
+    monkeypatch,
+) -> None:
+    import types
+
+    import hydrology.callbacks as cbmod
+
+    scores = iter([[1.0, 1.0], [1.1, 0.9], [1.2, 0.95]])
+    monkeypatch.setattr(cbmod, "per_output_rmse", lambda *a, **k: next(scores))
+    model = PerOutputSelect(CellLSTM(3, 1, 2, hidden=4), 2)
+    trainer = types.SimpleNamespace(
+        val_data=[0],
+        bare_model=model,
+        batch_size=4,
+        step=0,
+        should_stop=False,
+        strategy=types.SimpleNamespace(is_main=True),
+    )
+    cb = PerOutputBestFromStart(["x", "y"])
+    cb.on_fit_start(trainer)  # scores the state before the first step
+    for step in (10, 20):
+        trainer.step = step
+        cb.on_validation_end(trainer, {})
+    assert cb.best_step == [0, 10] and cb.best == [1.0, 0.9]
+    resumed = PerOutputBestFromStart(["x", "y"])
+    resumed.on_fit_start(types.SimpleNamespace(step=20, val_data=[0]))  # nothing to score
+    assert resumed.history == []
+    params = DroughtParams.model_validate({"select_untrained": True})
+    assert type(DroughtForecast(params).callbacks()[0]) is PerOutputBestFromStart
 
 
 def test_model_forecaster_round_trip_and_shape(trained, tmp_path: Path) -> None:
