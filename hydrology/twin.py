@@ -548,10 +548,18 @@ class DroughtTwin(Twin):
             expected = next_month(cursor) if cursor else months[0]
             if months[0] != expected:
                 what = "already ingested" if months[0] <= (cursor or "") else "gap"
+                hint = "give the months after the cursor, in order, without gaps"
+                if months[0] < expected <= months[-1]:  # a whole record, as providers publish
+                    new_months = f"{expected}..{months[-1]}"
+                    what = f"already ingested; the new months are {new_months}"
+                    hint = (
+                        f"give {new_months} only, e.g. hydrology.realdata.cut(FILE, OUT, "
+                        f"months=('{expected}', '{months[-1]}'))"
+                    )
                 raise DataError(
                     f"{source}: first month {months[0]} does not follow the twin's cursor "
                     f"{cursor} ({what}; expected {expected}) (variable 'time')",
-                    hint="give the months after the cursor, in order, without gaps",
+                    hint=hint,
                 )
             new_hist = append_months(history, monthly, self.indices, txn.state.extra)
             fc = self.forecaster.forecast(new_hist)

@@ -132,7 +132,8 @@ def test_cut_refusals_name_the_file_and_variable(
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The user's downloads over East Africa: the record to 2015-12 and the month 2016-01;
-    the whole-Africa 2016-01 (another grid) and 2015-12 (already in the record)."""
+    the whole-Africa 2016-01 (another grid), 2015-12 (already in the record) and the whole
+    record to 2016-01 (as PSL publishes the file each month)."""
     d = tmp_path_factory.mktemp("downloads")
     return {
         "record": cut(
@@ -145,6 +146,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             GPCC, d / "gpcc_ea_2015-12.nc", months=("2015-12",) * 2, region=EAST_AFRICA
         ),
         "africa": cut(GPCC, d / "gpcc_africa_2016-01.nc", months=("2016-01", "2016-01")),
+        "whole": cut(GPCC, d / "gpcc_ea_1946-2016.nc", region=EAST_AFRICA),
     }
 
 
@@ -269,6 +271,7 @@ def test_twin_follows_gpcc_into_2016_through_the_cli(
     [
         ("africa", 3, ("gpcc_africa_2016-01.nc", "'lat'", "32 values", "twin has 8")),
         ("2015-12", 3, ("gpcc_ea_2015-12.nc", "2015-12", "already ingested", "'time'")),
+        ("whole", 3, ("gpcc_ea_1946-2016.nc", "1946-01", "the new months are 2016-01..2016-01")),
     ],
 )
 def test_wrong_real_months_are_refused_and_change_nothing(
@@ -289,6 +292,8 @@ def test_wrong_real_months_are_refused_and_change_nothing(
     assert rc == code and len(errors) == 1, err
     for name in names:
         assert name in errors[0], (name, errors[0])
+    if case == "whole":  # the record as the provider publishes it: the hint says what to give
+        assert "twins: hint: give 2016-01..2016-01 only, e.g. hydrology.realdata.cut(" in err
     assert dir_snapshot(twin_dir, skip_lock=True) == before
 
 
