@@ -1,0 +1,682 @@
+"""The drought sample cube built out of core: blocks of the grid, the whole record each.
+
+:func:`hydrology.dataset.build_cube` loads the whole daily record. :func:`build_cube_store`
+computes the same cube (:mod:`hydrology.cubestore`, a Zarr store chunked by cell) with dask,
+one block of ``tile = (rows, cols)`` cells at a time, so that memory is bounded by a block
+(the whole record of ``rows x cols`` cells), not by the grid:
+
+1. **Months.** Each block's daily (or monthly) fields go through
+   :func:`hydrology.forecast.monthly_inputs`; the monthly inputs are written to a scratch
+   Zarr store, and each block reports its served cells (:func:`hydrology.features.input_cells`)
+   and whether they have gaps (:func:`hydrology.features.has_gaps`).
+2. **Cells.** Each block's served cells get their indices fitted and transformed
+   (:class:`hydrology.indices.DroughtIndices`), their scaler statistics
+   (:meth:`hydrology.features.Scaler.fit`), targets, analogue (ESP) baseline and SPI
+   parameters (:func:`hydrology.dataset.forecast_targets`), observed indices, precipitation,
+   and drought counts per month; with regional-mean inputs the indices go to the scratch
+   store too.
+3. **Dynamic features** (:func:`hydrology.features.dynamic_features`) per block; regional
+   means read the indices of the block and a halo of
+   ``int(3 * sigma + 0.5)`` cells around it (the Gaussian kernel's reach), so they equal the
+   whole-grid filter.
+
+Everything in a block is per cell, and the few grid-wide numbers (the served cells, whether
+any has gaps, the orography's mean and spread, the drought share per month) are reduced
+from the blocks, so the store equals ``build_cube`` bit for bit, cells in tile order
+(:func:`hydrology.cubestore.cube_to_dataset` with the same tile). Blocks are sized by
+``block_bytes`` (the block's input, all variables, all steps), aligned with the input's
+dask chunks when it has them. The work runs on the active dask scheduler: wrap the call in
+:func:`twins.compute.cluster.dask_client` to run it on a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from hydrology.aggregate import monthly_mean
+from hydrology.cubestore import assemble, chunk_cells, dataset_to_cube, open_cube, write_cube
+from hydrology.dataset import (
+    _served,
+    check_record,
+    check_splits,
+    check_val_drought,
+    cube_meta,
+    forecast_targets,
+    in_drought,
+    observed_indices,
+)
+from hydrology.features import (
+    MIN_VALID_SHARE,
+    Scaler,
+    dynamic_features,
+    input_cells,
+    input_vars,
+    regional_mean,
+    static_features,
+    static_names,
+    time_by_cell,
+)
+from hydrology.forecast import index_inputs, monthly_inputs
+from hydrology.indices import CLIP, DroughtIndices, IndexSpec
+from hydrology.pet import PetMethod
+from hydrology.targets import check_targets
+from twins.errors import DataError
+
+__all__ = ["BLOCK_BYTES", "build_cube_store", "choose_tile", "halo_cells"]
+
+log = logging.getLogger(__name__)
+
+#: Default input size of one block (bytes): every time-varying variable, every step.
+BLOCK_BYTES = 64 * 2**20
+
+#: Variables that are static fields (no time axis) of a canonical dataset.
+STATICS = ("lsm", "z")
+
+
+def choose_tile(
+    shape: tuple[int, int],
+    bytes_per_cell: int,
+    block_bytes: int = BLOCK_BYTES,
+    align: tuple[int, int] | None = None,
+) -> tuple[int, int]:
+    """A block shape whose input is about ``block_bytes``.
+
+    Args:
+        shape: Grid ``(lat, lon)``.
+        bytes_per_cell: Input bytes of one cell's whole record (all variables, all steps).
+        block_bytes: Target input bytes of a block.
+        align: The input's chunk shape ``(lat, lon)``: the block is a multiple of it, or a
+            divisor of it, so that no input chunk is shared by blocks of different rows.
+
+    Returns:
+        ``(rows, cols)``, each at least 1 and at most the grid's.
+    """
+    ny, nx = shape
+    cells = max(1, block_bytes // max(bytes_per_cell, 1))
+    rows = max(1, min(ny, math.isqrt(cells)))
+    cols = max(1, min(nx, cells // rows))
+    if cols == nx:  # whole rows: as many as fit
+        rows = max(1, min(ny, cells // nx))
+    if align is not None:
+        rows, cols = _aligned(rows, align[0], ny), _aligned(cols, align[1], nx)
+    return rows, cols
+
+
+def _aligned(size: int, chunk: int, total: int) -> int:
+    """``size`` rounded down to a multiple of ``chunk``, or to a divisor of it."""
+    if chunk >= total:
+        return min(size, total)
+    if size >= chunk:
+        return min(total, size - size % chunk)
+    return max(d for d in range(1, chunk + 1) if chunk % d == 0 and d <= size)
+
+
+def halo_cells(regional: Sequence[float]) -> int:
+    """Cells the regional-mean kernels reach beyond a cell (scipy's Gaussian radius)."""
+    return max((int(3.0 * float(s) + 0.5) for s in regional), default=0)
+
+
+def _blocks(shape: tuple[int, int], tile: tuple[int, int]) -> list[tuple[slice, slice]]:
+    """The blocks of the grid, row-major."""
+    return [
+        (slice(y, min(y + tile[0], shape[0])), slice(x, min(x + tile[1], shape[1])))
+        for y in range(0, shape[0], tile[0])
+        for x in range(0, shape[1], tile[1])
+    ]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every block needs to know (picklable, for dask workers)."""
+
+    targets: tuple[str, ...]
+    leads: tuple[int, ...]
+    train: tuple[pd.Timestamp, pd.Timestamp]
+    cal: tuple[str, str]
+    pet: PetMethod
+    regional: tuple[float, ...]
+    masks: bool = False
+
+
+# ------------------------------------------------------------------------------ phase 1
+
+
+def _monthly(daily: xr.Dataset, pet: PetMethod) -> xr.Dataset:
+    """Monthly inputs of a block, and the monthly mean of a synthetic drought mask."""
+    monthly = monthly_inputs(daily, pet)
+    if "drought_mask" in daily:
+        monthly["drought_mask"] = monthly_mean(daily["drought_mask"].astype("float32"))
+    return monthly
+
+
+def _months_block(daily: xr.Dataset, statics: xr.Dataset, plan: _Plan) -> dict[str, np.ndarray]:
+    """Phase 1 on one block: monthly inputs ``(time, rows, cols)``, served cells and gaps."""
+    monthly = _monthly(daily, plan.pet)
+    out = {str(v): monthly[v].values for v in monthly.data_vars}
+    served = np.zeros(daily.sizes["lat"] * daily.sizes["lon"], bool)
+    cells = input_cells(monthly.merge(statics), plan.train)
+    served[cells] = True
+    out["served"] = served.reshape(daily.sizes["lat"], daily.sizes["lon"])
+    # Served cells missing a month of an input (has_gaps, cell by cell).
+    gaps = np.zeros_like(served)
+    for v in input_vars(monthly):
+        gaps |= ~np.isfinite(time_by_cell(monthly[v])).all(axis=0)
+    out["gappy"] = (gaps & served).reshape(out["served"].shape)
+    return out
+
+
+# ------------------------------------------------------------------------------ phase 2
+
+
+def _cells_block(monthly: xr.Dataset, served: np.ndarray, plan: _Plan) -> dict[str, Any]:
+    """Phase 2 on one block: every per-cell array of the store but ``dynamic`` (and
+    ``dynamic`` too without regional inputs), and the block's indices for the halo."""
+    cells = np.flatnonzero(served.ravel())
+    n, nt = cells.size, monthly.sizes["time"]
+    spi = [t for t in plan.targets if t.startswith("spi_")]
+    n_out = len(plan.targets) * len(plan.leads)
+    variables = input_vars(monthly)
+    if n == 0:  # no served cell (sea): nothing to fit
+        empty = np.full((len(plan.targets), nt, *served.shape), np.nan)
+        return {
+            "indices": empty,
+            "obs": np.zeros((0, nt, len(plan.targets)), np.float32),
+            "target": np.zeros((0, nt, n_out), np.float32),
+            "baseline": np.zeros((0, nt, n_out), np.float32),
+            "pr": np.zeros((0, nt), np.float32),
+            "scaler_mean": np.zeros((0, 12, len(variables)), np.float32),
+            "scaler_std": np.zeros((0, 12, len(variables)), np.float32),
+            "spi_gamma": np.zeros((0, len(spi), 12, 3)),
+            "spi_p0": np.zeros((0, len(spi), 12)),
+            "drought": np.zeros(nt, np.int64),
+            "dynamic": None,
+        }
+    di = DroughtIndices(list(plan.targets), plan.cal[0], plan.cal[1])
+    indices = di.fit_transform(index_inputs(monthly))
+    scaler = Scaler.fit(monthly, cells, plan.train)
+    obs = observed_indices(indices, plan.targets, cells)
+    train_years = (plan.train[0].year, plan.train[1].year)
+    target, baseline, spi_params = forecast_targets(
+        obs, _served(monthly["pr"], cells), di.params, cells, plan.targets, plan.leads, train_years
+    )
+    dm = monthly.get("drought_mask")
+    dynamic = None
+    if not plan.regional:
+        dynamic = dynamic_features(monthly, indices, plan.targets, cells, scaler, (), plan.masks)
+    return {
+        "indices": np.stack(
+            [indices[t].transpose("time", "lat", "lon").values for t in plan.targets]
+        ),
+        "obs": np.ascontiguousarray(obs.transpose(1, 0, 2)),
+        "target": np.ascontiguousarray(target.transpose(1, 0, 2)),
+        "baseline": np.ascontiguousarray(baseline.transpose(1, 0, 2)),
+        "pr": np.ascontiguousarray(time_by_cell(monthly["pr"])[:, cells].T.astype(np.float32)),
+        "scaler_mean": np.ascontiguousarray(scaler.mean.transpose(2, 0, 1)),
+        "scaler_std": np.ascontiguousarray(scaler.std.transpose(2, 0, 1)),
+        "spi_gamma": np.stack([spi_params[t]["gamma"].transpose(2, 0, 1) for t in spi], 1)
+        if spi
+        else np.zeros((n, 0, 12, 3)),
+        "spi_p0": np.stack([spi_params[t]["p0"].T for t in spi], 1)
+        if spi
+        else np.zeros((n, 0, 12)),
+        "drought": in_drought(dm, indices, plan.targets, cells).sum(axis=1).astype(np.int64),
+        "dynamic": dynamic,
+    }
+
+
+# ------------------------------------------------------------------------------ phase 3
+
+
+def _dynamic_block(
+    monthly: xr.Dataset,
+    served: np.ndarray,
+    window: xr.Dataset,
+    window_served: np.ndarray,
+    inner: tuple[slice, slice],
+    scaler_mean: np.ndarray,
+    scaler_std: np.ndarray,
+    plan: _Plan,
+) -> np.ndarray:
+    """Phase 3 on one block: ``(cell, time, feature)`` with regional means from the halo."""
+    cells = np.flatnonzero(served.ravel())
+    scaler = Scaler(
+        scaler_mean.transpose(1, 2, 0),
+        scaler_std.transpose(1, 2, 0),
+        0.0,
+        1.0,
+        variables=input_vars(monthly),
+    )
+    idx = xr.Dataset(
+        {
+            t: (("time", "lat", "lon"), window[t].values[:, inner[0], inner[1]])
+            for t in plan.targets
+        }
+    )
+    local = dynamic_features(monthly, idx, plan.targets, cells, scaler, (), plan.masks)
+    # Regional means over the window (block + halo), kept at the block's cells.
+    wy, wx = window_served.shape
+    wcells = np.flatnonzero(window_served.ravel())
+    by, bx = np.divmod(cells, served.shape[1])
+    pos = np.searchsorted(wcells, (by + inner[0].start) * wx + bx + inner[1].start)
+    vals = np.stack([time_by_cell(window[t])[:, wcells] for t in plan.targets], axis=1)
+    vals = np.clip(vals, -CLIP, CLIP).astype(np.float32)
+    reg = [
+        regional_mean(vals[:, j], wcells, (wy, wx), s)[:, pos]
+        for s in plan.regional
+        for j in range(len(plan.targets))
+    ]
+    reg_arr = np.nan_to_num(np.stack(reg, axis=1).transpose(2, 0, 1), nan=0.0)
+    split = len(scaler.variables) + len(plan.targets)
+    return np.concatenate([local[..., :split], reg_arr, local[..., split:]], axis=-1)
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes a Zarr store can hold (numpy scalars as Python numbers, others as text)."""
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        out[str(k)] = v if isinstance(v, str | int | float | bool) else str(v)
+    return out
+
+
+def _input_chunks(ds: xr.Dataset) -> tuple[int, int] | None:
+    """The first chunk's ``(lat, lon)`` size of a dask-backed dataset, or None."""
+    chunks = ds.chunks
+    if not chunks or "lat" not in chunks or "lon" not in chunks:
+        return None
+    return int(chunks["lat"][0]), int(chunks["lon"][0])
+
+
+def _grid_of_blocks(
+    parts: list[Any], blocks: list[tuple[slice, slice]], n_cols: int
+) -> list[list[Any]]:
+    return [parts[i : i + n_cols] for i in range(0, len(blocks), n_cols)]
+
+
+def _phase_months(
+    dyn: xr.Dataset,
+    statics: xr.Dataset,
+    plan: _Plan,
+    tile: tuple[int, int],
+    store: Path,
+) -> tuple[xr.Dataset, np.ndarray, bool]:
+    """Phase 1: monthly inputs to ``store``; the served-cell mask and whether any has gaps."""
+    shape = (dyn.sizes["lat"], dyn.sizes["lon"])
+    blocks = _blocks(shape, tile)
+    n_cols = -(-shape[1] // tile[1])
+    probe = _monthly(dyn.isel(lat=[0], lon=[0]).load(), plan.pet)
+    n_months = probe.sizes["time"]
+    parts = [
+        dask.delayed(_months_block, pure=True)(
+            dyn.isel(lat=sy, lon=sx), statics.isel(lat=sy, lon=sx, missing_dims="ignore"), plan
+        )
+        for sy, sx in blocks
+    ]
+
+    def tiled(name: str, lead: tuple[int, ...], dtype: Any) -> da.Array:
+        pieces = [
+            da.from_delayed(p[name], (*lead, sy.stop - sy.start, sx.stop - sx.start), dtype)
+            for p, (sy, sx) in zip(parts, blocks, strict=True)
+        ]
+        return da.block(_grid_of_blocks(pieces, blocks, n_cols))
+
+    names = [str(v) for v in probe.data_vars]
+    data = {
+        v: (
+            ("time", "lat", "lon"),
+            tiled(v, (n_months,), probe[v].dtype),
+            _jsonable(probe[v].attrs),
+        )
+        for v in names
+    }
+    # The masks go to the same store: one store, one graph, one run of each block.
+    data |= {m: (("lat", "lon"), tiled(m, (), bool)) for m in ("served", "gappy")}
+    monthly = xr.Dataset(
+        data,
+        coords={"time": probe["time"].values, "lat": dyn["lat"].values, "lon": dyn["lon"].values},
+    )
+    encoding = {v: {"chunks": (n_months, *tile)} for v in names}
+    encoding |= {m: {"chunks": tile} for m in ("served", "gappy")}
+    monthly.to_zarr(store, mode="w-", consolidated=False, encoding=encoding)
+    out = xr.open_zarr(store, consolidated=False)
+    served = out["served"].values
+    return out.drop_vars(["served", "gappy"]), served, bool(out["gappy"].values.any())
+
+
+def _cells_by_block(served: np.ndarray, blocks: list[tuple[slice, slice]]) -> list[np.ndarray]:
+    """Flat grid indices of each block's served cells, row-major within the block."""
+    nx = served.shape[1]
+    out = []
+    for sy, sx in blocks:
+        by, bx = np.divmod(np.flatnonzero(served[sy, sx].ravel()), sx.stop - sx.start)
+        out.append((by + sy.start) * nx + bx + sx.start)
+    return out
+
+
+def build_cube_store(
+    ds: xr.Dataset,
+    path: str | os.PathLike[str],
+    splits: dict[str, tuple[str, str]],
+    targets: Sequence[str] = ("spi_3", "ssmi_1"),
+    leads: Sequence[int] = (1, 2, 3),
+    require_val_drought: bool = True,
+    drought_cell_share: float = 0.05,
+    regional: Sequence[float] = (),
+    pet: PetMethod = "auto",
+    input_masks: Literal["auto", "on", "off"] = "auto",
+    source: str = "<dataset>",
+    *,
+    block_bytes: int = BLOCK_BYTES,
+    tile: tuple[int, int] | None = None,
+    cells_per_chunk: int | None = None,
+) -> dict[str, Any]:
+    """Build the sample cube of ``ds`` block by block into a new Zarr store at ``path``.
+
+    The arguments up to ``source`` are those of :func:`hydrology.dataset.build_cube`, and so
+    is the result (bit for bit, cells in tile order). Scratch stores (the monthly inputs,
+    the indices) live in ``<path>-scratch`` and are removed at the end, also on failure.
+
+    Args:
+        ds: Canonical dataset ``(time, lat, lon)``, lazily opened (dask or backend arrays:
+            only one block's record is read at a time) or in memory; statics ``lsm``/``z``
+            without ``time`` are read whole (one map each).
+        path: The store (must not exist, or be an empty directory).
+        splits: ``{"train"|"val"|"test": (first month, last month)}``.
+        targets: Index names.
+        leads: Leads in months.
+        require_val_drought: Refuse a validation period without drought months.
+        drought_cell_share: Share of served cells in drought that makes a drought month.
+        regional: Regional-mean kernel widths [cells].
+        pet: Where SPEI's PET comes from.
+        input_masks: Observation-mask features: ``auto``, ``on``, ``off``.
+        source: The file(s) ``ds`` came from, for messages.
+        block_bytes: Input bytes of a block (:func:`choose_tile`), ignored with ``tile``.
+        tile: Block shape ``(rows, cols)``; default from ``block_bytes``.
+        cells_per_chunk: Cells per store chunk; default: about
+            :data:`hydrology.cubestore.CHUNK_BYTES` of ``dynamic``.
+
+    Returns:
+        Build info: ``cells``, ``tile``, ``blocks``, ``cells_per_chunk``, ``months``.
+
+    Raises:
+        ConfigError: A target whose variable ``ds`` lacks.
+        DataError: Bad splits, splits outside the record, no served cell, or a drought-free
+            validation period (nothing is left at ``path`` but what the caller made).
+    """
+    sp = check_splits(splits)
+    check_targets(ds, targets, pet, source)
+    check_record(ds, sp, source)
+    specs = [IndexSpec.parse(t) for t in targets]
+    statics = ds[[v for v in STATICS if v in ds.data_vars and "time" not in ds[v].dims]].load()
+    time_vars = [str(v) for v in ds.data_vars if "time" in ds[v].dims]
+    shape = (ds.sizes["lat"], ds.sizes["lon"])
+    per_cell = ds.sizes["time"] * sum(ds[v].dtype.itemsize for v in time_vars)
+    tile = tile or choose_tile(shape, per_cell, block_bytes, _input_chunks(ds[time_vars]))
+    dyn = ds[time_vars].chunk({"time": -1, "lat": tile[0], "lon": tile[1]})
+    train = sp["train"]
+    cal = (str(train[0].date()), str((train[1] + pd.offsets.MonthEnd(0)).date()))
+    spei = any(s.kind == "spei" for s in specs)
+    plan = _Plan(
+        tuple(targets),
+        tuple(int(k) for k in leads),
+        train,
+        cal,
+        pet if spei else "pev",
+        tuple(regional),
+    )
+    blocks = _blocks(shape, tile)
+    log.info(
+        "cube %s: %d x %d grid in %d blocks of %d x %d cells (%.0f MB of input each)",
+        path,
+        *shape,
+        len(blocks),
+        *tile,
+        tile[0] * tile[1] * per_cell / 1e6,
+    )
+    path = Path(path)
+    existed = path.is_dir()
+    if existed and any(path.iterdir()):
+        raise FileExistsError(f"{path} is not empty: a cube store is built into a new directory")
+    scratch = Path(f"{path}-scratch")
+    shutil.rmtree(scratch, ignore_errors=True)
+    stack = contextlib.ExitStack()
+    try:
+        # No linear fusion: a block task read by two stores (the cube and a scratch store)
+        # would be fused into each store's graph under two keys and run twice.
+        stack.enter_context(dask.config.set({"optimization.fuse.active": False}))
+        monthly, served, gappy = _phase_months(dyn, statics, plan, tile, scratch / "monthly.zarr")
+        info = _phase_cells(
+            monthly,
+            statics,
+            served,
+            gappy,
+            plan,
+            sp,
+            tile,
+            path,
+            scratch,
+            input_masks,
+            drought_cell_share,
+            source,
+            cells_per_chunk,
+        )
+        if require_val_drought:
+            check_val_drought(dataset_to_cube(open_cube(path), positions=[]))
+    except BaseException:
+        _discard(path, existed)
+        raise
+    finally:
+        stack.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return info
+
+
+def _discard(path: Path, existed: bool) -> None:
+    """Remove what a failed build wrote at ``path`` (keep the directory the caller made)."""
+    if not existed:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir() if path.is_dir() else ():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _phase_cells(
+    monthly: xr.Dataset,
+    statics: xr.Dataset,
+    served: np.ndarray,
+    gappy: bool,
+    plan: _Plan,
+    sp: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
+    tile: tuple[int, int],
+    path: Path,
+    scratch: Path,
+    input_masks: str,
+    drought_cell_share: float,
+    source: str,
+    cells_per_chunk: int | None,
+) -> dict[str, Any]:
+    """Phases 2 and 3: every cell array into the store at ``path``."""
+    blocks = _blocks(served.shape, tile)
+    by_block = _cells_by_block(served, blocks)
+    cells = np.concatenate(by_block)
+    if cells.size == 0:
+        raise DataError(
+            f"{source}: no land cells (lsm > 0.5 where given, and inputs observed in at least "
+            f"{MIN_VALID_SHARE:.0%} of the training months)"
+        )
+    plan = replace(plan, masks=input_masks == "on" or (input_masks == "auto" and gappy))
+    variables = input_vars(monthly)
+    times = pd.DatetimeIndex(monthly["time"].values)
+    # The orography's mean and spread over the served cells, in row-major order as build_cube.
+    stub = statics.assign_coords(time=times)
+    scaler = replace(
+        Scaler.fit(stub, np.flatnonzero(served.ravel()), plan.train, variables=()),
+        variables=variables,
+    )
+    static = static_features(statics, cells, scaler)
+    nt, n_t, n_out = times.size, len(plan.targets), len(plan.targets) * len(plan.leads)
+    n_spi = sum(t.startswith("spi_") for t in plan.targets)
+    parts = [
+        dask.delayed(_cells_block, pure=True)(monthly.isel(lat=sy, lon=sx), served[sy, sx], plan)
+        if b.size or plan.regional
+        else None
+        for (sy, sx), b in zip(blocks, by_block, strict=True)
+    ]
+    meta = cube_meta(
+        plan.targets,
+        plan.leads,
+        sp,
+        variables,
+        plan.regional,
+        plan.masks,
+        static_names(statics),
+        monthly["wb"].attrs.get("pet_method", "pev") if "wb" in monthly else None,
+        plan.cal,
+        drought_cell_share,
+        source,
+    )
+    n_feat = len(meta["dynamic_features"])
+    layout: dict[str, tuple[tuple[int, ...], Any]] = {
+        "obs": ((nt, n_t), np.float32),
+        "target": ((nt, n_out), np.float32),
+        "baseline": ((nt, n_out), np.float32),
+        "pr": ((nt,), np.float32),
+        "scaler_mean": ((12, len(variables)), np.float32),
+        "scaler_std": ((12, len(variables)), np.float32),
+        "spi_gamma": ((n_spi, 12, 3), np.float64),
+        "spi_p0": ((n_spi, 12), np.float64),
+    }
+    if not plan.regional:
+        layout["dynamic"] = ((nt, n_feat), np.float32)
+    land = [(p, b.size) for p, b in zip(parts, by_block, strict=True) if b.size]
+    data: dict[str, Any] = {
+        name: da.concatenate([da.from_delayed(p[name], (n, *tail), dt) for p, n in land])
+        for name, (tail, dt) in layout.items()
+    }
+    data["static"] = static
+    counts = da.stack([da.from_delayed(p["drought"], (nt,), np.int64) for p, _ in land]).sum(0)
+    share = (counts / cells.size).astype(np.float32)
+    chunk = cells_per_chunk or chunk_cells(nt, n_feat)
+    lat, lon = monthly["lat"].values, monthly["lon"].values
+    out = assemble(
+        data,
+        share,
+        cells=cells,
+        times=times,
+        lat=lat,
+        lon=lon,
+        meta=meta,
+        scaler=scaler,
+        tile=tile,
+    )
+    writes = [write_cube(out, path, chunk, compute=False)]
+    if plan.regional:
+        n_cols = -(-served.shape[1] // tile[1])
+        idx = {
+            t: da.block(
+                _grid_of_blocks(
+                    [
+                        da.from_delayed(
+                            p["indices"],
+                            (n_t, nt, sy.stop - sy.start, sx.stop - sx.start),
+                            np.float64,
+                        )[j]
+                        for p, (sy, sx) in zip(parts, blocks, strict=True)
+                    ],
+                    blocks,
+                    n_cols,
+                )
+            )
+            for j, t in enumerate(plan.targets)
+        }
+        index_ds = xr.Dataset(
+            {t: (("time", "lat", "lon"), a) for t, a in idx.items()},
+            coords={"time": times.values, "lat": lat, "lon": lon},
+        )
+        writes.append(
+            index_ds.to_zarr(
+                scratch / "indices.zarr",
+                mode="w-",
+                compute=False,
+                consolidated=False,
+                encoding={t: {"chunks": (nt, *tile)} for t in plan.targets},
+            )
+        )
+    dask.compute(*writes, optimize_graph=False)
+    if plan.regional:
+        _phase_dynamic(monthly, served, plan, tile, path, scratch, by_block, n_feat, chunk)
+    return {
+        "cells": int(cells.size),
+        "tile": list(tile),
+        "blocks": len(blocks),
+        "cells_per_chunk": int(min(chunk, cells.size)),
+        "months": int(nt),
+    }
+
+
+def _phase_dynamic(
+    monthly: xr.Dataset,
+    served: np.ndarray,
+    plan: _Plan,
+    tile: tuple[int, int],
+    path: Path,
+    scratch: Path,
+    by_block: list[np.ndarray],
+    n_feat: int,
+    chunk: int,
+) -> None:
+    """Phase 3 (regional inputs): ``dynamic`` from each block and its halo's indices."""
+    ny, nx = served.shape
+    idx = xr.open_zarr(scratch / "indices.zarr", consolidated=False)
+    store = xr.open_zarr(path, consolidated=False)
+    h = halo_cells(plan.regional)
+    offsets = np.cumsum([0, *(b.size for b in by_block)])
+    nt = monthly.sizes["time"]
+    pieces = []
+    for i, ((sy, sx), b) in enumerate(zip(_blocks(served.shape, tile), by_block, strict=True)):
+        if b.size == 0:
+            continue
+        wy = slice(max(sy.start - h, 0), min(sy.stop + h, ny))
+        wx = slice(max(sx.start - h, 0), min(sx.stop + h, nx))
+        inner = (
+            slice(sy.start - wy.start, sy.stop - wy.start),
+            slice(sx.start - wx.start, sx.stop - wx.start),
+        )
+        cs = slice(int(offsets[i]), int(offsets[i + 1]))
+        d = dask.delayed(_dynamic_block, pure=True)(
+            monthly.isel(lat=sy, lon=sx),
+            served[sy, sx],
+            idx.isel(lat=wy, lon=wx),
+            served[wy, wx],
+            inner,
+            store["scaler_mean"].isel(cell=cs).data,
+            store["scaler_std"].isel(cell=cs).data,
+            plan,
+        )
+        pieces.append(da.from_delayed(d, (b.size, nt, n_feat), np.float32))
+    dyn = xr.Dataset(
+        {"dynamic": (("cell", "time", "feature"), da.concatenate(pieces))},
+        attrs=store.attrs,  # (an append replaces the store's attributes with these)
+    )
+    write_cube(dyn, path, chunk, mode="a")
