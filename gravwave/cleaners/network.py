@@ -153,6 +153,8 @@ class NetworkCleaner(Cleaner):
         assert standardizer.mean is not None and standardizer.std is not None
         self._mean = standardizer.mean[None, :, None]
         self._inv_std = 1.0 / standardizer.std[None, :, None]
+        self._mean_t = torch.from_numpy(np.asarray(self._mean, dtype=np.float64))[..., None]
+        self._inv_std_t = torch.from_numpy(np.asarray(self._inv_std, dtype=np.float64))[..., None]
 
     @classmethod
     def from_run(
@@ -225,8 +227,13 @@ class NetworkCleaner(Cleaner):
 
     def raw(self, witnesses: np.ndarray) -> np.ndarray:
         """Network output ``(batch, 1, time)`` (unit-variance target scale)."""
-        x = ((np.asarray(witnesses) - self._mean) * self._inv_std).astype(np.float32)
-        return self._forward(torch.from_numpy(x)).numpy().astype(np.float64)[:, None]
+        w = torch.from_numpy(np.asarray(witnesses, dtype=np.float64))[:, :, None]
+        # standardised in float64 as before, then float32 in the network's channels-last
+        # layout in the same pass (no reorder in the network)
+        x = ((w - self._mean_t) * self._inv_std_t).to(
+            torch.float32, memory_format=torch.channels_last
+        )
+        return self._forward(x[:, :, 0]).numpy().astype(np.float64)[:, None]
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """Band-passed, de-scaled noise ``(time,)`` [strain] from ``(1, time)``."""
@@ -243,6 +250,7 @@ class NetworkCleaner(Cleaner):
                 "kernel_size": m.kernel_size,
                 "dilations": list(m.dilations),
                 "res_kernel_size": m.res_kernel_size,
+                "decimation": m.decimation,
             },
             "model": {k: v.detach().clone() for k, v in m.state_dict().items()},
             "standardizer": self.standardizer.state_dict(),

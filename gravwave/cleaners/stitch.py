@@ -60,6 +60,33 @@ def stitch_geometry(window: int, reach: tuple[int, int], multiple: int = 1) -> t
     return lead, core
 
 
+class _Extended:
+    """Windows of ``x`` extended by reflection (``lead`` samples before it, ``pad_right``
+    after), as ``np.pad(x, (lead, pad_right), "reflect")`` would give them, without copying
+    a long span whole: a window inside ``x`` is a slice of it, one that reaches past an end
+    is its own piece of ``x`` padded (equal to the whole span padded there as long as the
+    piece is longer than the padding it reflects; the whole span is padded otherwise)."""
+
+    def __init__(self, x: np.ndarray, lead: int, pad_right: int) -> None:
+        self.x, self.lead, self.pad_right = x, lead, pad_right
+        self.mode = "reflect" if x.shape[1] > 1 else "edge"
+        self._whole: np.ndarray | None = None
+
+    def window(self, start: int, length: int) -> np.ndarray:
+        """Samples ``[start, start + length)`` of the extended span, ``(channel, length)``."""
+        x, stop, total = self.x, start + length, self.x.shape[1]
+        if start >= 0 and stop <= total:
+            return x[:, start:stop]
+        left, right = max(0, -start), max(0, stop - total)
+        piece = x[:, max(start, 0) : max(min(stop, total), 0)]
+        if max(left, right) < piece.shape[1]:
+            return np.pad(piece, ((0, 0), (left, right)), mode=self.mode)
+        if self._whole is None:
+            pads = ((0, 0), (self.lead, self.pad_right))
+            self._whole = np.pad(x, pads, mode=self.mode)
+        return self._whole[:, start + self.lead : stop + self.lead]
+
+
 def stitch_windows(
     predict: Callable[[np.ndarray], np.ndarray],
     witnesses: np.ndarray,
@@ -98,11 +125,11 @@ def stitch_windows(
     lead, core = stitch_geometry(window, reach, multiple)
     n_win = max(1, math.ceil(total / core))
     pad_right = (n_win - 1) * core + window - lead - total
-    xp = np.pad(x, ((0, 0), (lead, pad_right)), mode="reflect" if total > 1 else "edge")
+    ext = _Extended(x, lead, pad_right)
     out: np.ndarray | None = None
     for first in range(0, n_win, max(1, batch)):
         ks = range(first, min(first + max(1, batch), n_win))
-        block = np.stack([xp[:, k * core : k * core + window] for k in ks])
+        block = np.stack([ext.window(k * core - lead, window) for k in ks])
         pred = np.asarray(predict(block))
         if pred.ndim != 3 or pred.shape[0] != len(ks) or pred.shape[2] != window:
             raise ValueError(f"predict returned shape {pred.shape} for windows {block.shape}")

@@ -18,7 +18,16 @@ Layout (after the DeepClean papers, reference/gravwave.md section 1; own impleme
 Inputs are standardised witnesses ``(batch, channel, time)``; the output ``(batch, time)``
 is the band-passed strain noise scaled to unit variance on the training span (the
 scaling the feasibility study needed for training not to stall). The time length must be
-divisible by ``2 ** len(widths)`` (16 by default; 8 s at 4096 Hz is fine).
+divisible by :attr:`DeepClean.total_stride` (16 by default; 8 s at 4096 Hz is fine).
+
+**Reduced rate** (``decimation=q``): a network whose band is low need not run at the data's
+rate. The witnesses pass a fixed anti-alias low-pass and every ``q``-th sample is kept
+(:func:`decimation_filter`: Kaiser, 80 dB from the reduced rate's Nyquist frequency on,
+flat to ``0.29 fs / q``); the layout above runs at ``fs / q``; its output is brought back
+to ``fs`` by the same filter (zero-stuffed, gain ``q``). The network then costs about
+``1 / q`` of the full-rate one and its reach in seconds grows ``q`` times.
+:func:`decimation_for` derives ``q`` from the band. The filters are fixed (not trained,
+not in the state dict): ``decimation`` in the model's settings rebuilds them.
 """
 
 from __future__ import annotations
@@ -26,8 +35,70 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812
+from scipy import signal
 from torch import nn
+
+#: Stop-band attenuation [dB] of the decimation filter.
+DECIMATION_ATTENUATION = 80.0
+#: Half length of the decimation filter in reduced-rate samples (``12 q`` input samples).
+DECIMATION_HALF = 12
+
+
+def decimation_edges(q: int) -> tuple[float, float]:
+    """``(pass edge, stop edge)`` of :func:`decimation_filter` in cycles per input sample.
+
+    The stop band starts at the reduced rate's Nyquist frequency ``1 / (2 q)`` (nothing
+    aliases); Kaiser's transition width ``(A - 7.95) / (2.285 * 2 pi * 2 h)`` for
+    ``A = 80`` dB and ``h = 12 q`` taps on each side is ``0.209 / q``, so the filter is flat
+    to ``0.291 / q`` (e.g. 298 Hz for ``q = 4`` at 4096 Hz).
+    """
+    width = (DECIMATION_ATTENUATION - 7.95) / (2.285 * 2 * math.pi * 2 * DECIMATION_HALF * q)
+    stop = 0.5 / q
+    return stop - width, stop
+
+
+def decimation_filter(q: int) -> np.ndarray:
+    """``(24 q + 1,)`` float64 taps of the anti-alias low-pass of a ``q``-fold decimation
+    (unit gain at 0 Hz; see :func:`decimation_edges`).
+
+    Raises:
+        ValueError: ``q < 2``.
+    """
+    if q < 2:
+        raise ValueError(f"a decimation filter needs q >= 2, got {q}")
+    pass_edge, stop_edge = decimation_edges(q)
+    beta = signal.kaiser_beta(DECIMATION_ATTENUATION)
+    taps = 2 * DECIMATION_HALF * q + 1
+    return signal.firwin(taps, (pass_edge + stop_edge) / 2, window=("kaiser", beta), fs=1.0)
+
+
+def decimation_for(band_high: float, sample_rate: float, factor: float = 2.0) -> int:
+    """The largest power-of-two decimation whose filter is flat up to ``factor`` times the
+    top of the network's band.
+
+    With the default ``factor`` 2 the network sees its witnesses flat to twice its band's
+    top (e.g. a 43-57 Hz training band at 4096 Hz: flat to 149 Hz at ``q = 8``, 512 Hz).
+
+    Args:
+        band_high: Top of the band the network is trained over [Hz].
+        sample_rate: Data rate [Hz].
+        factor: How far above the band the witnesses must be seen flat.
+
+    Raises:
+        ValueError: A band that is not below Nyquist or a factor below 1.
+    """
+    if not 0 < band_high < sample_rate / 2 or factor < 1:
+        raise ValueError(
+            f"expected 0 < band_high < {sample_rate / 2:g} Hz and factor >= 1, got "
+            f"{band_high:g} Hz and {factor:g}"
+        )
+    q = 1
+    while decimation_edges(2 * q)[0] * sample_rate >= factor * band_high:
+        q *= 2
+    return q
 
 
 def _same(kernel_size: int, dilation: int = 1) -> int:
@@ -67,6 +138,8 @@ class DeepClean(nn.Module):
         dilations: One bottleneck residual block per entry; empty gives the plain
             DeepClean layout.
         res_kernel_size: Odd kernel of the dilated bottleneck convolutions.
+        decimation: Run the layout at ``1 / decimation`` of the data's rate behind fixed
+            anti-alias filters (module doc); 1 runs it at the data's rate.
 
     Shapes:
         ``forward(x)``: ``x`` is ``(batch, C, time)`` with ``time % total_stride == 0``;
@@ -80,10 +153,13 @@ class DeepClean(nn.Module):
         kernel_size: int = 7,
         dilations: Sequence[int] = (1, 2, 4, 8, 16),
         res_kernel_size: int = 3,
+        decimation: int = 1,
     ) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        if int(decimation) != decimation or decimation < 1:
+            raise ValueError(f"decimation must be a positive integer, got {decimation}")
         if not widths or min(widths) < 1:
             raise ValueError(f"widths must be a non-empty list of positive ints, got {widths}")
         for name, k in (("kernel_size", kernel_size), ("res_kernel_size", res_kernel_size)):
@@ -117,11 +193,29 @@ class DeepClean(nn.Module):
             prev = w
         self.decoder = nn.Sequential(*dec)
         self.output = nn.Conv1d(in_channels, 1, k, padding=pad)
+        self.decimation = int(decimation)
+        if self.decimation > 1:
+            taps = torch.from_numpy(decimation_filter(self.decimation)).float()
+            # fixed, rebuilt from ``decimation``: buffers outside the state dict
+            self.register_buffer("down_taps", taps.repeat(in_channels, 1, 1), persistent=False)
+            self.register_buffer("up_taps", taps[None, None] * self.decimation, persistent=False)
 
     @property
     def total_stride(self) -> int:
-        """Downsampling factor of the encoder; input lengths must be multiples of it."""
-        return 2 ** len(self.widths)
+        """Decimation times the encoder's downsampling; input lengths must be multiples."""
+        return self.decimation * 2 ** len(self.widths)
+
+    def _down(self, x: torch.Tensor) -> torch.Tensor:
+        """Anti-alias low-pass and keep every ``decimation``-th sample (per channel)."""
+        taps = self.down_taps
+        half = taps.shape[-1] // 2
+        return F.conv1d(x, taps, stride=self.decimation, padding=half, groups=x.shape[1])
+
+    def _up(self, y: torch.Tensor) -> torch.Tensor:
+        """``(batch, 1, time / q)`` back to ``(batch, 1, time)``: zero-stuffed, low-passed."""
+        q, taps = self.decimation, self.up_taps
+        half = taps.shape[-1] // 2
+        return F.conv_transpose1d(y, taps, stride=q, padding=half, output_padding=q - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict ``(batch, time)`` strain noise from ``(batch, channel, time)`` witnesses."""
@@ -132,21 +226,35 @@ class DeepClean(nn.Module):
         if x.shape[-1] % self.total_stride:
             raise ValueError(
                 f"input length {x.shape[-1]} must be divisible by the total stride "
-                f"{self.total_stride} (2 ** {len(self.widths)} encoder stages)"
+                f"{self.total_stride} (decimation {self.decimation} x 2 ** {len(self.widths)}"
+                " encoder stages)"
             )
-        h = self.input(x)
+        h = self._down(x) if self.decimation > 1 else x
+        h = self.input(h)
         h = self.encoder(h)
         h = self.bottleneck(h)
         h = self.decoder(h)
-        return self.output(h).squeeze(1)
+        y = self.output(h)
+        return (self._up(y) if self.decimation > 1 else y).squeeze(1)
 
-    def _layers(self) -> list[nn.Module]:
-        """Time-mixing layers in forward order (BatchNorm and Tanh act pointwise)."""
-        layers: list[nn.Module] = [self.input[0]]
-        layers += [b[0] for b in self.encoder]
-        layers += [b.body[0] for b in self.bottleneck]  # the 1x1 conv and skip add nothing
-        layers += [b[0] for b in self.decoder]
-        layers.append(self.output)
+    def _layers(self) -> list[tuple[bool, int, int, int, int]]:
+        """Time-mixing layers in forward order as ``(transposed, kernel, stride, padding,
+        dilation)`` (BatchNorm and Tanh act pointwise)."""
+        convs: list[nn.Module] = [self.input[0]]
+        convs += [b[0] for b in self.encoder]
+        convs += [b.body[0] for b in self.bottleneck]  # the 1x1 conv and skip add nothing
+        convs += [b[0] for b in self.decoder]
+        convs.append(self.output)
+        layers = []
+        for c in convs:
+            assert isinstance(c, nn.Conv1d | nn.ConvTranspose1d)
+            (k,), (s,), (d,) = c.kernel_size, c.stride, c.dilation
+            (p,) = c.padding  # type: ignore[misc]
+            layers.append((isinstance(c, nn.ConvTranspose1d), k, s, int(p), d))
+        q = self.decimation
+        if q > 1:
+            k = 2 * DECIMATION_HALF * q + 1
+            layers = [(False, k, q, k // 2, 1), *layers, (True, k, q, k // 2, 1)]
         return layers
 
     def receptive_field(self) -> tuple[int, int]:
@@ -168,15 +276,8 @@ class DeepClean(nn.Module):
         for phase in range(self.total_stride):
             n = origin + phase
             lo, hi = n, n
-            for layer in reversed(layers):
-                assert isinstance(layer, nn.Conv1d | nn.ConvTranspose1d)
-                (k,), (s,), (p,), (d,) = (
-                    layer.kernel_size,
-                    layer.stride,
-                    layer.padding,
-                    layer.dilation,
-                )
-                if isinstance(layer, nn.ConvTranspose1d):
+            for transposed, k, s, p, d in reversed(layers):
+                if transposed:
                     lo, hi = math.ceil((lo + p - d * (k - 1)) / s), (hi + p) // s
                 else:
                     lo, hi = s * lo - p, s * hi - p + d * (k - 1)

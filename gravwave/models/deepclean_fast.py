@@ -17,7 +17,9 @@ channels-last layout and back. The copy changes how, not what, it computes:
   ``tanh`` of the float32 input, ``u = 2^-24``: ``sigmoid`` to 1 ulp of a value at most 1,
   doubled exactly, one rounded subtraction);
 * the output convolution (one output channel) is one matrix product ``(time, C) @ (C, k)``
-  and a sum of ``k`` shifted columns, instead of oneDNN's one-channel kernel.
+  and a sum of ``k`` shifted columns, instead of oneDNN's one-channel kernel;
+* a decimated network's fixed anti-alias filter (``DeepClean(decimation=q)``) runs as a
+  depthwise convolution on the same channels-last tensor.
 
 :func:`rounding_bound` bounds, to first order in ``u``, how far any float32 evaluation of the
 network (this copy, or the module itself in any summation order) can be from the exact one;
@@ -112,6 +114,10 @@ class FastDeepClean(nn.Module):
         assert out.bias is not None
         self.w_out = param(out.weight.detach()[0].double())  # (C, k)
         self.b_out = float(out.bias.detach()[0])
+        self.decimation = model.decimation
+        if self.decimation > 1:  # the fixed filters, as they are (nothing to fold)
+            self.w_down = param(conv2d(model.down_taps.detach()))  # (C, 1, 1, L)
+            self.w_up = param(model.up_taps.detach())  # (1, 1, L)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,8 +131,12 @@ class FastDeepClean(nn.Module):
             raise ValueError(
                 f"input length {n} must be divisible by the total stride {self.total_stride}"
             )
-        p = self.kernel_size // 2
+        p, dec = self.kernel_size // 2, self.decimation
         h = x[:, :, None].contiguous(memory_format=torch.channels_last)
+        if dec > 1:
+            half = self.w_down.shape[-1] // 2
+            h = F.conv2d(h, self.w_down, stride=(1, dec), padding=(0, half), groups=h.shape[1])
+            n //= dec
         h = _tanh_(F.conv2d(h, self.w_in, self.b_in, padding=(0, p)))
         for w, b in zip(self.w_enc, self.b_enc, strict=True):
             h = _tanh_(F.conv2d(h, w, b, stride=(1, 2), padding=(0, p)))
@@ -145,6 +155,11 @@ class FastDeepClean(nn.Module):
         y = z[:, 0, :n] + self.b_out
         for j in range(1, z.shape[1]):
             y += z[:, j, j : j + n]
+        if dec > 1:
+            half = self.w_up.shape[-1] // 2
+            y = F.conv_transpose1d(
+                y[:, None], self.w_up, stride=dec, padding=half, output_padding=dec - 1
+            )[:, 0]
         return y
 
 
@@ -158,19 +173,24 @@ class FastForward:
 
     def __init__(self, model: DeepClean) -> None:
         self.model = model
+        self._modules = list(model.modules())  # a DeepClean's layers are fixed at __init__
         self._key: tuple[tuple[int, int], ...] | None = None
         self._fast: FastDeepClean | None = None
 
     def copy(self) -> FastDeepClean:
         """The current fast copy (made or remade here if ``model`` changed)."""
-        tensors = chain(self.model.parameters(), self.model.buffers())
-        key = tuple((id(t), t._version) for t in tensors)
+        tensors = chain.from_iterable(
+            chain(m._parameters.values(), m._buffers.values()) for m in self._modules
+        )
+        key = tuple((id(t), t._version) for t in tensors if t is not None)
         if self._fast is None or key != self._key:
             self._fast, self._key = FastDeepClean(self.model), key
         return self._fast
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, time)`` float32 prediction of ``(batch, C, time)`` float32 witnesses."""
+        """``(batch, time)`` float32 prediction of ``(batch, C, time)`` float32 witnesses
+        (fastest with channel-minor memory, e.g. a ``(batch, C, 1, time)`` channels-last
+        tensor's ``[:, :, 0]``: nothing to reorder)."""
         with torch.inference_mode():
             return self.copy()(x)
 
@@ -185,7 +205,7 @@ def rounding_bound(
     """First-order bound on ``|fl(model(x)) - model(x)|`` at output samples ``positions``, for
     any evaluation with unit roundoff ``unit`` (float32 by default): the module itself in
     any summation order, or :class:`FastDeepClean` (BatchNorm folded, ``tanh`` through
-    ``sigmoid``).
+    ``sigmoid``), at its own rate or decimated.
 
     Each operation's rounding is bounded locally (standard model, ``gamma_n = n unit /
     (1 - n unit)``): a convolution of fan-in ``K`` followed by its BatchNorm, folded or
@@ -254,6 +274,12 @@ def rounding_bound(
         return perturbed(torch.tanh(y), torch.full_like(y, 4 * unit))
 
     h = x.detach().to(dtype).clone()
+    dec = model.decimation
+    if dec > 1:  # the fixed anti-alias filter: fan-in L per output
+        taps = model.down_taps.detach().to(dtype).clone()
+        kw = {"stride": dec, "padding": taps.shape[-1] // 2, "groups": h.shape[1]}
+        mag = F.conv1d(h.abs(), taps.abs(), **kw)
+        h = perturbed(F.conv1d(h, taps, **kw), gamma(taps.shape[-1] + 3) * mag)
     h = conv_bn_tanh(model.input, h)
     for blk in model.encoder:
         h = conv_bn_tanh(blk, h)
@@ -265,7 +291,14 @@ def rounding_bound(
     for blk in model.decoder:
         h = conv_bn_tanh(blk, h)
     out, mag, fan = conv(model.output, h)
-    y = perturbed(out, gamma(fan + 3) * mag)[:, 0]
+    y = perturbed(out, gamma(fan + 3) * mag)
+    if dec > 1:  # zero-stuffed and low-passed: ceil(L / q) taps reach each output
+        taps = model.up_taps.detach().to(dtype).clone()
+        kw = {"stride": dec, "padding": taps.shape[-1] // 2, "output_padding": dec - 1}
+        mag = F.conv_transpose1d(y.detach().abs(), taps.abs(), **kw)
+        fan = -(-taps.shape[-1] // dec)
+        y = perturbed(F.conv_transpose1d(y, taps, **kw), gamma(fan + 3) * mag)
+    y = y[:, 0]
     bounds = torch.zeros(x.shape[0], len(positions), dtype=torch.float64)
     for j, t in enumerate(positions):
         grads = torch.autograd.grad(y[:, t].sum(), [d for d, _ in leaves], retain_graph=True)

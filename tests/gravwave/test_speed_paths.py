@@ -14,9 +14,10 @@ from scipy import signal
 from torch import nn
 
 from gravwave.cleaners import CascadeCleaner, NetworkCleaner, NetworkConfig, WienerCleaner
-from gravwave.cleaners.stitch import stitch_geometry, stitch_windows
+from gravwave.cleaners.stitch import _Extended, stitch_geometry, stitch_windows
 from gravwave.cleaners.windowed import overlap_add
 from gravwave.models import DeepClean
+from gravwave.models.deepclean import decimation_edges, decimation_filter, decimation_for
 from gravwave.models.deepclean_fast import FastDeepClean, FastForward, rounding_bound
 from gravwave.preprocess import Standardizer
 
@@ -41,8 +42,9 @@ def _model(channels: int, seed: int, **kwargs: object) -> DeepClean:
     return model
 
 
-def test_fast_copy_equals_the_module_within_the_rounding_bound() -> None:
-    model = _model(5, 0)
+@pytest.mark.parametrize("decimation", [1, 4])
+def test_fast_copy_equals_the_module_within_the_rounding_bound(decimation: int) -> None:
+    model = _model(5, 0, decimation=decimation)
     x = torch.randn(2, 5, 2048, generator=torch.Generator().manual_seed(1))
     positions = [0, 3, 600, 1023, 1377, 2047]  # both edges and several stride phases
     with torch.no_grad():
@@ -123,7 +125,7 @@ def test_stitching_refuses_a_window_shorter_than_the_reach() -> None:
         stitch_geometry(1024, (-1, 0), 16)
 
 
-def _cascade() -> tuple[CascadeCleaner, np.ndarray]:
+def _cascade(decimation: int = 1) -> tuple[CascadeCleaner, np.ndarray]:
     rng = np.random.default_rng(4)
     chans = [f"w{i}" for i in range(4)]
     x = rng.standard_normal((4, int(40 * FS)))
@@ -139,13 +141,16 @@ def _cascade() -> tuple[CascadeCleaner, np.ndarray]:
         target_scale=0.7,
         window=4.0,
     )
-    model = _model(4, 5, widths=(4, 8), dilations=(1, 2))
+    model = _model(4, 5, widths=(4, 8), dilations=(1, 2), decimation=decimation)
     net = NetworkCleaner(model, Standardizer().fit(x), config)
     return CascadeCleaner(wiener, net), x
 
 
-def test_cleaner_stitching_equals_one_window_and_the_hann_path_within_bounds() -> None:
-    cascade, x = _cascade()
+@pytest.mark.parametrize("decimation", [1, 4])
+def test_cleaner_stitching_equals_one_window_and_the_hann_path_within_bounds(
+    decimation: int,
+) -> None:
+    cascade, x = _cascade(decimation)
     w = x[:, : int(20 * FS) + 123]  # not a whole number of windows or strides
     total = w.shape[1]
     window, reach, m = round(4 * FS), cascade.reach, cascade.multiple
@@ -207,3 +212,86 @@ def test_clean_stitches_exactly_by_default_and_by_hann_on_request() -> None:
     )
     with pytest.raises(ValueError, match="cannot hold the reach"):
         cascade.clean(strain, wit, window=64 / FS)
+
+
+@pytest.mark.parametrize("total", [1, 2, 5, 100, 1000])
+def test_extended_windows_equal_the_whole_span_padded(total: int) -> None:
+    x = np.random.default_rng(total).standard_normal((2, total))
+    for lead, pad_right in [(0, 0), (4, 1), (48, 60), (48, 300)]:
+        whole = np.pad(x, ((0, 0), (lead, pad_right)), mode="reflect" if total > 1 else "edge")
+        ext = _Extended(x, lead, pad_right)
+        for start in range(-lead, total + pad_right, 3):
+            for length in (1, 64, 200):
+                if start + length <= total + pad_right:  # copies of the same samples
+                    got = ext.window(start, length)
+                    want = whole[:, start + lead : start + lead + length]
+                    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("q", [2, 4, 8])
+def test_decimation_filter_is_flat_to_its_pass_edge_and_stops_aliases(q: int) -> None:
+    taps = decimation_filter(q)
+    assert taps.shape == (24 * q + 1,)
+    pass_edge, stop_edge = decimation_edges(q)
+    assert stop_edge == 0.5 / q  # the reduced rate's Nyquist frequency: nothing aliases
+    f, h = signal.freqz(taps, worN=1 << 15, fs=1.0)
+    gain = np.abs(h)
+    # Kaiser's design formulas are approximate: the ripple 10^(-80/20) = 1e-4 of both
+    # bands is met within 50 % (78.5 dB measured at the stop edge)
+    assert np.abs(gain[f <= pass_edge] - 1).max() < 1.5e-4
+    assert gain[f >= stop_edge].max() < 1.5e-4
+    with pytest.raises(ValueError, match="q >= 2"):
+        decimation_filter(1)
+
+
+def test_decimation_is_derived_from_the_band() -> None:
+    # a 43-57 Hz training band at 4096 Hz: flat to 2 x 57 Hz needs 149 Hz (q = 8, 512 Hz);
+    # q = 16 would be flat to 75 Hz only
+    assert decimation_for(57.0, 4096.0) == 8
+    assert decimation_edges(8)[0] * 4096 >= 114 > decimation_edges(16)[0] * 4096
+    assert decimation_for(57.0, 4096.0, factor=4.0) == 4
+    assert decimation_for(1500.0, 4096.0) == 1  # no room: the full rate
+    with pytest.raises(ValueError, match="band_high"):
+        decimation_for(2048.0, 4096.0)
+
+
+def test_decimated_network_shapes_reach_and_state() -> None:
+    model = DeepClean(3, widths=(4, 8), dilations=(1, 2), decimation=4).double().eval()
+    assert model.total_stride == 16
+    with pytest.raises(ValueError, match="decimation 4 x 2 \\*\\* 2"):
+        model(torch.zeros(1, 3, 24, dtype=torch.float64))
+    with pytest.raises(ValueError, match="positive integer"):
+        DeepClean(3, decimation=0)
+    # the reach: every input sample with a non-zero gradient, over every stride phase
+    past, future = model.receptive_field()
+    x = torch.randn(1, 3, 4 * (past + future) + 64, dtype=torch.float64, requires_grad=True)
+    y = model(x)
+    seen = [0, 0]
+    for n in range(x.shape[-1] // 2, x.shape[-1] // 2 + model.total_stride):
+        (grad,) = torch.autograd.grad(y[0, n], x, retain_graph=True)
+        nonzero = torch.nonzero(grad[0].abs().sum(dim=0)).squeeze(1)
+        seen = [max(seen[0], n - int(nonzero.min())), max(seen[1], int(nonzero.max()) - n)]
+    assert tuple(seen) == (past, future)
+    # a constant passes the fixed filters with gain 1 away from the edges: the taps sum to
+    # 1 up to their float32 rounding (97 taps, each within u32 |h| <= 2^-24 / 4: 1.5e-6);
+    # zero-stuffed, the constant also has images at k / q (k = 1..q-1), each passed by at
+    # most the stop-band ripple 1.5e-4 (test above)
+    ones = torch.ones(1, 3, 512, dtype=torch.float64)
+    np.testing.assert_allclose(model._down(ones)[0, :, 30:-30].numpy(), 1.0, atol=1.5e-6)
+    low = torch.ones(1, 1, 128, dtype=torch.float64)
+    up = model._up(low)[0, 0, 120:-120].numpy()
+    np.testing.assert_allclose(up, 1.0, atol=3 * 1.5e-4 + 1.5e-6)
+    # the filters are rebuilt from the setting, not stored; a cleaner's state carries it
+    assert not any("taps" in k for k in model.state_dict())
+    config = NetworkConfig(
+        strain_channel="V1:h",
+        witness_channels=("a", "b", "c"),
+        sample_rate=FS,
+        bands=((40.0, 60.0),),
+        target_scale=1.0,
+    )
+    net = NetworkCleaner(model.float(), Standardizer().fit(np.ones((3, 8)) + np.eye(3, 8)), config)
+    again = NetworkCleaner.from_state(net.state())
+    assert again.model.decimation == 4 and again.multiple == 16
+    w = np.random.default_rng(0).standard_normal((3, 1024))
+    np.testing.assert_array_equal(again.noise(w), net.noise(w))
