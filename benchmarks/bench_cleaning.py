@@ -16,7 +16,15 @@ ratios within one run are not):
   one of the two, so each change's gain is measured alone;
 * ``network_forward`` / ``module_forward``: the fast copy / the module alone over the same
   stitched windows of pre-standardised float32 witnesses (no Wiener stage, no filters);
-* ``wiener``: the Wiener stage alone (its FIR and finishing filter).
+* ``wiener``: the Wiener stage alone (its FIR and finishing filter); ``wiener_blockfir``:
+  the same with its FIR by cache-sized FFT blocks (:class:`gravwave.cleaners.fir.BlockFIR`,
+  equal up to float64 rounding; not yet what ``WienerCleaner.raw`` calls);
+* ``cascade_decimated``: the cascade with its network at the reduced rate that
+  :func:`gravwave.models.deepclean.decimation_for` derives from its band (``decimation_q``;
+  untrained like the others: training does not use it yet), ``network_forward_decimated``
+  its fast forward pass alone, and ``cascade_projected`` with both the decimated network and
+  the block FIR: what offline cleaning would run at once training and the Wiener stage use
+  them.
 
 Online: the cascade per 1-s frame beside the module's forward pass over the same blocks.
 A script, not a timed test::
@@ -44,9 +52,12 @@ from gravwave.cleaners import (
     WienerCleaner,
     load_cleaner,
 )
+from gravwave.cleaners.fir import BlockFIR
+from gravwave.cleaners.network import network_fit_bands
 from gravwave.cleaners.stitch import stitch_windows
 from gravwave.metrics import latency_summary, realtime_factor
 from gravwave.models import DeepClean
+from gravwave.models.deepclean import decimation_for
 from gravwave.models.deepclean_fast import FastDeepClean
 from gravwave.preprocess import Standardizer
 from gravwave.synthetic import SyntheticParams, generate
@@ -63,6 +74,30 @@ class ModuleNetworkCleaner(NetworkCleaner):
         with torch.inference_mode():
             y = self.model(torch.from_numpy(x))
         return y.numpy().astype(np.float64)[:, None]
+
+
+class BlockWienerCleaner(WienerCleaner):
+    """The Wiener stage with its FIR by FFT blocks (:class:`BlockFIR`)."""
+
+    _block: BlockFIR | None = None
+
+    def raw(self, witnesses: np.ndarray) -> np.ndarray:
+        """FIR output ``(batch, 1, time)``, equal to the parent's up to float64 rounding."""
+        if self._block is None:
+            f = self.filter
+            assert f.taps is not None and f.witness_mean is not None
+            self._block = BlockFIR(f.taps, f.witness_mean, f.lag0)
+        return self._block(witnesses)
+
+
+def decimated(cascade: CascadeCleaner, wiener: WienerCleaner) -> tuple[CascadeCleaner, int]:
+    """``cascade`` with an untrained network at the reduced rate derived from its band,
+    behind ``wiener``; and that decimation."""
+    net = cascade.network
+    top = max(hi for _, hi in network_fit_bands(net.bands, net.sample_rate))
+    q = decimation_for(top, net.sample_rate)
+    model = DeepClean(len(net.witness_channels), decimation=q)
+    return CascadeCleaner(wiener, NetworkCleaner(model, net.standardizer, net.config)), q
 
 
 def build_cascade(fs: int) -> CascadeCleaner:
@@ -88,18 +123,24 @@ def build_cascade(fs: int) -> CascadeCleaner:
     return CascadeCleaner(wiener, net)
 
 
-def interleaved(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time [s] of each variant over ``repeats`` rounds, one call of each per
-    round in turn (after one warm-up round)."""
+def interleaved(
+    variants: dict[str, Callable[[], object]], repeats: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall time and median process CPU time [s] of each variant over ``repeats``
+    rounds, one call of each per round in turn (after one warm-up round). On a shared
+    machine the CPU time (all threads of this process) is the steadier measure of work."""
     for fn in variants.values():
         fn()
-    times: dict[str, list[float]] = {k: [] for k in variants}
+    wall: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
-            tic = time.perf_counter()
+            tic, cpu_tic = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - tic)
-    return {k: float(np.median(v)) for k, v in times.items()}
+            wall[name].append(time.perf_counter() - tic)
+            cpu[name].append(time.process_time() - cpu_tic)
+    med = {k: float(np.median(v)) for k, v in wall.items()}
+    return med, {k: float(np.median(v)) for k, v in cpu.items()}
 
 
 def offline(cascade: CascadeCleaner, span: float, batch: int, repeats: int) -> dict:
@@ -110,19 +151,22 @@ def offline(cascade: CascadeCleaner, span: float, batch: int, repeats: int) -> d
     previous = CascadeCleaner(
         cascade.wiener, ModuleNetworkCleaner(net.model, net.standardizer, net.config)
     )
+    blockfir = BlockWienerCleaner.from_state(cascade.wiener.state())
+    dec, q = decimated(cascade, cascade.wiener)
+    projected, _ = decimated(cascade, blockfir)
     w = cascade.witness_array(seg.witnesses)
     xs = net.standardizer.transform(w).astype(np.float32)  # the network's input
     n = round(cascade.window * fs)
-    fast = FastDeepClean(net.model)
 
-    def forward(model: torch.nn.Module) -> Callable[[], object]:
+    def forward(cleaner: NetworkCleaner, fast: bool) -> Callable[[], object]:
+        model = FastDeepClean(cleaner.model) if fast else cleaner.model
+
         def predict(block: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
                 return model(torch.from_numpy(block)).numpy()[:, None]
 
-        return lambda: stitch_windows(
-            predict, xs, n, net.reach, multiple=net.multiple, batch=batch
-        )
+        reach, multiple = cleaner.reach, cleaner.multiple
+        return lambda: stitch_windows(predict, xs, n, reach, multiple=multiple, batch=batch)
 
     s, wit = seg.strain, seg.witnesses
     variants: dict[str, Callable[[], object]] = {
@@ -130,18 +174,27 @@ def offline(cascade: CascadeCleaner, span: float, batch: int, repeats: int) -> d
         "cascade_previous": lambda: previous.clean(s, wit, overlap=0.5, batch=batch),
         "cascade_hann_fast": lambda: cascade.clean(s, wit, overlap=0.5, batch=batch),
         "cascade_stitch_module": lambda: previous.clean(s, wit, batch=batch),
-        "network_forward": forward(fast),
-        "module_forward": forward(net.model),
+        "network_forward": forward(net, True),
+        "module_forward": forward(net, False),
         "wiener": lambda: cascade.wiener.clean(s, wit, batch=batch),
+        "wiener_blockfir": lambda: blockfir.clean(s, wit, batch=batch),
+        "cascade_decimated": lambda: dec.clean(s, wit, batch=batch),
+        "network_forward_decimated": forward(dec.network, True),
+        "cascade_projected": lambda: projected.clean(s, wit, batch=batch),
     }
     load_before = os.getloadavg()
-    walls = interleaved(variants, repeats)
+    walls, cpus = interleaved(variants, repeats)
     xrt = {k: realtime_factor(span, t) for k, t in walls.items()}
+    cpu_xrt = {k: realtime_factor(span, t) for k, t in cpus.items()}
     gain = {
         "stitching": walls["cascade_hann_fast"] / walls["cascade"],
         "fast_network_copy": walls["cascade_stitch_module"] / walls["cascade"],
         "both": walls["cascade_previous"] / walls["cascade"],
         "fast_copy_forward_only": walls["module_forward"] / walls["network_forward"],
+        "block_fir_wiener_alone": walls["wiener"] / walls["wiener_blockfir"],
+        "decimated_network": walls["cascade"] / walls["cascade_decimated"],
+        "projected_over_shipped": walls["cascade"] / walls["cascade_projected"],
+        "projected_over_previous": walls["cascade_previous"] / walls["cascade_projected"],
     }
     # what the shipped cascade spends outside the network's forward pass
     return {
@@ -149,9 +202,11 @@ def offline(cascade: CascadeCleaner, span: float, batch: int, repeats: int) -> d
         "channels": len(cascade.witness_channels),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
+        "decimation_q": q,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "x_realtime": xrt,
+        "cpu_x_realtime": cpu_xrt,
         "wall_s": walls,
         "speedup": gain,
         "network_forward_share_of_cascade": walls["network_forward"] / walls["cascade"],

@@ -75,12 +75,17 @@ def decimation_filter(q: int) -> np.ndarray:
     return signal.firwin(taps, (pass_edge + stop_edge) / 2, window=("kaiser", beta), fs=1.0)
 
 
-def decimation_for(band_high: float, sample_rate: float, factor: float = 2.0) -> int:
+def decimation_for(band_high: float, sample_rate: float, factor: float = 4.0) -> int:
     """The largest power-of-two decimation whose filter is flat up to ``factor`` times the
     top of the network's band.
 
-    With the default ``factor`` 2 the network sees its witnesses flat to twice its band's
-    top (e.g. a 43-57 Hz training band at 4096 Hz: flat to 149 Hz at ``q = 8``, 512 Hz).
+    With the default ``factor`` 4 the network sees its witnesses flat to four times its
+    band's top, so products and differences of witness components up to there (a mains
+    line and its first harmonics, for a band around 50 Hz) reach it as at the full rate:
+    a 43-57 Hz training band at 4096 Hz gives ``q = 4`` (1024 Hz, flat to 298 Hz). A
+    larger ``q`` also lengthens the reach ``q`` times, so the 8-s cleaning windows
+    recompute more of each other: ``q = 4`` cleaned fastest there
+    (``benchmarks/bench_cleaning.py``).
 
     Args:
         band_high: Top of the band the network is trained over [Hz].
