@@ -35,6 +35,8 @@ from pydantic import (
 from torch import nn
 
 from hydrology.callbacks import PerOutputBest
+from hydrology.cubecache import cube_store, open_training_lazy
+from hydrology.cubestore import dataset_to_cube, open_cube
 from hydrology.dataset import (
     DEFAULT_SPLITS,
     CellDataset,
@@ -56,7 +58,9 @@ from hydrology.models.lstm import CellLSTM
 from hydrology.pet import PetMethod
 from hydrology.selection import PerOutputBestFromStart
 from hydrology.synthetic import PRESETS, generate
+from twins.compute.config import ComputeConfig
 from twins.errors import DataError, TwinsError
+from twins.launch.models import SlurmConfig
 from twins.task import Splits, Task
 
 log = logging.getLogger(__name__)
@@ -148,7 +152,18 @@ class DroughtParams(BaseModel):
         output_patience: Stop training when no output's validation RMSE has improved for
             this many validations (0: never; use it instead of the trainer's joint early
             stop, which stops on the mean loss and discards per-output gains).
-        cache: Cache the prepared cube in the run directory.
+        cache: Cache the prepared cube (``store``); False builds it in memory every time.
+        store: Where the cube is cached: ``npz`` (one file in the run directory, built in
+            memory), ``zarr`` (a Zarr store chunked by cell under ``cache_dir``, built out of
+            core once per data and configuration and shared by the runs, DDP ranks and tune
+            trials that use ``cache_dir``; :mod:`hydrology.cubecache`), or ``auto``: ``zarr``
+            when the files hold at least 1 GiB of time-varying data, else ``npz``.
+        cache_dir: Root of the Zarr cube stores; default ``<workdir>/cubes`` (the run
+            directory's parent: shared by the runs and the trials of a tune study in one
+            workdir). On a cluster, a file system every node sees, with ``flock``.
+        block_mb: Input megabytes per block of the out-of-core build (the whole record of a
+            block of cells is read at once; the build's memory grows with it).
+        build_timeout_s: How long a process waits for another's build of the cube store.
         gates: Plausibility bounds of the files in ``path`` (:class:`hydrology.gates.Gates`);
             widen one with a key, e.g. ``task.params.gates.tp.max=2500``. They decide what
             is accepted, never the data, so they are not part of :meth:`fingerprint`.
@@ -180,6 +195,10 @@ class DroughtParams(BaseModel):
     select_untrained: bool = False
     output_patience: int = Field(0, ge=0)
     cache: bool = True
+    store: Literal["auto", "npz", "zarr"] = "auto"
+    cache_dir: str | None = None
+    block_mb: int = Field(64, ge=1)
+    build_timeout_s: float = Field(3600.0, gt=0)
     gates: Gates = Field(default_factory=Gates)
 
     @field_validator("path", mode="before")
@@ -220,11 +239,27 @@ class DroughtParams(BaseModel):
         return self.splits.periods() if self.splits else DEFAULT_SPLITS[self.preset]
 
 
+#: Parameters that decide where and how the cube is stored, never what it holds: not part
+#: of :meth:`DroughtForecast.fingerprint` (nor are the gates, which only accept or refuse).
+NOT_DATA = {"gates", "store", "cache_dir", "block_mb", "build_timeout_s"}
+
+#: ``store: auto`` keeps a Zarr cube from this much time-varying input on (bytes).
+ZARR_AUTO_BYTES = 2**30
+
+
 class DroughtForecast(Task):
-    """Forecast SPI-3 and SSMI-1 at leads 1-3 months from monthly histories."""
+    """Forecast SPI-3 and SSMI-1 at leads 1-3 months from monthly histories.
+
+    Attributes:
+        compute: Where dask builds a Zarr cube (the run config's ``compute:``; the defaults
+            until whoever builds the task sets it).
+        slurm: The run config's ``launch.slurm``, for ``compute.mode: slurm``.
+    """
 
     Params = DroughtParams
     params: DroughtParams
+    compute: ComputeConfig = ComputeConfig()
+    slurm: SlurmConfig | None = None
 
     # -- data ---------------------------------------------------------------------------
     def _data_identity(self) -> dict[str, Any]:
@@ -262,11 +297,51 @@ class DroughtForecast(Task):
             return read_training(p.path, p.gates)
         return generate(PRESETS[p.preset].model_copy(update={"seed": p.seed}))
 
+    def store_kind(self) -> Literal["npz", "zarr"]:
+        """``params.store`` resolved: ``auto`` is ``zarr`` for at least 1 GiB of input."""
+        p = self.params
+        if p.store != "auto":
+            return p.store
+        if not p.path:
+            return "npz"
+        size = sum(s[1] or 0 for s in self._data_identity()["files"])
+        return "zarr" if size >= ZARR_AUTO_BYTES else "npz"
+
+    def cube_store(self) -> Path:
+        """The Zarr cube store (built once per data and configuration; see ``store``)."""
+        p = self.params
+        root = Path(p.cache_dir) if p.cache_dir else Path(self.workdir).parent / "cubes"
+        key = f"cube-{self._cube_key()}-zarr{p.block_mb}"
+        kwargs = {
+            "splits": p.resolved_splits(),
+            "targets": tuple(p.targets),
+            "leads": tuple(p.leads),
+            "require_val_drought": p.require_val_drought,
+            "regional": tuple(p.regional),
+            "pet": p.pet,
+            "input_masks": p.input_masks,
+            "source": self.data_source(),
+            "block_bytes": p.block_mb * 2**20,
+        }
+        product = cube_store(
+            root, key, self._lazy_dataset, kwargs, self.compute, self.slurm, p.build_timeout_s
+        )
+        return product.path
+
+    def _lazy_dataset(self) -> tuple[Any, tuple[int, int] | None]:
+        p = self.params
+        if p.path:
+            return open_training_lazy(p.path, p.gates, p.block_mb * 2**20)
+        return self.load_dataset(), None
+
     def cube(self) -> DroughtCube:
-        """The prepared sample cube (built once, cached in the run directory)."""
+        """The prepared sample cube (built once, cached per ``store``), in memory."""
         if getattr(self, "_cube", None) is not None:
             return self._cube
         p = self.params
+        if p.cache and self.store_kind() == "zarr":
+            self._cube = dataset_to_cube(open_cube(self.cube_store()))
+            return self._cube
         path = Path(self.workdir) / "data" / f"cube-{self._cube_key()}.npz"
         if p.cache and path.is_file():
             log.info("loading cached cube %s", path)
@@ -361,7 +436,7 @@ class DroughtForecast(Task):
     def fingerprint(self) -> str:
         """Hash of the task parameters and the identity of the data."""
         blob = json.dumps(
-            [self.params.model_dump(mode="json", exclude={"gates"}), self._data_identity()],
+            [self.params.model_dump(mode="json", exclude=NOT_DATA), self._data_identity()],
             sort_keys=True,
         ).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

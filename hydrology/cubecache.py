@@ -1,0 +1,172 @@
+"""The training task's cube store: built once per data and configuration, opened by everyone.
+
+:func:`cube_store` returns the Zarr cube (:mod:`hydrology.cubestore`) of a key under a cache
+root, building it out of core (:func:`hydrology.outofcore.build_cube_store`) on the
+configured dask engine (:func:`twins.compute.cluster.dask_client`) when no one has, through
+:func:`twins.compute.buildonce.build_once`: the DDP ranks of a run, the trials of a tune
+study and later runs with the same data and configuration share one build; the others wait
+for its completion marker and open it; a build killed half-way leaves nothing that looks
+complete, and the next caller builds again.
+
+:func:`open_training_lazy` opens the configured files without reading them: checked like
+:func:`hydrology.ingest.read_training` (names, units, time axis, the plausibility gates, which
+read every value once, chunk by chunk), chunked in space by the block the build will use,
+so that a block's whole record is read by one task and no chunk is shared by two blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask
+import xarray as xr
+
+from hydrology.gates import Gates, check_gates
+from hydrology.ingest import TRAINING_REQUIRED, canonical_units, standard_months
+from hydrology.io import open_grids, validate
+from hydrology.outofcore import build_cube_store, choose_tile
+from hydrology.timeaxis import calendar, is_standard
+from twins.compute.buildonce import Product, build_once
+from twins.compute.config import ComputeConfig
+from twins.errors import DataError
+from twins.launch.models import SlurmConfig
+
+__all__ = ["cube_store", "input_nbytes", "open_training_lazy"]
+
+log = logging.getLogger(__name__)
+
+
+def input_nbytes(ds: xr.Dataset) -> int:
+    """Bytes of the time-varying variables of ``ds`` (what the build reads), unread."""
+    return int(sum(ds[v].nbytes for v in ds.data_vars if "time" in ds[v].dims))
+
+
+def _per_cell(ds: xr.Dataset) -> int:
+    """Bytes of one cell's whole record, every time-varying variable."""
+    n = ds.sizes["lat"] * ds.sizes["lon"]
+    return max(1, input_nbytes(ds) // max(n, 1))
+
+
+def open_training_lazy(
+    paths: Sequence[str], gates: Gates, block_bytes: int
+) -> tuple[xr.Dataset, tuple[int, int]]:
+    """The training files, checked and gated, opened lazily in blocks of the build's tile.
+
+    Args:
+        paths: NetCDF/Zarr paths or glob patterns (``task.params.path``).
+        gates: Plausibility bounds (``task.params.gates``).
+        block_bytes: Input bytes of one block (:func:`hydrology.outofcore.choose_tile`).
+
+    Returns:
+        ``(ds, tile)``: the canonical dataset, dask-backed with chunks of ``tile`` cells
+        (whole record of one file each), and the tile.
+
+    Raises:
+        DataError: A missing or unreadable file, no ``tp``, invalid content, or a value
+            outside the gates (one line naming the file and the variable).
+    """
+    label = str(paths[0]) if len(paths) == 1 else f"{paths[0]} ... {paths[-1]}"
+    target = list(paths) if len(paths) > 1 else paths[0]
+    probe = open_grids(target, chunks={}, gates=None, check_values=False)
+    validate(probe, label, TRAINING_REQUIRED, check_values=False)
+    if "lat" not in probe.dims or "lon" not in probe.dims:
+        raise DataError(
+            f"{label}: dims {tuple(probe.dims)}: the cube store needs a (lat, lon) grid",
+            hint="regrid station records, or set task.params.store: npz",
+        )
+    tile = choose_tile((probe.sizes["lat"], probe.sizes["lon"]), _per_cell(probe), block_bytes)
+    chunks = {"lat": tile[0], "lon": tile[1]} | ({"time": -1} if len(paths) == 1 else {})
+    ds = open_grids(target, chunks=chunks, gates=None, check_values=False)
+    check_gates(ds, label, gates)  # every value once, chunk by chunk
+    ds = canonical_units(ds)
+    if not is_standard(ds):
+        log.info(
+            "%s: %s calendar: monthly means at month starts", label, calendar(ds.indexes["time"])
+        )
+        ds = standard_months(ds)
+    log.info(
+        "%s: %d x %d cells, %d steps, %.1f GB to read in blocks of %d x %d cells",
+        label,
+        ds.sizes["lat"],
+        ds.sizes["lon"],
+        ds.sizes["time"],
+        input_nbytes(ds) / 1e9,
+        *tile,
+    )
+    return ds, tile
+
+
+@contextlib.contextmanager
+def _engine(compute: ComputeConfig, nbytes: int, slurm: SlurmConfig | None) -> Iterator[str]:
+    """Run the block's dask work on the engine of ``compute`` (yields the mode).
+
+    The threaded scheduler, chosen or because the input is below ``min_cluster_bytes`` (as
+    :func:`twins.compute.cluster.choose_mode` decides), is set here without importing
+    :mod:`twins.compute.cluster`: that module imports dask_jobqueue, whose import installs a
+    SIGINT handler, which raises outside the main thread (a Ray Tune trial building the
+    cube) and replaces the handler of the importing process. Clusters go through
+    :func:`twins.compute.cluster.dask_client`, imported when one is needed.
+    """
+    small = nbytes < compute.min_cluster_bytes
+    if compute.mode == "threads" or (compute.mode in ("local", "slurm") and small):
+        threads = compute.workers * compute.threads_per_worker if compute.workers else None
+        log.info("dask: threaded scheduler in this process (input %.1f MB)", nbytes / 1e6)
+        with dask.config.set(scheduler="threads", num_workers=threads):
+            yield "threads"
+        return
+    from twins.compute.cluster import dask_client  # (see above: only when a cluster runs)
+
+    with dask_client(compute, input_bytes=nbytes, slurm=slurm) as session:
+        yield session.mode
+
+
+def cube_store(
+    root: str | os.PathLike[str],
+    key: str,
+    dataset: Callable[[], tuple[xr.Dataset, tuple[int, int] | None]],
+    cube_kwargs: Mapping[str, Any],
+    compute: ComputeConfig,
+    slurm: SlurmConfig | None = None,
+    timeout_s: float = 3600.0,
+) -> Product:
+    """The complete cube store of ``key`` under ``root``, built here if no one has.
+
+    Args:
+        root: The cache root (shared by the processes that should share the cube; on a
+            cluster a shared file system with ``flock``, see :mod:`twins.compute.buildonce`).
+        key: The content key (``cube-<hash of data and configuration>``).
+        dataset: Opens the input: ``(dataset, tile or None)``; called only when building.
+        cube_kwargs: Keyword arguments of :func:`hydrology.outofcore.build_cube_store`
+            (splits, targets, leads, ...).
+        compute: Where dask runs the build (``compute:`` of the run config).
+        slurm: ``launch.slurm`` of the run config, for ``compute.mode: slurm``.
+        timeout_s: How long to wait for another process's build.
+
+    Returns:
+        The product; open it with :func:`hydrology.cubestore.open_cube`.
+
+    Raises:
+        BuildWaitError: Waiting for another process's build timed out.
+        DataError, ConfigError: The build refused the data or the configuration (nothing
+            is published; the next caller tries again).
+    """
+
+    def build(tmp: Path) -> dict[str, Any]:
+        ds, tile = dataset()
+        nbytes = input_nbytes(ds)
+        with _engine(compute, nbytes, slurm) as mode:
+            info = build_cube_store(ds, tmp, tile=tile, **dict(cube_kwargs))
+        return info | {"dask": mode}
+
+    product = build_once(root, key, build, timeout_s=timeout_s)
+    log.info(
+        "cube store %s (%s)",
+        product.path,
+        "built here" if product.built else f"built by pid {product.record.get('pid')}",
+    )
+    return product
