@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,15 @@ def open_training_lazy(
             f"{label}: dims {tuple(probe.dims)}: the cube store needs a (lat, lon) grid",
             hint="regrid station records, or set task.params.store: npz",
         )
-    tile = choose_tile((probe.sizes["lat"], probe.sizes["lon"]), _per_cell(probe), block_bytes)
+    storage = probe.chunks  # the files' storage chunks: blocks are multiples or divisors
+    align = (storage["lat"][0], storage["lon"][0]) if "lat" in storage else None
+    shape = (probe.sizes["lat"], probe.sizes["lon"])
+    tile = choose_tile(shape, _per_cell(probe), block_bytes, align)
     chunks = {"lat": tile[0], "lon": tile[1]} | ({"time": -1} if len(paths) == 1 else {})
-    ds = open_grids(target, chunks=chunks, gates=None, check_values=False)
+    with warnings.catch_warnings():
+        # A block smaller than a storage chunk reads its part of it: by design, not a bug.
+        warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
+        ds = open_grids(target, chunks=chunks, gates=None, check_values=False)
     check_gates(ds, label, gates)  # every value once, chunk by chunk
     ds = canonical_units(ds)
     if not is_standard(ds):

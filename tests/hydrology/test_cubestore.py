@@ -26,7 +26,7 @@ from hydrology.cubestore import (
     write_cube,
 )
 from hydrology.dataset import DEFAULT_SPLITS, DroughtCube, build_cube
-from hydrology.synthetic import generate
+from hydrology.synthetic import generate, write_netcdf
 from twins.compute.buildonce import is_built
 from twins.compute.config import ComputeConfig
 from twins.config import load_config
@@ -165,11 +165,51 @@ def test_the_task_builds_the_store_once_and_trains_from_it(
     assert not (tmp_path / "c" / "data").exists()  # no npz beside the shared store
 
 
+def test_files_are_read_lazily_gated_and_give_the_in_memory_cube(
+    tiny: xr.Dataset, tmp_path: Path
+) -> None:
+    """The training file, opened lazily in blocks and gated chunk by chunk, gives the cube
+    the in-memory path gives; a value outside the gates is the same one-line refusal, and
+    no store is published."""
+    path = write_netcdf(tiny.drop_vars(["drought_forcing", "drought_mask"]), tmp_path / "t.nc")
+    base = [f"workdir={tmp_path}", "tracking.enabled=false", f"task.params.path={path}"]
+    npz = build_task(load_config(CONFIG, [*base, "name=a", "task.params.store=npz"])).cube()
+    lazy = build_task(
+        load_config(CONFIG, [*base, "name=b", "task.params.store=zarr", "task.params.block_mb=6"])
+    )
+    assert_same_cube(npz, lazy.cube())
+    assert npz.meta["source"] == lazy.cube().meta["source"] == str(path)
+    marker = next((tmp_path / "cubes").glob("*.done.json"))
+    # 6 MiB / (5 variables x 2922 days x 4 bytes) = 107 cells: blocks of 10 x 10 cells
+    assert json.loads(marker.read_text())["info"]["tile"] == [10, 10]
+    bad = tiny.drop_vars(["drought_forcing", "drought_mask"]).copy()
+    tp = bad["tp"].values.copy()
+    tp[5, bad["lsm"].values > 0.5] = -0.005  # -5 mm/d over land on one day
+    bad["tp"] = bad["tp"].copy(data=tp)
+    bad_path = write_netcdf(bad, tmp_path / "bad.nc")
+    task = build_task(
+        load_config(
+            CONFIG,
+            [
+                *base,
+                "name=c",
+                f"task.params.path={bad_path}",
+                "task.params.store=zarr",
+                f"task.params.cache_dir={tmp_path / 'other'}",
+            ],
+        )
+    )
+    with pytest.raises(DataError) as info:
+        task.cube()
+    assert str(info.value).startswith(f"{bad_path}: variable 'tp' has the value -5 mm/day")
+    assert not list((tmp_path / "other").glob("cube-*.done.json"))
+
+
 _KILL_SCRIPT = """
 import sys
 from hydrology.cubecache import cube_store
 from hydrology.dataset import DEFAULT_SPLITS
-from hydrology.synthetic import generate
+from hydrology.synthetic import generate, write_netcdf
 from twins.compute.config import ComputeConfig
 kwargs = {"splits": DEFAULT_SPLITS["tiny"], "cells_per_chunk": 9}
 cube_store(sys.argv[1], "cube-k", lambda: (generate("tiny"), (1, 12)), kwargs,
