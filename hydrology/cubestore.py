@@ -15,6 +15,7 @@ variable             dims                                   dtype      units
 ``scaler_mean/std``  ``(cell, month, variable)``            float32    input units
 ``spi_gamma``        ``(cell, spi, month, dparams)``        float64    gamma a, loc, scale
 ``spi_p0``           ``(cell, spi, month)``                 float64    probability of zero
+``valid``            ``(cell, time)``                       bool       a target is known
 ``drought_share``    ``(time,)``                            float32    share of cells
 ===================  =====================================  =========  ======================
 
@@ -78,6 +79,7 @@ CELL_VARS: tuple[str, ...] = (
     "scaler_std",
     "spi_gamma",
     "spi_p0",
+    "valid",
 )
 
 #: Target size of one chunk of ``dynamic`` (bytes, uncompressed).
@@ -156,6 +158,7 @@ def cube_to_dataset(cube: DroughtCube, tile: tuple[int, int] | None = None) -> x
             gamma.transpose(3, 0, 1, 2)[order] if gamma is not None else np.zeros((n, 0, 12, 3))
         ),
         "spi_p0": p0.transpose(2, 0, 1)[order] if p0 is not None else np.zeros((n, 0, 12)),
+        "valid": np.isfinite(cube.target[order]).any(axis=-1),
     }
     return assemble(
         data,
@@ -211,6 +214,7 @@ def assemble(
         "scaler_std": ("cell", "month", "variable"),
         "spi_gamma": ("cell", "spi", "month", "dparams"),
         "spi_p0": ("cell", "spi", "month"),
+        "valid": ("cell", "time"),
     }
     outputs = [f"{t}@{k}" for t in meta["targets"] for k in meta["leads"]]
     coords = {
@@ -285,11 +289,12 @@ def write_cube(
     return None if compute else delayed
 
 
-def open_cube(path: str | os.PathLike[str]) -> xr.Dataset:
+def open_cube(path: str | os.PathLike[str] | Any) -> xr.Dataset:
     """Open a cube store lazily (dask arrays, one chunk per store chunk).
 
     Args:
-        path: The store written by :func:`write_cube`.
+        path: The store written by :func:`write_cube` (its directory, or a zarr ``Store``
+            over it, e.g. one that counts reads).
 
     Returns:
         The Dataset, ``cell`` indexed by a ``(lat, lon)`` MultiIndex (``.unstack("cell")``
@@ -298,7 +303,8 @@ def open_cube(path: str | os.PathLike[str]) -> xr.Dataset:
     Raises:
         DataError: ``path`` is not a cube store of :data:`FORMAT`.
     """
-    path = Path(path)
+    if isinstance(path, str | os.PathLike):
+        path = Path(path)
     try:
         ds = xr.open_zarr(path, consolidated=False, chunks={})
     except (OSError, ValueError, KeyError) as exc:
@@ -330,6 +336,15 @@ def to_grid(da: xr.DataArray | xr.Dataset, ds: xr.Dataset | None = None) -> Any:
     return out.unstack("cell").reindex(lat=lat, lon=lon)
 
 
+def as_slice(positions: Sequence[int] | np.ndarray) -> slice | np.ndarray:
+    """Consecutive positions as a slice (dask then reads whole chunks, no gather), else
+    the positions as an int64 array."""
+    pos = np.asarray(positions, np.int64)
+    if pos.size and np.array_equal(pos, np.arange(pos[0], pos[0] + pos.size)):
+        return slice(int(pos[0]), int(pos[0]) + pos.size)
+    return pos
+
+
 def dataset_to_cube(
     ds: xr.Dataset, positions: Sequence[int] | np.ndarray | None = None
 ) -> DroughtCube:
@@ -345,9 +360,9 @@ def dataset_to_cube(
     """
     meta = ds.attrs["meta"]
     meta = json.loads(meta) if isinstance(meta, str) else dict(meta)
-    sel = ds if positions is None else ds.isel(cell=np.asarray(positions, np.int64))
-    names = [*CELL_VARS, "drought_share", "cell_index"]
-    loaded = sel[names].reset_index("cell").load()
+    sel = ds if positions is None else ds.isel(cell=as_slice(positions))
+    names = [*(v for v in CELL_VARS if v != "valid"), "drought_share", "cell_index"]
+    loaded = sel[names].reset_index("cell").compute()  # (load would fill the caller's variables)
     spi = [str(s) for s in ds["spi"].values]
     spi_params = {
         t: {

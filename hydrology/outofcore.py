@@ -425,7 +425,7 @@ def build_cube_store(
     check_targets(ds, targets, pet, source)
     check_record(ds, sp, source)
     specs = [IndexSpec.parse(t) for t in targets]
-    statics = ds[[v for v in STATICS if v in ds.data_vars and "time" not in ds[v].dims]].load()
+    statics = ds[[v for v in STATICS if v in ds.data_vars and "time" not in ds[v].dims]].compute()
     time_vars = [str(v) for v in ds.data_vars if "time" in ds[v].dims]
     shape = (ds.sizes["lat"], ds.sizes["lon"])
     per_cell = ds.sizes["time"] * sum(ds[v].dtype.itemsize for v in time_vars)
@@ -575,6 +575,7 @@ def _phase_cells(
         for name, (tail, dt) in layout.items()
     }
     data["static"] = static
+    data["valid"] = da.isfinite(data["target"]).any(axis=-1)
     counts = da.stack([da.from_delayed(p["drought"], (nt,), np.int64) for p, _ in land]).sum(0)
     share = (counts / cells.size).astype(np.float32)
     chunk = cells_per_chunk or chunk_cells(nt, n_feat)
