@@ -80,7 +80,9 @@ def open_training_lazy(
             f"{label}: dims {tuple(probe.dims)}: the cube store needs a (lat, lon) grid",
             hint="regrid station records, or set task.params.store: npz",
         )
-    storage = probe.chunks  # the files' storage chunks: blocks are multiples or divisors
+    # The storage chunks of precipitation (statics may be stored otherwise): blocks are
+    # multiples or divisors of them.
+    storage = probe["tp"].chunksizes
     align = (storage["lat"][0], storage["lon"][0]) if "lat" in storage else None
     shape = (probe.sizes["lat"], probe.sizes["lon"])
     tile = choose_tile(shape, _per_cell(probe), block_bytes, align)

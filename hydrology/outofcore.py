@@ -298,11 +298,12 @@ def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _input_chunks(ds: xr.Dataset) -> tuple[int, int] | None:
-    """The first chunk's ``(lat, lon)`` size of a dask-backed dataset, or None."""
-    chunks = ds.chunks
-    if not chunks or "lat" not in chunks or "lon" not in chunks:
-        return None
-    return int(chunks["lat"][0]), int(chunks["lon"][0])
+    """The first chunk's ``(lat, lon)`` size of the first dask-backed variable, or None."""
+    for name in ds.data_vars:
+        chunks = ds[name].chunksizes
+        if "lat" in chunks and "lon" in chunks:
+            return int(chunks["lat"][0]), int(chunks["lon"][0])
+    return None
 
 
 def _grid_of_blocks(

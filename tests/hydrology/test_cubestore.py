@@ -171,7 +171,14 @@ def test_files_are_read_lazily_gated_and_give_the_in_memory_cube(
     """The training file, opened lazily in blocks and gated chunk by chunk, gives the cube
     the in-memory path gives; a value outside the gates is the same one-line refusal, and
     no store is published."""
-    path = write_netcdf(tiny.drop_vars(["drought_forcing", "drought_mask"]), tmp_path / "t.nc")
+    # storage chunks of 6 x 6 cells by a year; the statics stored contiguously
+    statics = {"contiguous": True, "chunksizes": None, "zlib": False, "shuffle": False}
+    path = write_netcdf(
+        tiny.drop_vars(["drought_forcing", "drought_mask"]),
+        tmp_path / "t.nc",
+        chunk_space=6,
+        encoding={"lsm": statics, "z": statics},
+    )
     base = [f"workdir={tmp_path}", "tracking.enabled=false", f"task.params.path={path}"]
     npz = build_task(load_config(CONFIG, [*base, "name=a", "task.params.store=npz"])).cube()
     lazy = build_task(
@@ -180,8 +187,9 @@ def test_files_are_read_lazily_gated_and_give_the_in_memory_cube(
     assert_same_cube(npz, lazy.cube())
     assert npz.meta["source"] == lazy.cube().meta["source"] == str(path)
     marker = next((tmp_path / "cubes").glob("*.done.json"))
-    # 6 MiB / (5 variables x 2922 days x 4 bytes) = 107 cells: blocks of 10 x 10 cells
-    assert json.loads(marker.read_text())["info"]["tile"] == [10, 10]
+    # 6 MiB / (5 variables x 2922 days x 4 bytes) = 107 cells: 10 x 10, aligned down to
+    # the storage chunks: blocks of 6 x 6 cells
+    assert json.loads(marker.read_text())["info"]["tile"] == [6, 6]
     bad = tiny.drop_vars(["drought_forcing", "drought_mask"]).copy()
     tp = bad["tp"].values.copy()
     tp[5, bad["lsm"].values > 0.5] = -0.005  # -5 mm/d over land on one day
