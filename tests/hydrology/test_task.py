@@ -45,8 +45,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_trains_through_core_and_reports_baselines(trained) -> None:
-    cfg, summary, wall = trained
-    assert wall < 30
+    cfg, summary, _wall = trained  # wall time is logged by the benchmarks, never asserted
     assert (cfg.run_dir / "model.pt").is_file()
     assert list((cfg.run_dir / "data").glob("cube-*.npz")), "cube not cached in the run dir"
     m = summary["test_metrics"]
