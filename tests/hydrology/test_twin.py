@@ -735,7 +735,6 @@ def test_sigkill_during_update_leaves_twin_intact_and_retry_matches(
     retry produces exactly the products of an uninterrupted update."""
     ref_dir = tmp_path / "reference"
     shutil.copytree(template, ref_dir)
-    t0 = time.perf_counter()
     proc = _worker(ref_dir, files["2007-11"])
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     ready = time.perf_counter()
@@ -778,4 +777,3 @@ def test_sigkill_during_update_leaves_twin_intact_and_retry_matches(
         assert _products(directory, 1) == reference
         assert not list((directory / "staging").iterdir())
     assert 0 in outcomes and 1 in outcomes, outcomes
-    assert time.perf_counter() - t0 < 120
