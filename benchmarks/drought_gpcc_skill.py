@@ -13,7 +13,7 @@ mean, per cell) are written as PNG, and the bars of issue 10 are checked:
 * leads 1 and 2: no worse than ESP (3-seed mean at most +1 %);
 * lead 3: no worse than climatology.
 
-A script, not a test (about 5 min per seed on 2 shared cores)::
+A script, not a test (5-15 min per seed on 2 shared cores)::
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/drought_gpcc_skill.py --workdir runs/gpcc
     OMP_WAIT_POLICY=PASSIVE python benchmarks/drought_gpcc_skill.py --targets spi_1 spi_3 spi_6
@@ -21,9 +21,10 @@ A script, not a test (about 5 min per seed on 2 shared cores)::
 ``--targets`` trains one model on several SPI windows (the bars concern ``spi_3``);
 further arguments are config overrides as for ``twins train`` (e.g.
 ``task.params.seq_len=12``). ``--split val`` scores the validation years instead (what the
-configuration was tuned on; the test years never were). Results go to ``--out`` (default
-``<workdir>/gpcc-report``): ``skill.csv`` (every seed, lead and method), ``summary.json``
-(the table and the bars) and ``gain_<target>_l<lead>.png``.
+configuration was tuned on; the test years never were); ``--rescore`` scores the models a
+previous run left in ``--workdir`` instead of training them again. Results go to
+``--out`` (default ``<workdir>/gpcc-report-<split>``): ``skill.csv`` (every seed, lead and
+method), ``summary.json`` (the table and the bars) and ``gain_<target>_l<lead>.png``.
 """
 
 from __future__ import annotations
@@ -98,9 +99,17 @@ def _scores(
 
 
 def train_seeds(
-    workdir: Path, seeds: list[int], targets: list[str], overrides: list[str], split: str
+    workdir: Path,
+    seeds: list[int],
+    targets: list[str],
+    overrides: list[str],
+    split: str,
+    rescore: bool = False,
 ) -> tuple[DroughtCube, list[dict], dict[str, float]]:
     """Train one model per seed and score it (and the baselines) on ``split``.
+
+    With ``rescore`` a seed whose run directory already holds ``model.pt`` is scored
+    without training again.
 
     Returns:
         ``(cube, per-seed scores, timings)``; scores as :func:`_scores`.
@@ -120,11 +129,13 @@ def train_seeds(
         task = build_task(cfg)
         cube = task.cube()
         timings[f"seed{seed}_prep_s"] = time.perf_counter() - t0
-        (cfg.run_dir / "skill_test.csv").unlink(missing_ok=True)
-        summary = train_process(cfg, progress=False)
-        timings[f"seed{seed}_train_s"] = time.perf_counter() - t0 - timings[f"seed{seed}_prep_s"]
-        timings[f"seed{seed}_fit_s"] = float(summary["fit_wall_s"])
-        timings[f"seed{seed}_steps"] = float(summary["steps"])
+        if not (rescore and (cfg.run_dir / "model.pt").is_file()):
+            (cfg.run_dir / "skill_test.csv").unlink(missing_ok=True)
+            summary = train_process(cfg, progress=False)
+            fit = time.perf_counter() - t0 - timings[f"seed{seed}_prep_s"]
+            timings[f"seed{seed}_train_s"] = fit
+            timings[f"seed{seed}_fit_s"] = float(summary["fit_wall_s"])
+            timings[f"seed{seed}_steps"] = float(summary["steps"])
         state = torch.load(cfg.run_dir / "model.pt", weights_only=True)["model"]
         model = load_selected(task.build_model(), state)
         issue = issue_months(cube, split, task.params.seq_len)
@@ -196,11 +207,11 @@ def gain_maps(cube: DroughtCube, runs: list[dict], out_dir: Path) -> list[Path]:
             share = float(np.mean(gain[np.isfinite(gain)] < 0))
             fig = skill_map(
                 da,
-                f"{tgt} lead {k}: RMSE model - ESP ({len(runs)} seeds; model better in "
-                f"{share:.0%} of cells)",
+                f"{tgt} lead {k}: RMSE model - ESP, mean of {len(runs)} seeds\n"
+                f"blue: model better ({share:.0%} of cells)",
                 vmin=-0.1,
                 vmax=0.1,
-                cmap="RdBu",
+                cmap="RdBu_r",
             )
             path = out_dir / f"gain_{tgt}_l{k}.png"
             fig.savefig(path, dpi=90)
@@ -244,12 +255,13 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--targets", nargs="+", default=["spi_3"])
     ap.add_argument("--split", choices=["val", "test"], default="test")
+    ap.add_argument("--rescore", action="store_true", help="score the models already in --workdir")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     cube, runs, timings = train_seeds(
-        args.workdir, args.seeds, args.targets, args.overrides, args.split
+        args.workdir, args.seeds, args.targets, args.overrides, args.split, args.rescore
     )
     out = args.out or args.workdir / f"gpcc-report-{args.split}"
     summary = report(cube, runs, timings, args.split, out)
