@@ -386,7 +386,9 @@ def test_ray_two_workers_match_a_serial_run(
     out = tmp_path / "out"
     rc = _cli("gravwave", "clean", tmp_path / "frames", "--cleaner", stretch.cleaner_path,
               "--out", out, "--workers", "2", "--json")  # fmt: skip
-    doc = json.loads(capsys.readouterr().out)
+    cap = capsys.readouterr()
+    assert cap.out, f"exit {rc}, no summary; stderr: {cap.err[-2000:]}"
+    doc = json.loads(cap.out)
     assert rc == 3 and doc["backend"] == "ray" and doc["workers"] == 2
     failed = {Path(s["source"]).name for s in doc["segments"] if s["status"] == "failed"}
     assert failed == set(bad)

@@ -219,9 +219,15 @@ def test_glitch_flags_find_loud_glitch() -> None:
 
 
 @pytest.mark.slow
-def test_drift_episode_refit_recovers(tmp_path: Path, cleaner: WienerCleaner) -> None:
+def test_drift_episode_refit_recovers(tmp_path: Path) -> None:
     """A drifting coupling gain: degradation detected, refit, share of the oracle recovered."""
-    p = _params(drift=8.0)  # +7 % coupling gain per 32-s segment
+    # +7 % coupling gain per 32-s segment, on the design curve for which the 0.8 recovery bar
+    # was set. On the measured O3 curve (the generator's default since), whose lines reach 40x
+    # its floor at 145-155 Hz inside the coupling band, the refit recovers 0.34 against 0.45
+    # before the drift (0.75, measured once): a test of how well 32 s estimate a filter under
+    # those lines, not of the twin's drift handling, which is what this test is for.
+    p = _params(drift=8.0, asd="design")
+    cleaner = _fit(syn.generate(_params(t0=T0 - 4 * DUR, asd="design"), 0))
     twin = NoiseTwin.init(tmp_path / "t", cleaner, POLICY)
     shares, recs = [], []
     for k in range(7):
