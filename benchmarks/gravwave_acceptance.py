@@ -8,7 +8,8 @@ BNS range gain, the in-band ASD ratio per band, the worst 5-Hz sub-band of 20-10
 the cleaner's bands and the worst within 25 Hz of them (ratio and sub-band,
 :func:`gravwave.metrics.out_of_band`), and the matched-filter SNR ratio after/before of
 every injection; then the bars of issue 12 for the cascade (share >= 0.75 at both FFT
-lengths, every out-of-band sub-band within 2 % of 1, every SNR ratio >= 0.99) as PASS/FAIL.
+lengths, every out-of-band sub-band within 2 % of 1 (above and below, reported apart: below
+1 is witnessed noise removed beside a band, as the oracle does), every SNR ratio >= 0.99).
 A script, not a test::
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/gravwave_acceptance.py --workdir runs/accept
@@ -60,8 +61,9 @@ def _spectral(cleaned: TimeSeries, raw: TimeSeries, bands: list[tuple[float, flo
             "oob_worst_hz": list(ob.worst_band),
             "oob_near_worst": ob.near_worst,
             "oob_near_hz": list(ob.near_band),
-            "oob_max": float(ob.ratios.max()),
-            "oob_min": float(ob.ratios.min()),
+            "oob_max": ob.worst,
+            "oob_min": ob.lowest,
+            "oob_min_hz": list(ob.lowest_band),
         }
     return out
 
@@ -182,25 +184,32 @@ def main() -> None:
         }
         log.info("%s: %s", name, json.dumps(report[name], default=float))
     c = report["cascade"]
+    # Out of band the bar is two-sided: nothing added (<= 1.02) and nothing removed (>= 0.98).
+    # A ratio below 1 there is witnessed noise removed (the coupling's skirts): the oracle's
+    # lowest sub-band is reported beside it.
     bars = {
         "share >= 0.75": all(c[f"{fl:g}s"]["share"] >= 0.75 for fl in FFTLENGTHS),
-        "out-of-band within 2 %": all(
-            abs(c[f"{fl:g}s"]["oob_worst"] - 1) <= 0.02 for fl in FFTLENGTHS
-        ),
+        "out-of-band <= 1.02": all(c[f"{fl:g}s"]["oob_max"] <= 1.02 for fl in FFTLENGTHS),
+        "out-of-band >= 0.98": all(c[f"{fl:g}s"]["oob_min"] >= 0.98 for fl in FFTLENGTHS),
         "SNR ratio >= 0.99": c["snr_ratio_min"] >= 0.99,
     }
     report["bars"] = bars
     for fl in FFTLENGTHS:
         f = c[f"{fl:g}s"]
+        o = report["oracle_oob"][f"{fl:g}s"]
         log.info(
             "cascade %g-s ASD: share %.3f, worst out-of-band %.4f at %s Hz (near the bands "
-            "%.4f at %s Hz)",
+            "%.4f at %s Hz), lowest %.4f at %s Hz (oracle's lowest %.4f at %s Hz)",
             fl,
             f["share"],
             f["oob_worst"],
             f["oob_worst_hz"],
             f["oob_near_worst"],
             f["oob_near_hz"],
+            f["oob_min"],
+            f["oob_min_hz"],
+            o["oob_min"],
+            o["oob_min_hz"],
         )
     log.info("SNR ratio min %.4f; bars: %s", c["snr_ratio_min"], bars)
     (workdir / "acceptance.json").write_text(json.dumps(report, indent=2, default=float))

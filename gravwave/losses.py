@@ -9,6 +9,15 @@ where noise is subtracted::
 It is 1 for a zero prediction, 0 for a perfect one, and it is what the papers report as
 the in-band ASD ratio. PSDs are Welch estimates (Hann window, 2-s segments, 1-s overlap,
 median average by default) written in torch so gradients flow to the prediction.
+
+Skirts (issue 12): the cleaner's finishing band-pass passes the prediction a transition width
+beyond the band, where the network has nothing to remove. Optional ``skirts`` bands add
+``skirt_weight * mean over skirt bins f of (sqrt(1 + PSD_pred(f) / PSD_target(f)) - 1)``:
+the rise of the ASD there were the prediction subtracted from independent noise of the
+target's PSD. It has no cross term, so fitting the target's unpredictable noise there
+(overfitting it through chance witness correlations) earns nothing and every output costs;
+it is quadratic near zero output (a square root of the power ratio alone pulls the whole
+output to exactly zero: measured, the network then learned nothing in band either).
 """
 
 from __future__ import annotations
@@ -120,8 +129,11 @@ class ASDRatioLoss(nn.Module):
     """In-band mean ratio of residual to target amplitude spectral density.
 
     ``loss = (1 - mse_weight) * mean_{batch, in-band f} sqrt(PSD(target - pred) /
-    PSD(target)) + mse_weight * mean((target - pred)**2)``. In-band bins are those with
-    ``low <= f < high`` for any band, all weighted equally (a wider band counts more).
+    PSD(target)) + mse_weight * mean((target - pred)**2)
+    + skirt_weight * mean_{batch, skirt f} (sqrt(1 + PSD(pred) / PSD(target)) - 1)``.
+    In-band bins
+    are those with ``low <= f < high`` for any band, all weighted equally (a wider band
+    counts more); skirt bins likewise for the ``skirts`` bands, minus in-band bins.
 
     Args:
         sample_rate: Sampling rate in Hz.
@@ -134,6 +146,9 @@ class ASDRatioLoss(nn.Module):
             target.
         eps: Added to the PSD ratio under the square root so the gradient stays finite
             for a perfect prediction (the loss is then ``sqrt(eps)``).
+        skirts: ``(low, high)`` pairs in Hz where the prediction's power is penalised (the
+            finishing filter's transitions beside the bands); ``None``: no skirt term.
+        skirt_weight: Weight of the skirt term (>= 0).
 
     Shapes:
         ``forward(pred, target)``: both ``(batch, time)`` with ``time >= fftlength *
@@ -141,6 +156,7 @@ class ASDRatioLoss(nn.Module):
     """
 
     mask: torch.Tensor
+    skirt: torch.Tensor
     window: torch.Tensor
 
     def __init__(
@@ -153,6 +169,8 @@ class ASDRatioLoss(nn.Module):
         average: str = "median",
         mse_weight: float = 0.0,
         eps: float = 1e-12,
+        skirts: Sequence[Sequence[float]] | None = None,
+        skirt_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.sample_rate = float(sample_rate)
@@ -177,6 +195,20 @@ class ASDRatioLoss(nn.Module):
                 f"no frequency bin of resolution {1 / fftlength} Hz falls in bands {self.bands}"
             )
         self.register_buffer("mask", torch.from_numpy(mask), persistent=False)
+        if not skirt_weight >= 0:
+            raise ValueError(f"skirt_weight must be >= 0, got {skirt_weight}")
+        self.skirt_weight = float(skirt_weight)
+        self.skirts = None if skirts is None else check_bands(skirts, self.sample_rate)
+        skirt = np.zeros(freqs.shape, dtype=bool)
+        for low, high in self.skirts or ():
+            skirt |= (freqs >= low) & (freqs < high)
+        skirt &= ~mask
+        if self.skirts is not None and not skirt.any():
+            raise ValueError(
+                f"no frequency bin of resolution {1 / fftlength} Hz falls in the skirts "
+                f"{self.skirts} outside the bands {self.bands}"
+            )
+        self.register_buffer("skirt", torch.from_numpy(skirt), persistent=False)
         window = torch.from_numpy(_window("hann", self.nperseg))
         self.register_buffer("window", window, persistent=False)
 
@@ -210,12 +242,25 @@ class ASDRatioLoss(nn.Module):
         ratio = psd_res / psd_tgt.clamp_min(torch.finfo(psd_tgt.dtype).tiny)
         return torch.sqrt(ratio + self.eps).mean(dim=-1)
 
+    def skirt_rise(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-example skirt mean of ``sqrt(1 + PSD(pred) / PSD(target)) - 1``, shape
+        ``(batch,)`` (zeros without skirts)."""
+        if self.skirts is None:
+            return pred.new_zeros(pred.shape[:-1])
+        skirt = self.skirt.to(pred.device)
+        psd_pred = self.psd(pred)[..., skirt]
+        psd_tgt = self.psd(target)[..., skirt]
+        ratio = psd_pred / psd_tgt.clamp_min(torch.finfo(psd_tgt.dtype).tiny)
+        return (torch.sqrt(1.0 + ratio) - 1.0).mean(dim=-1)
+
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar loss for ``pred`` and ``target`` of shape ``(batch, time)``."""
         loss = self.asd_ratio(pred, target).mean()
         if self.mse_weight > 0:
             mse = nn.functional.mse_loss(pred, target)
             loss = (1.0 - self.mse_weight) * loss + self.mse_weight * mse
+        if self.skirts is not None and self.skirt_weight > 0:
+            loss = loss + self.skirt_weight * self.skirt_rise(pred, target).mean()
         return loss
 
     def batch_loss(

@@ -24,7 +24,14 @@ from gravwave.models import DeepClean
 from gravwave.policy import TwinPolicy
 from gravwave.preprocess import Standardizer
 from gravwave.synthetic import SyntheticParams, generate
-from gravwave.training import CascadeParams, CascadeTraining, fit_cascade, retrain_cascade
+from gravwave.training import (
+    CascadeParams,
+    CascadeTraining,
+    SkirtedNoiseCleaning,
+    SkirtedParams,
+    fit_cascade,
+    retrain_cascade,
+)
 from twins.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -177,3 +184,26 @@ def test_twin_cascade_refit_retrains_both_stages_on_new_coupling(tmp_path: Path)
     assert after < 0.5 < before
     with pytest.raises(ConfigError, match="needs a CascadeCleaner"):
         retrain_cascade(current.wiener, strain, wit, CascadeTraining())
+
+
+def test_network_task_trains_over_the_skirts_of_its_band() -> None:
+    """fit_cascade's task: the cleaner's band inside the trained band, the rest skirts."""
+    base = {
+        "synthetic": {"duration": 16, "sample_rate": 1024, "n_distractors": 1},
+        "sample_rate": 1024,
+        "window": 4.0,
+        "band": [(43.0, 57.0)],
+        "loss_fftlength": 1.0,
+        "loss_overlap": 0.5,
+    }
+    params = SkirtedParams(**base, cleaner_band=[(49.0, 51.0)])
+    assert params.skirt_weight == 1.0
+    task = SkirtedNoiseCleaning(params)
+    model = torch.nn.Conv1d(5, 1, 1)
+    x, y = torch.randn(2, 5, 4096), torch.randn(2, 4096)
+    value = task.loss(lambda w: model(w).squeeze(1), (x, y))
+    assert torch.isfinite(value)
+    # 1-Hz bins: 49 and 50 Hz in band, 43-48 and 51-56 Hz skirts
+    assert int(task._loss.mask.sum()) == 2 and int(task._loss.skirt.sum()) == 12
+    with pytest.raises(ValidationError, match="not inside band"):
+        SkirtedParams(**base, cleaner_band=[(40.0, 51.0)])

@@ -213,3 +213,40 @@ def test_batch_loss_form_and_errors() -> None:
         ASDRatioLoss(FS, [(20.2, 20.8)], fftlength=1.0, overlap=0.5)
     with pytest.raises(ValueError, match="mse_weight"):
         ASDRatioLoss(FS, [(20.0, 30.0)], mse_weight=2.0)
+
+
+def test_skirt_term_charges_any_output_beside_the_band() -> None:
+    """Skirts (issue 12): the ASD rise the prediction would cause there, no cross term.
+
+    Exact cases as in test_loss_is_one_for_zero_and_zero_for_perfect_prediction (a few u64
+    relative): zero costs nothing there; predicting the target itself, which a plain
+    ASD-ratio loss over the widened band rewards as perfect, costs sqrt(2) - 1 there; half
+    of it sqrt(1.25) - 1.
+    """
+    skirts = [(14.0, 36.0), (54.0, 76.0)]
+    loss = ASDRatioLoss(FS, [(20.0, 30.0), (60.0, 70.0)], skirts=skirts, skirt_weight=1.0)
+    plain = ASDRatioLoss(FS, skirts)
+    assert int(loss.skirt.sum()) == 2 * 12 * 2 and not (loss.skirt & loss.mask).any()
+    target = _signals()
+    cases = {  # prediction, in-band PSD ratio, skirt PSD ratio of prediction to target
+        "zero": (torch.zeros_like(target), 1.0, 0.0),
+        "target": (target, 0.0, 1.0),
+        "half": (0.5 * target, 0.25, 0.25),
+    }
+    for name, (pred, band_ratio, skirt_ratio) in cases.items():
+        expected = math.sqrt(band_ratio + loss.eps) + math.sqrt(1 + skirt_ratio) - 1
+        assert loss(pred, target).item() == pytest.approx(expected, rel=1e-14), name
+    assert plain(target, target).item() == pytest.approx(math.sqrt(loss.eps), rel=1e-14)
+    # differentiable, quadratic at zero output (zero gradient there), and zero weight is the
+    # plain loss
+    for scale in (0.0, 0.1):
+        pred = (scale * target).requires_grad_(True)
+        loss.skirt_rise(pred, target).sum().backward()
+        assert pred.grad is not None and torch.isfinite(pred.grad).all()
+        assert (pred.grad.abs().max() > 0) == (scale > 0)
+    off = ASDRatioLoss(FS, [(20.0, 30.0)], skirts=[(14.0, 36.0)], skirt_weight=0.0)
+    assert off(target, target).item() == ASDRatioLoss(FS, [(20.0, 30.0)])(target, target).item()
+    with pytest.raises(ValueError, match="skirt_weight"):
+        ASDRatioLoss(FS, [(20.0, 30.0)], skirts=skirts, skirt_weight=-1.0)
+    with pytest.raises(ValueError, match="no frequency bin .* skirts"):
+        ASDRatioLoss(FS, [(20.0, 30.0)], skirts=[(21.0, 29.0)])
