@@ -19,7 +19,7 @@ from gravwave.cleaners import (
     WienerCleaner,
     load_cleaner,
 )
-from gravwave.metrics import asd_ratio, matched_filter_snr, out_of_band_ratio
+from gravwave.metrics import asd_ratio, matched_filter_snr, out_of_band
 from gravwave.models import DeepClean
 from gravwave.policy import TwinPolicy
 from gravwave.preprocess import Standardizer
@@ -131,7 +131,15 @@ def test_short_cascade_beats_wiener_alone_and_keeps_signals(tmp_path: Path) -> N
     log.info("bilinear band ASD ratio: Wiener alone %.3f, cascade %.3f", r_w, r_c)
     assert r_c < r_w - 0.03  # the network removes part of the bilinear noise
     assert asd_ratio(cleaned, raw, [bands["linear"]]) < 0.5
-    assert abs(out_of_band_ratio(cleaned, raw, list(bands.values())) - 1) < 0.01
+    # Nothing added beside the bands (issue 12): a leak at the 2 % bar (q = 0.04 of the
+    # noise) would read 1.02 with a median-Welch sigma of 2.4 sqrt(0.04 / (2 * 96 s * 5 Hz))
+    # = 0.5 %; 1.01 tells it from no leak at 2 sigma. Next to the network's band above all:
+    # trained in its band alone, its untrained output there came through the finishing
+    # filter (1.04-1.06 in the issue).
+    ob = out_of_band(cleaned, raw, list(bands.values()))
+    assert ob.worst < 1.01
+    for edge in ((44.0, 49.0), (51.0, 56.0)):
+        assert ob.ratios[np.flatnonzero((ob.subbands == edge).all(axis=1))[0]] < 1.01
     for inj in test.injections:
         before = matched_filter_snr(raw, inj, inj["gps"])
         after = matched_filter_snr(cleaned, inj, inj["gps"])
