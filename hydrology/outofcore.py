@@ -1,32 +1,32 @@
-"""The drought sample cube built out of core: blocks of the grid, the whole record each.
+"""The drought sample cube built out of core: blocks of the grid, never the whole record.
 
 :func:`hydrology.dataset.build_cube` loads the whole daily record. :func:`build_cube_store`
 computes the same cube (:mod:`hydrology.cubestore`, a Zarr store chunked by cell) with dask,
-one block of ``tile = (rows, cols)`` cells at a time, so that memory is bounded by a block
-(the whole record of ``rows x cols`` cells), not by the grid:
+block by block, so that memory is bounded by ``block_bytes``, not by the grid or the record:
 
-1. **Months.** Each block's daily (or monthly) fields go through
-   :func:`hydrology.forecast.monthly_inputs`; the monthly inputs are written to a scratch
-   Zarr store, and each block reports its served cells (:func:`hydrology.features.input_cells`)
-   and whether they have gaps (:func:`hydrology.features.has_gaps`).
-2. **Cells.** Each block's served cells get their indices fitted and transformed
-   (:class:`hydrology.indices.DroughtIndices`), their scaler statistics
-   (:meth:`hydrology.features.Scaler.fit`), targets, analogue (ESP) baseline and SPI
-   parameters (:func:`hydrology.dataset.forecast_targets`), observed indices, precipitation,
-   and drought counts per month; with regional-mean inputs the indices go to the scratch
-   store too.
+1. **Months.** The daily (or monthly) record is read in blocks of cells aligned with the
+   input's chunks, by groups of calendar years (every step of a month in one task), through
+   :func:`hydrology.forecast.monthly_inputs`, into a scratch Zarr store of monthly inputs
+   (about 1/30 of the daily record). Then each block of the cube's ``tile`` reports its
+   served cells (:func:`hydrology.features.input_cells`) and whether they have gaps
+   (:func:`hydrology.features.has_gaps`).
+2. **Cells.** Each block's served cells, their whole monthly record at once, get their
+   indices fitted and transformed (:class:`hydrology.indices.DroughtIndices`), their scaler
+   statistics (:meth:`hydrology.features.Scaler.fit`), targets, analogue (ESP) baseline and
+   SPI parameters (:func:`hydrology.dataset.forecast_targets`), observed indices,
+   precipitation, and drought counts per month; with regional-mean inputs the indices go to
+   the scratch store too.
 3. **Dynamic features** (:func:`hydrology.features.dynamic_features`) per block; regional
-   means read the indices of the block and a halo of
-   ``int(3 * sigma + 0.5)`` cells around it (the Gaussian kernel's reach), so they equal the
-   whole-grid filter.
+   means read the indices of the block and a halo of ``int(3 * sigma + 0.5)`` cells around
+   it (the Gaussian kernel's reach), so they equal the whole-grid filter.
 
-Everything in a block is per cell, and the few grid-wide numbers (the served cells, whether
-any has gaps, the orography's mean and spread, the drought share per month) are reduced
-from the blocks, so the store equals ``build_cube`` bit for bit, cells in tile order
-(:func:`hydrology.cubestore.cube_to_dataset` with the same tile). Blocks are sized by
-``block_bytes`` (the block's input, all variables, all steps), aligned with the input's
-dask chunks when it has them. The work runs on the active dask scheduler: wrap the call in
-:func:`twins.compute.cluster.dask_client` to run it on a cluster.
+Everything in a block is per cell (per cell and month in phase 1; a Thornthwaite PET's heat
+index is per calendar year), and the few grid-wide numbers (the served cells, whether any
+has gaps, the orography's mean and spread, the drought share per month) are reduced from the
+blocks, so the store equals ``build_cube`` bit for bit, cells in tile order
+(:func:`hydrology.cubestore.cube_to_dataset` with the same tile). The work runs on the
+active dask scheduler: wrap the call in :func:`twins.compute.cluster.dask_client` to run it
+on a cluster.
 """
 
 from __future__ import annotations
@@ -163,20 +163,23 @@ def _monthly(daily: xr.Dataset, pet: PetMethod) -> xr.Dataset:
     return monthly
 
 
-def _months_block(daily: xr.Dataset, statics: xr.Dataset, plan: _Plan) -> dict[str, np.ndarray]:
-    """Phase 1 on one block: monthly inputs ``(time, rows, cols)``, served cells and gaps."""
+def _months_block(daily: xr.Dataset, plan: _Plan) -> dict[str, np.ndarray]:
+    """Phase 1 on one block of cells and calendar years: monthly inputs ``(month, rows,
+    cols)``."""
     monthly = _monthly(daily, plan.pet)
-    out = {str(v): monthly[v].values for v in monthly.data_vars}
-    served = np.zeros(daily.sizes["lat"] * daily.sizes["lon"], bool)
-    cells = input_cells(monthly.merge(statics), plan.train)
-    served[cells] = True
-    out["served"] = served.reshape(daily.sizes["lat"], daily.sizes["lon"])
-    # Served cells missing a month of an input (has_gaps, cell by cell).
+    return {str(v): monthly[v].values for v in monthly.data_vars}
+
+
+def _mask_block(monthly: xr.Dataset, statics: xr.Dataset, plan: _Plan) -> dict[str, np.ndarray]:
+    """A block's served cells (:func:`hydrology.features.input_cells`) and, among them, those
+    that miss a month of an input (:func:`hydrology.features.has_gaps` cell by cell)."""
+    shape = (monthly.sizes["lat"], monthly.sizes["lon"])
+    served = np.zeros(shape[0] * shape[1], bool)
+    served[input_cells(monthly.merge(statics), plan.train)] = True
     gaps = np.zeros_like(served)
     for v in input_vars(monthly):
         gaps |= ~np.isfinite(time_by_cell(monthly[v])).all(axis=0)
-    out["gappy"] = (gaps & served).reshape(out["served"].shape)
-    return out
+    return {"served": served.reshape(shape), "gappy": (gaps & served).reshape(shape)}
 
 
 # ------------------------------------------------------------------------------ phase 2
@@ -312,54 +315,90 @@ def _grid_of_blocks(
     return [parts[i : i + n_cols] for i in range(0, len(blocks), n_cols)]
 
 
+def _slabs(times: pd.DatetimeIndex, years: int) -> list[slice]:
+    """The steps of each group of ``years`` calendar years of the record, in order."""
+    group = (times.year.to_numpy() - times.year[0]) // years
+    edges = [0, *(np.flatnonzero(np.diff(group)) + 1).tolist(), times.size]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _months_of(times: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """The month starts a record covers."""
+    first, last = times[0].to_period("M"), times[-1].to_period("M")
+    return pd.period_range(first, last, freq="M").to_timestamp()
+
+
 def _phase_months(
-    dyn: xr.Dataset,
-    statics: xr.Dataset,
-    plan: _Plan,
-    tile: tuple[int, int],
-    store: Path,
-) -> tuple[xr.Dataset, np.ndarray, bool]:
-    """Phase 1: monthly inputs to ``store``; the served-cell mask and whether any has gaps."""
+    dyn: xr.Dataset, plan: _Plan, tile: tuple[int, int], years: int, store: Path
+) -> xr.Dataset:
+    """Phase 1: the monthly inputs, into ``store``, from blocks of ``tile`` cells and
+    ``years`` calendar years (every step of a month in one task, so the months equal the
+    whole record's; a Thornthwaite PET's heat index is per calendar year).
+
+    The store starts in January of the first year (months before the record are NaN), so
+    that its chunks of ``12 * years`` months are regular; the Dataset returned starts at the
+    record's first month.
+    """
     shape = (dyn.sizes["lat"], dyn.sizes["lon"])
     blocks = _blocks(shape, tile)
     n_cols = -(-shape[1] // tile[1])
-    probe = _monthly(dyn.isel(lat=[0], lon=[0]).load(), plan.pet)
-    n_months = probe.sizes["time"]
+    times = pd.DatetimeIndex(dyn["time"].values)
+    slabs = _slabs(times, years) if times.size else []
+    probe = _monthly(dyn.isel(time=slabs[0], lat=[0], lon=[0]).compute(), plan.pet)
+    names = [str(v) for v in probe.data_vars]
+    months = _months_of(times)
+    pad = int(months[0].month) - 1
+    pieces: dict[str, list[da.Array]] = {v: [] for v in names}
+    for ts in slabs:
+        n_months = _months_of(times[ts]).size
+        parts = [
+            dask.delayed(_months_block, pure=True)(dyn.isel(time=ts, lat=sy, lon=sx), plan)
+            for sy, sx in blocks
+        ]
+        for v in names:
+            grid = [
+                da.from_delayed(
+                    p[v], (n_months, sy.stop - sy.start, sx.stop - sx.start), probe[v].dtype
+                )
+                for p, (sy, sx) in zip(parts, blocks, strict=True)
+            ]
+            pieces[v].append(da.block(_grid_of_blocks(grid, blocks, n_cols)))
+    step = 12 * years
+    data = {}
+    for v in names:
+        lead = [da.full((pad, *shape), np.nan, probe[v].dtype, chunks=(pad, *tile))] if pad else []
+        arr = da.concatenate([*lead, *pieces[v]]).rechunk((step, *tile))
+        data[v] = (("time", "lat", "lon"), arr, _jsonable(probe[v].attrs))
+    padded = pd.date_range(
+        months[0] - pd.DateOffset(months=pad), periods=pad + months.size, freq="MS"
+    )
+    monthly = xr.Dataset(
+        data, coords={"time": padded, "lat": dyn["lat"].values, "lon": dyn["lon"].values}
+    )
+    encoding = {v: {"chunks": (step, *tile)} for v in names}
+    monthly.to_zarr(store, mode="w-", consolidated=False, encoding=encoding)
+    return xr.open_zarr(store, consolidated=False).isel(time=slice(pad, None))
+
+
+def _phase_masks(
+    monthly: xr.Dataset, statics: xr.Dataset, plan: _Plan, tile: tuple[int, int]
+) -> tuple[np.ndarray, bool]:
+    """The served-cell mask ``(lat, lon)`` and whether a served cell misses a month."""
+    shape = (monthly.sizes["lat"], monthly.sizes["lon"])
+    blocks = _blocks(shape, tile)
     parts = [
-        dask.delayed(_months_block, pure=True)(
-            dyn.isel(lat=sy, lon=sx), statics.isel(lat=sy, lon=sx, missing_dims="ignore"), plan
+        dask.delayed(_mask_block, pure=True)(
+            monthly.isel(lat=sy, lon=sx), statics.isel(lat=sy, lon=sx, missing_dims="ignore"), plan
         )
         for sy, sx in blocks
     ]
-
-    def tiled(name: str, lead: tuple[int, ...], dtype: Any) -> da.Array:
-        pieces = [
-            da.from_delayed(p[name], (*lead, sy.stop - sy.start, sx.stop - sx.start), dtype)
-            for p, (sy, sx) in zip(parts, blocks, strict=True)
-        ]
-        return da.block(_grid_of_blocks(pieces, blocks, n_cols))
-
-    names = [str(v) for v in probe.data_vars]
-    data = {
-        v: (
-            ("time", "lat", "lon"),
-            tiled(v, (n_months,), probe[v].dtype),
-            _jsonable(probe[v].attrs),
-        )
-        for v in names
-    }
-    # The masks go to the same store: one store, one graph, one run of each block.
-    data |= {m: (("lat", "lon"), tiled(m, (), bool)) for m in ("served", "gappy")}
-    monthly = xr.Dataset(
-        data,
-        coords={"time": probe["time"].values, "lat": dyn["lat"].values, "lon": dyn["lon"].values},
-    )
-    encoding = {v: {"chunks": (n_months, *tile)} for v in names}
-    encoding |= {m: {"chunks": tile} for m in ("served", "gappy")}
-    monthly.to_zarr(store, mode="w-", consolidated=False, encoding=encoding)
-    out = xr.open_zarr(store, consolidated=False)
-    served = out["served"].values
-    return out.drop_vars(["served", "gappy"]), served, bool(out["gappy"].values.any())
+    results = dask.compute(*parts)
+    served = np.zeros(shape, bool)
+    gappy = False
+    for (sy, sx), r in zip(blocks, results, strict=True):
+        served[sy, sx] = r["served"]
+        gappy = gappy or bool(r["gappy"].any())
+    return served, gappy
 
 
 def _cells_by_block(served: np.ndarray, blocks: list[tuple[slice, slice]]) -> list[np.ndarray]:
@@ -409,13 +448,17 @@ def build_cube_store(
         pet: Where SPEI's PET comes from.
         input_masks: Observation-mask features: ``auto``, ``on``, ``off``.
         source: The file(s) ``ds`` came from, for messages.
-        block_bytes: Input bytes of a block (:func:`choose_tile`), ignored with ``tile``.
-        tile: Block shape ``(rows, cols)``; default from ``block_bytes``.
+        block_bytes: Memory budget of a block: the record is read in blocks of cells aligned
+            with the input's chunks by as many calendar years as fit it, and the cube is
+            fitted in blocks whose whole monthly record (inputs, indices, the analogue's
+            members) fits it (:func:`choose_tile`).
+        tile: Block shape ``(rows, cols)`` of both; default from ``block_bytes``.
         cells_per_chunk: Cells per store chunk; default: about
             :data:`hydrology.cubestore.CHUNK_BYTES` of ``dynamic``.
 
     Returns:
-        Build info: ``cells``, ``tile``, ``blocks``, ``cells_per_chunk``, ``months``.
+        Build info: ``cells``, ``tile`` (the cube's blocks), ``blocks``, ``cells_per_chunk``,
+        ``months``, ``read_tile`` and ``read_years`` (the blocks the record is read in).
 
     Raises:
         ConfigError: A target whose variable ``ds`` lacks.
@@ -429,9 +472,20 @@ def build_cube_store(
     statics = ds[[v for v in STATICS if v in ds.data_vars and "time" not in ds[v].dims]].compute()
     time_vars = [str(v) for v in ds.data_vars if "time" in ds[v].dims]
     shape = (ds.sizes["lat"], ds.sizes["lon"])
-    per_cell = ds.sizes["time"] * sum(ds[v].dtype.itemsize for v in time_vars)
-    tile = tile or choose_tile(shape, per_cell, block_bytes, _input_chunks(ds[time_vars]))
-    dyn = ds[time_vars].chunk({"time": -1, "lat": tile[0], "lon": tile[1]})
+    times = pd.DatetimeIndex(ds["time"].values)
+    n_years = int(times.year[-1] - times.year[0] + 1)
+    # Phase 1 reads blocks of cells by groups of calendar years: a block's year is aligned
+    # with the input's chunks; then as many years as fit the budget.
+    per_year = -(-ds.sizes["time"] // n_years) * sum(ds[v].dtype.itemsize for v in time_vars)
+    read_tile = tile or choose_tile(shape, per_year, block_bytes, _input_chunks(ds[time_vars]))
+    years = int(max(1, min(n_years, block_bytes // (per_year * read_tile[0] * read_tile[1]))))
+    # Phases 2 and 3 hold a block's whole monthly record in float64: the inputs, the
+    # indices and, the most, the analogue forecast's members (one per analogue year, about
+    # four such arrays at once while they go through the gamma CDF).
+    per_cell = 8 * 12 * n_years * (len(time_vars) + len(targets) + 4 * n_years)
+    tile = tile or choose_tile(shape, per_cell, block_bytes, read_tile)
+    slab_steps = tuple(s.stop - s.start for s in _slabs(times, years))
+    dyn = ds[time_vars].chunk({"time": slab_steps, "lat": read_tile[0], "lon": read_tile[1]})
     train = sp["train"]
     cal = (str(train[0].date()), str((train[1] + pd.offsets.MonthEnd(0)).date()))
     spei = any(s.kind == "spei" for s in specs)
@@ -445,12 +499,15 @@ def build_cube_store(
     )
     blocks = _blocks(shape, tile)
     log.info(
-        "cube %s: %d x %d grid in %d blocks of %d x %d cells (%.0f MB of input each)",
+        "cube %s: %d x %d grid, read in blocks of %d x %d cells by %d years (%.0f MB each), "
+        "%d blocks of %d x %d cells to fit",
         path,
         *shape,
+        *read_tile,
+        years,
+        read_tile[0] * read_tile[1] * per_year * years / 1e6,
         len(blocks),
         *tile,
-        tile[0] * tile[1] * per_cell / 1e6,
     )
     path = Path(path)
     existed = path.is_dir()
@@ -463,7 +520,8 @@ def build_cube_store(
         # No linear fusion: a block task read by two stores (the cube and a scratch store)
         # would be fused into each store's graph under two keys and run twice.
         stack.enter_context(dask.config.set({"optimization.fuse.active": False}))
-        monthly, served, gappy = _phase_months(dyn, statics, plan, tile, scratch / "monthly.zarr")
+        monthly = _phase_months(dyn, plan, read_tile, years, scratch / "monthly.zarr")
+        served, gappy = _phase_masks(monthly, statics, plan, tile)
         info = _phase_cells(
             monthly,
             statics,
@@ -479,6 +537,7 @@ def build_cube_store(
             source,
             cells_per_chunk,
         )
+        info |= {"read_tile": list(read_tile), "read_years": years}
         if require_val_drought:
             check_val_drought(dataset_to_cube(open_cube(path), positions=[]))
     except BaseException:

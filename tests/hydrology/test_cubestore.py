@@ -134,6 +134,7 @@ def test_a_store_of_another_kind_is_refused(tmp_path: Path) -> None:
         open_cube(tmp_path / "missing.zarr")
 
 
+@pytest.mark.slow
 def test_the_task_builds_the_store_once_and_trains_from_it(
     cube: DroughtCube, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

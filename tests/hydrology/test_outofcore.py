@@ -97,19 +97,49 @@ def test_gpcc_slice_with_gaps_gives_the_in_memory_cube(tmp_path: Path) -> None:
 
 
 def test_a_lazily_opened_file_is_read_block_by_block(tiny: xr.Dataset, tmp_path: Path) -> None:
-    """The record on disk, opened with dask chunks of 6 x 6 cells by a year: blocks align
-    with them and the store equals the in-memory one."""
+    """The record on disk, opened with dask chunks of 6 x 6 cells by a year: read blocks
+    align with them, and the store equals the in-memory one."""
     path = tmp_path / "tiny.nc"
     tiny.to_netcdf(path)
     lazy = xr.open_dataset(path, chunks={"time": 366, "lat": 6, "lon": 6})
     kw = {"splits": DEFAULT_SPLITS["tiny"]}
-    per_cell = sum(lazy[v].dtype.itemsize for v in lazy.data_vars if "time" in lazy[v].dims)
-    per_cell *= lazy.sizes["time"]
     with dask.config.set(scheduler="threads", num_workers=2):
-        info = build_cube_store(lazy, tmp_path / "ooc.zarr", block_bytes=40 * per_cell, **kw)
-    assert info["tile"] == [6, 6]  # 40 cells wanted, aligned down to the 6 x 6 chunks
-    ref = _in_memory(tiny, tmp_path / "mem.zarr", (6, 6), info["cells_per_chunk"], **kw)
+        info = build_cube_store(lazy, tmp_path / "ooc.zarr", block_bytes=2**20, **kw)
+    # a year of a cell: 366 days x 25 bytes (six float32 variables, an int8 mask): 2**20
+    # bytes are 114 cells, 10 x 11 aligned down to 6 x 6, by 2**20 // (36 x 9150) = 3 years
+    assert info["read_tile"] == [6, 6] and info["read_years"] == 3
+    ref = _in_memory(
+        tiny, tmp_path / "mem.zarr", tuple(info["tile"]), info["cells_per_chunk"], **kw
+    )
     assert_same_store(ref, tmp_path / "ooc.zarr")
+
+
+def test_a_record_from_march_read_by_two_years_gives_the_in_memory_cube(
+    tiny: xr.Dataset, tmp_path: Path
+) -> None:
+    """Calendar-year slabs of the record (the first one from March: the scratch store starts
+    in January, its first two months NaN) give the same months as the whole record."""
+    ds = tiny.sel(time=slice("2000-03-01", None))
+    kw = {
+        "splits": {
+            "train": ("2000-03", "2004-12"),
+            "val": ("2005-01", "2005-12"),
+            "test": ("2006-01", "2007-12"),
+        },
+    }
+    per_year = 366 * sum(ds[v].dtype.itemsize for v in ds.data_vars if "time" in ds[v].dims)
+    info = build_cube_store(
+        ds,
+        tmp_path / "ooc.zarr",
+        tile=(5, 7),
+        cells_per_chunk=17,
+        block_bytes=per_year * 35 * 2,
+        **kw,
+    )
+    assert info["read_years"] == 2
+    assert_same_store(
+        _in_memory(ds, tmp_path / "mem.zarr", (5, 7), 17, **kw), tmp_path / "ooc.zarr"
+    )
 
 
 def test_tiles_follow_the_budget_and_the_input_chunks() -> None:
