@@ -329,14 +329,20 @@ def _months_of(times: pd.DatetimeIndex) -> pd.DatetimeIndex:
 
 
 def _phase_months(
-    dyn: xr.Dataset, plan: _Plan, tile: tuple[int, int], years: int, store: Path
+    dyn: xr.Dataset,
+    plan: _Plan,
+    tile: tuple[int, int],
+    years: int,
+    store: Path,
+    store_tile: tuple[int, int],
 ) -> xr.Dataset:
     """Phase 1: the monthly inputs, into ``store``, from blocks of ``tile`` cells and
     ``years`` calendar years (every step of a month in one task, so the months equal the
     whole record's; a Thornthwaite PET's heat index is per calendar year).
 
     The store starts in January of the first year (months before the record are NaN), so
-    that its chunks of ``12 * years`` months are regular; the Dataset returned starts at the
+    that its chunks of ``12 * years`` months are regular; they are ``store_tile`` cells (the
+    cube's blocks, which then read exactly their chunks). The Dataset returned starts at the
     record's first month.
     """
     shape = (dyn.sizes["lat"], dyn.sizes["lon"])
@@ -367,7 +373,7 @@ def _phase_months(
     data = {}
     for v in names:
         lead = [da.full((pad, *shape), np.nan, probe[v].dtype, chunks=(pad, *tile))] if pad else []
-        arr = da.concatenate([*lead, *pieces[v]]).rechunk((step, *tile))
+        arr = da.concatenate([*lead, *pieces[v]]).rechunk((step, *store_tile))
         data[v] = (("time", "lat", "lon"), arr, _jsonable(probe[v].attrs))
     padded = pd.date_range(
         months[0] - pd.DateOffset(months=pad), periods=pad + months.size, freq="MS"
@@ -375,7 +381,7 @@ def _phase_months(
     monthly = xr.Dataset(
         data, coords={"time": padded, "lat": dyn["lat"].values, "lon": dyn["lon"].values}
     )
-    encoding = {v: {"chunks": (step, *tile)} for v in names}
+    encoding = {v: {"chunks": (step, *store_tile)} for v in names}
     monthly.to_zarr(store, mode="w-", consolidated=False, encoding=encoding)
     return xr.open_zarr(store, consolidated=False).isel(time=slice(pad, None))
 
@@ -520,7 +526,7 @@ def build_cube_store(
         # No linear fusion: a block task read by two stores (the cube and a scratch store)
         # would be fused into each store's graph under two keys and run twice.
         stack.enter_context(dask.config.set({"optimization.fuse.active": False}))
-        monthly = _phase_months(dyn, plan, read_tile, years, scratch / "monthly.zarr")
+        monthly = _phase_months(dyn, plan, read_tile, years, scratch / "monthly.zarr", tile)
         served, gappy = _phase_masks(monthly, statics, plan, tile)
         info = _phase_cells(
             monthly,
