@@ -4,8 +4,8 @@ Trained by the core trainer (``twins train hydrology/configs/demo.yaml``, torchr
 the task prepares the monthly sample cube (:func:`hydrology.dataset.build_cube`, cached in
 the run directory; or, with ``store: zarr``, a cell-chunked Zarr store built out of core once
 per data and configuration, :mod:`hydrology.cubecache`), serves lazy ``(cell, issue
-month)`` samples (or space-time tiles for
-the ConvLSTM), builds a :class:`~hydrology.models.ensemble.PerOutputSelect`-wrapped model,
+month)`` samples (or space-time tiles for the ConvLSTM), builds a
+:class:`~hydrology.models.ensemble.PerOutputSelect`-wrapped model,
 and scores the trained model beside persistence, climatology and the overlap-aware
 analogue (:mod:`hydrology.evaluate`).
 
