@@ -85,6 +85,12 @@ def test_wiener_stage_adds_no_noise_beside_its_band() -> None:
     # (oracle about 0.6 there; fitted in the band alone the cleaner left 0.88)
     edge = [i for i, (lo, hi) in enumerate(got_new.subbands) if hi == band[0] or lo == band[1]]
     assert len(edge) == 2 and (got_new.ratios[edge] < 0.8).all()
+    # A file fitted the old way loads as it was, and fit() refits it over the widened band
+    loaded = WienerCleaner.from_state(old.state())
+    assert loaded.filter.bands == [band]
+    loaded.fit(train.strain, train.witnesses)
+    assert loaded.filter.bands == list(loaded.fit_bands) and loaded.filter.n_taps == 128
+    np.testing.assert_array_equal(loaded.filter.taps, new.filter.taps)
 
 
 def _white(n: int, rng: np.random.Generator, fs: float, band: tuple[float, float]) -> np.ndarray:
