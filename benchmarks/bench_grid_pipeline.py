@@ -31,7 +31,8 @@ import netCDF4
 import numpy as np
 import torch
 
-from hydrology.dataset import INPUT_VARS, Scaler, _flat, gather_windows
+from hydrology.dataset import gather_windows
+from hydrology.features import INPUT_VARS, Scaler, time_by_cell
 from hydrology.forecast import monthly_inputs
 from hydrology.io import land_mask, open_grids
 from hydrology.synthetic import SyntheticParams, generate, write_netcdf
@@ -74,7 +75,7 @@ def pipeline(path: Path, seed: int = 0) -> tuple[float, int, dict[str, float]]:
     times = monthly.indexes["time"]
     train = (times[0], times[int(0.7 * times.size)])
     scaler = Scaler.fit(monthly, cells, train)
-    x = np.stack([_flat(monthly[v])[:, cells] for v in INPUT_VARS], 1)  # (time, var, cell)
+    x = np.stack([time_by_cell(monthly[v])[:, cells] for v in INPUT_VARS], 1)  # (time, var, cell)
     z = scaler.transform(x, times.month.values)
     data = torch.from_numpy(np.ascontiguousarray(z.transpose(2, 0, 1)))  # (cell, time, var)
     n_t = data.shape[1] - WINDOW
