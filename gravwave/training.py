@@ -143,11 +143,12 @@ class CascadeParams(CascadeTraining):
         linear_bands: Bands [Hz] of the Wiener stage.
         network_band: Band [Hz] of the network (it is trained over it widened by 6 Hz).
         n_taps: Wiener FIR taps per witness. 384 (94 ms at 4096 Hz): the FIR must follow the
-            coupling over the whole widened band, skirts included. Measured on the
-            acceptance recipe (seed 0, measured O3 curve, 125-180 Hz fitted over 114-191 Hz):
-            192 taps leave the worst sub-band at 1.013-1.022 (120-125 Hz) and 0.64 of the
-            oracle gain, 256 taps 1.002 and 0.76, 384 taps 1.001 and 0.88; the fit takes
-            about twice as long as with 192 and its normal equations (21 witnesses) 0.5 GB.
+            coupling over the whole widened band, skirts included. Measured for the Wiener
+            stage alone on the acceptance recipe's spans (seed 0, measured O3 curve, 125-180
+            Hz fitted over 114-191 Hz, 8/16-s median ASDs): 192 taps leave the worst
+            sub-band at 1.013/1.022 (120-125 Hz) and 0.64 of the oracle gain, 256 taps
+            1.000/1.002 and 0.76, 384 taps 1.000/1.002 and 0.86; its normal equations take
+            0.5 GB for 21 witnesses (4 times 192 taps') and the fit about twice as long.
     """
 
     linear_bands: list[tuple[float, float]] = [(142.0, 162.0)]
