@@ -119,12 +119,18 @@ def preprocess(
     base = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
     with dask.config.set(scheduler="threads", num_workers=threads):
-        ds, tile = open_training_lazy([str(path)], Gates(), block_mb * 2**20)
+        ds = open_training_lazy([str(path)], Gates(), block_mb * 2**20)
         info = build_cube_store(
-            ds, out, _splits(years), require_val_drought=False, tile=tile, source=str(path)
+            ds,
+            out,
+            _splits(years),
+            require_val_drought=False,
+            source=str(path),
+            block_bytes=block_mb * 2**20,
         )
     return {
         "tile": info["tile"],
+        "read": [*info["read_tile"], info["read_years"]],
         "cells": info["cells"],
         "baseline_rss": base,
         "wall_s": time.perf_counter() - t0,
@@ -203,10 +209,12 @@ def main() -> None:
         res = measure(path, work / f"cube_{years}y.zarr", years, args.block_mb, args.threads)
         rows.append(res | {"years": years, "input_gb": raw / 1e9})
         log.info(
-            "%2d years: input %.2f GB (float32, 4 variables), blocks %s, RSS after imports "
-            "%.0f MB, peak RSS %.0f MB (%.0f MB above), %.0f s",
+            "%2d years: input %.2f GB (float32, 4 variables), read in blocks of %dx%d cells by "
+            "%d years, fitted in blocks of %s, RSS after imports %.0f MB, peak RSS %.0f MB "
+            "(%.0f MB above), %.0f s",
             years,
             raw / 1e9,
+            *res["read"],
             "x".join(map(str, res["tile"])),
             res["baseline_rss"] / 1e6,
             res["peak_rss"] / 1e6,

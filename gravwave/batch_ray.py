@@ -68,7 +68,9 @@ def _start(workers: int, address: str | None) -> bool:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         else:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            # "local": a new Ray even where `ray start` left a cluster to find
             ray.init(
+                address="local",
                 num_cpus=workers,
                 include_dashboard=False,
                 logging_level="ERROR",

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import pandas as pd
 import xarray as xr
 
 from hydrology.gates import Gates, check_gates
 from hydrology.ingest import TRAINING_REQUIRED, canonical_units, standard_months
 from hydrology.io import open_grids, validate
-from hydrology.outofcore import build_cube_store, choose_tile
+from hydrology.outofcore import build_cube_store, read_blocks
 from hydrology.timeaxis import calendar, is_standard
 from twins.compute.buildonce import Product, build_once
 from twins.compute.config import ComputeConfig
@@ -53,19 +54,18 @@ def _per_cell(ds: xr.Dataset) -> int:
     return max(1, input_nbytes(ds) // max(n, 1))
 
 
-def open_training_lazy(
-    paths: Sequence[str], gates: Gates, block_bytes: int
-) -> tuple[xr.Dataset, tuple[int, int]]:
-    """The training files, checked and gated, opened lazily in blocks of the build's tile.
+def open_training_lazy(paths: Sequence[str], gates: Gates, block_bytes: int) -> xr.Dataset:
+    """The training files, checked and gated, opened lazily in the blocks the build reads.
 
     Args:
         paths: NetCDF/Zarr paths or glob patterns (``task.params.path``).
         gates: Plausibility bounds (``task.params.gates``).
-        block_bytes: Input bytes of one block (:func:`hydrology.outofcore.choose_tile`).
+        block_bytes: Memory budget of one read (:func:`hydrology.outofcore.read_blocks`).
 
     Returns:
-        ``(ds, tile)``: the canonical dataset, dask-backed with chunks of ``tile`` cells
-        (whole record of one file each), and the tile.
+        The canonical dataset, dask-backed: chunks of the build's read blocks of cells
+        (aligned with the files' storage chunks) by the files' storage chunks in time (one
+        file's steps at most).
 
     Raises:
         DataError: A missing or unreadable file, no ``tp``, invalid content, or a value
@@ -80,13 +80,16 @@ def open_training_lazy(
             f"{label}: dims {tuple(probe.dims)}: the cube store needs a (lat, lon) grid",
             hint="regrid station records, or set task.params.store: npz",
         )
-    # The storage chunks of precipitation (statics may be stored otherwise): blocks are
-    # multiples or divisors of them.
+    # The storage chunks of precipitation (statics may be stored otherwise).
     storage = probe["tp"].chunksizes
     align = (storage["lat"][0], storage["lon"][0]) if "lat" in storage else None
     shape = (probe.sizes["lat"], probe.sizes["lon"])
-    tile = choose_tile(shape, _per_cell(probe), block_bytes, align)
-    chunks = {"lat": tile[0], "lon": tile[1]} | ({"time": -1} if len(paths) == 1 else {})
+    step_bytes = sum(probe[v].dtype.itemsize for v in probe.data_vars if "time" in probe[v].dims)
+    times = pd.DatetimeIndex(probe["time"].values) if is_standard(probe) else pd.DatetimeIndex([])
+    tile, years = read_blocks(shape, times, step_bytes, block_bytes, align)
+    chunks = {"lat": tile[0], "lon": tile[1]}
+    if len(paths) == 1:
+        chunks["time"] = int(storage["time"][0]) if "time" in storage else -1
     with warnings.catch_warnings():
         # A block smaller than a storage chunk reads its part of it: by design, not a bug.
         warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
@@ -94,20 +97,20 @@ def open_training_lazy(
     check_gates(ds, label, gates)  # every value once, chunk by chunk
     ds = canonical_units(ds)
     if not is_standard(ds):
-        log.info(
-            "%s: %s calendar: monthly means at month starts", label, calendar(ds.indexes["time"])
-        )
+        cal = calendar(ds.indexes["time"])
+        log.info("%s: %s calendar: monthly means at month starts", label, cal)
         ds = standard_months(ds)
     log.info(
-        "%s: %d x %d cells, %d steps, %.1f GB to read in blocks of %d x %d cells",
+        "%s: %d x %d cells, %d steps, %.1f GB, read in blocks of %d x %d cells by %d years",
         label,
         ds.sizes["lat"],
         ds.sizes["lon"],
         ds.sizes["time"],
         input_nbytes(ds) / 1e9,
         *tile,
+        years,
     )
-    return ds, tile
+    return ds
 
 
 @contextlib.contextmanager
@@ -137,7 +140,7 @@ def _engine(compute: ComputeConfig, nbytes: int, slurm: SlurmConfig | None) -> I
 def cube_store(
     root: str | os.PathLike[str],
     key: str,
-    dataset: Callable[[], tuple[xr.Dataset, tuple[int, int] | None]],
+    dataset: Callable[[], xr.Dataset],
     cube_kwargs: Mapping[str, Any],
     compute: ComputeConfig,
     slurm: SlurmConfig | None = None,
@@ -149,7 +152,8 @@ def cube_store(
         root: The cache root (shared by the processes that should share the cube; on a
             cluster a shared file system with ``flock``, see :mod:`twins.compute.buildonce`).
         key: The content key (``cube-<hash of data and configuration>``).
-        dataset: Opens the input: ``(dataset, tile or None)``; called only when building.
+        dataset: Opens the input (lazily: :func:`open_training_lazy`); called only when
+            building.
         cube_kwargs: Keyword arguments of :func:`hydrology.outofcore.build_cube_store`
             (splits, targets, leads, ...).
         compute: Where dask runs the build (``compute:`` of the run config).
@@ -166,10 +170,10 @@ def cube_store(
     """
 
     def build(tmp: Path) -> dict[str, Any]:
-        ds, tile = dataset()
+        ds = dataset()
         nbytes = input_nbytes(ds)
         with _engine(compute, nbytes, slurm) as mode:
-            info = build_cube_store(ds, tmp, tile=tile, **dict(cube_kwargs))
+            info = build_cube_store(ds, tmp, **dict(cube_kwargs))
         return info | {"dask": mode}
 
     product = build_once(root, key, build, timeout_s=timeout_s)

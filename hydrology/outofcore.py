@@ -76,7 +76,7 @@ from hydrology.pet import PetMethod
 from hydrology.targets import check_targets
 from twins.errors import DataError
 
-__all__ = ["BLOCK_BYTES", "build_cube_store", "choose_tile", "halo_cells"]
+__all__ = ["BLOCK_BYTES", "build_cube_store", "choose_tile", "halo_cells", "read_blocks"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,33 @@ def _aligned(size: int, chunk: int, total: int) -> int:
     if size >= chunk:
         return min(total, size - size % chunk)
     return max(d for d in range(1, chunk + 1) if chunk % d == 0 and d <= size)
+
+
+def read_blocks(
+    shape: tuple[int, int],
+    times: pd.DatetimeIndex,
+    cell_step_bytes: int,
+    block_bytes: int = BLOCK_BYTES,
+    align: tuple[int, int] | None = None,
+) -> tuple[tuple[int, int], int]:
+    """How the out-of-core build reads a record: blocks of cells by groups of years.
+
+    Args:
+        shape: Grid ``(lat, lon)``.
+        times: The record's time stamps.
+        cell_step_bytes: Bytes of one cell and step, every time-varying variable.
+        block_bytes: Memory budget of one read.
+        align: The input's chunk shape ``(lat, lon)`` (:func:`choose_tile`).
+
+    Returns:
+        ``(tile, years)``: a block of cells aligned with ``align`` whose year fits the
+        budget, and how many calendar years of it fit.
+    """
+    n_years = int(times.year[-1] - times.year[0] + 1) if times.size else 1
+    per_year = -(-times.size // n_years) * cell_step_bytes
+    tile = choose_tile(shape, per_year, block_bytes, align)
+    years = int(max(1, min(n_years, block_bytes // (per_year * tile[0] * tile[1]))))
+    return tile, years
 
 
 def halo_cells(regional: Sequence[float]) -> int:
@@ -335,15 +362,16 @@ def _phase_months(
     years: int,
     store: Path,
     store_tile: tuple[int, int],
+    store_years: int,
 ) -> xr.Dataset:
     """Phase 1: the monthly inputs, into ``store``, from blocks of ``tile`` cells and
     ``years`` calendar years (every step of a month in one task, so the months equal the
     whole record's; a Thornthwaite PET's heat index is per calendar year).
 
     The store starts in January of the first year (months before the record are NaN), so
-    that its chunks of ``12 * years`` months are regular; they are ``store_tile`` cells (the
-    cube's blocks, which then read exactly their chunks). The Dataset returned starts at the
-    record's first month.
+    that its chunks of ``12 * store_years`` months (a multiple of ``years``) are regular;
+    they are ``store_tile`` cells (the cube's blocks, which then read exactly their chunks).
+    The Dataset returned starts at the record's first month.
     """
     shape = (dyn.sizes["lat"], dyn.sizes["lon"])
     blocks = _blocks(shape, tile)
@@ -358,7 +386,7 @@ def _phase_months(
     for ts in slabs:
         n_months = _months_of(times[ts]).size
         parts = [
-            dask.delayed(_months_block, pure=True)(dyn.isel(time=ts, lat=sy, lon=sx), plan)
+            dask.delayed(_months_block, pure=False)(dyn.isel(time=ts, lat=sy, lon=sx), plan)
             for sy, sx in blocks
         ]
         for v in names:
@@ -369,7 +397,7 @@ def _phase_months(
                 for p, (sy, sx) in zip(parts, blocks, strict=True)
             ]
             pieces[v].append(da.block(_grid_of_blocks(grid, blocks, n_cols)))
-    step = 12 * years
+    step = 12 * store_years
     data = {}
     for v in names:
         lead = [da.full((pad, *shape), np.nan, probe[v].dtype, chunks=(pad, *tile))] if pad else []
@@ -393,7 +421,7 @@ def _phase_masks(
     shape = (monthly.sizes["lat"], monthly.sizes["lon"])
     blocks = _blocks(shape, tile)
     parts = [
-        dask.delayed(_mask_block, pure=True)(
+        dask.delayed(_mask_block, pure=False)(
             monthly.isel(lat=sy, lon=sx), statics.isel(lat=sy, lon=sx, missing_dims="ignore"), plan
         )
         for sy, sx in blocks
@@ -480,17 +508,28 @@ def build_cube_store(
     shape = (ds.sizes["lat"], ds.sizes["lon"])
     times = pd.DatetimeIndex(ds["time"].values)
     n_years = int(times.year[-1] - times.year[0] + 1)
-    # Phase 1 reads blocks of cells by groups of calendar years: a block's year is aligned
-    # with the input's chunks; then as many years as fit the budget.
-    per_year = -(-ds.sizes["time"] // n_years) * sum(ds[v].dtype.itemsize for v in time_vars)
-    read_tile = tile or choose_tile(shape, per_year, block_bytes, _input_chunks(ds[time_vars]))
-    years = int(max(1, min(n_years, block_bytes // (per_year * read_tile[0] * read_tile[1]))))
+    # Phase 1 reads blocks of cells aligned with the input's chunks by groups of calendar
+    # years, as many as fit the budget.
+    step_bytes = sum(ds[v].dtype.itemsize for v in time_vars)
+    per_year = -(-times.size // n_years) * step_bytes
+    if tile is None:
+        read_tile, years = read_blocks(
+            shape, times, step_bytes, block_bytes, _input_chunks(ds[time_vars])
+        )
+    else:
+        read_tile = tile
+        years = int(max(1, min(n_years, block_bytes // (per_year * tile[0] * tile[1]))))
     # Phases 2 and 3 hold a block's whole monthly record in float64: the inputs, the
-    # indices and, the most, the analogue forecast's members (one per analogue year, about
-    # four such arrays at once while they go through the gamma CDF).
-    per_cell = 8 * 12 * n_years * (len(time_vars) + len(targets) + 4 * n_years)
+    # indices and, the most, the analogue forecast's members (one per analogue year, and
+    # a calendar month of them in the gamma CDF's temporaries).
+    per_cell = 8 * 12 * n_years * (len(time_vars) + len(targets) + 2 * n_years)
     tile = tile or choose_tile(shape, per_cell, block_bytes, read_tile)
     slab_steps = tuple(s.stop - s.start for s in _slabs(times, years))
+    # The scratch months are stored by as many years as a read block's months fit the
+    # budget (fewer, larger chunks: each read costs a few milliseconds), a multiple of the
+    # years read at once.
+    month_bytes = 12 * 8 * (len(time_vars) + 1) * read_tile[0] * read_tile[1]
+    store_years = years * max(1, min(n_years, block_bytes // month_bytes) // years)
     dyn = ds[time_vars].chunk({"time": slab_steps, "lat": read_tile[0], "lon": read_tile[1]})
     train = sp["train"]
     cal = (str(train[0].date()), str((train[1] + pd.offsets.MonthEnd(0)).date()))
@@ -526,7 +565,9 @@ def build_cube_store(
         # No linear fusion: a block task read by two stores (the cube and a scratch store)
         # would be fused into each store's graph under two keys and run twice.
         stack.enter_context(dask.config.set({"optimization.fuse.active": False}))
-        monthly = _phase_months(dyn, plan, read_tile, years, scratch / "monthly.zarr", tile)
+        monthly = _phase_months(
+            dyn, plan, read_tile, years, scratch / "monthly.zarr", tile, store_years
+        )
         served, gappy = _phase_masks(monthly, statics, plan, tile)
         info = _phase_cells(
             monthly,
@@ -604,7 +645,7 @@ def _phase_cells(
     nt, n_t, n_out = times.size, len(plan.targets), len(plan.targets) * len(plan.leads)
     n_spi = sum(t.startswith("spi_") for t in plan.targets)
     parts = [
-        dask.delayed(_cells_block, pure=True)(monthly.isel(lat=sy, lon=sx), served[sy, sx], plan)
+        dask.delayed(_cells_block, pure=False)(monthly.isel(lat=sy, lon=sx), served[sy, sx], plan)
         if b.size or plan.regional
         else None
         for (sy, sx), b in zip(blocks, by_block, strict=True)
@@ -731,7 +772,7 @@ def _phase_dynamic(
             slice(sx.start - wx.start, sx.stop - wx.start),
         )
         cs = slice(int(offsets[i]), int(offsets[i + 1]))
-        d = dask.delayed(_dynamic_block, pure=True)(
+        d = dask.delayed(_dynamic_block, pure=False)(
             monthly.isel(lat=sy, lon=sx),
             served[sy, sx],
             idx.isel(lat=wy, lon=wx),

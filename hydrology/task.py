@@ -330,11 +330,11 @@ class DroughtForecast(Task):
         )
         return product.path
 
-    def _lazy_dataset(self) -> tuple[Any, tuple[int, int] | None]:
+    def _lazy_dataset(self) -> Any:
         p = self.params
         if p.path:
             return open_training_lazy(p.path, p.gates, p.block_mb * 2**20)
-        return self.load_dataset(), None
+        return self.load_dataset()
 
     def cube(self) -> DroughtCube:
         """The prepared sample cube (built once, cached per ``store``), in memory."""

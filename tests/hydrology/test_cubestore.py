@@ -183,14 +183,16 @@ def test_files_are_read_lazily_gated_and_give_the_in_memory_cube(
     base = [f"workdir={tmp_path}", "tracking.enabled=false", f"task.params.path={path}"]
     npz = build_task(load_config(CONFIG, [*base, "name=a", "task.params.store=npz"])).cube()
     lazy = build_task(
-        load_config(CONFIG, [*base, "name=b", "task.params.store=zarr", "task.params.block_mb=6"])
+        load_config(CONFIG, [*base, "name=b", "task.params.store=zarr", "task.params.block_mb=1"])
     )
     assert_same_cube(npz, lazy.cube())
     assert npz.meta["source"] == lazy.cube().meta["source"] == str(path)
     marker = next((tmp_path / "cubes").glob("*.done.json"))
-    # 6 MiB / (5 variables x 2922 days x 4 bytes) = 107 cells: 10 x 10, aligned down to
-    # the storage chunks: blocks of 6 x 6 cells
-    assert json.loads(marker.read_text())["info"]["tile"] == [6, 6]
+    info = json.loads(marker.read_text())["info"]
+    # A year of a cell: 366 days x 5 variables x 4 bytes = 7320 bytes; 1 MiB of them is
+    # 143 cells, less than the 12 x 12 grid: the largest block of whole 6 x 6 storage
+    # chunks within it is 6 x 12, and 2**20 // (7320 x 72) = 1 year of it is read at once
+    assert info["read_tile"] == [6, 12] and info["read_years"] == 1
     bad = tiny.drop_vars(["drought_forcing", "drought_mask"]).copy()
     tp = bad["tp"].values.copy()
     tp[5, bad["lsm"].values > 0.5] = -0.005  # -5 mm/d over land on one day
@@ -220,8 +222,8 @@ from hydrology.cubecache import cube_store
 from hydrology.dataset import DEFAULT_SPLITS
 from hydrology.synthetic import generate, write_netcdf
 from twins.compute.config import ComputeConfig
-kwargs = {"splits": DEFAULT_SPLITS["tiny"], "cells_per_chunk": 9}
-cube_store(sys.argv[1], "cube-k", lambda: (generate("tiny"), (1, 12)), kwargs,
+kwargs = {"splits": DEFAULT_SPLITS["tiny"], "cells_per_chunk": 9, "tile": (1, 12)}
+cube_store(sys.argv[1], "cube-k", lambda: generate("tiny"), kwargs,
            ComputeConfig(mode="threads", workers=1))
 """
 
@@ -256,8 +258,8 @@ def test_sigkill_during_the_real_build_leaves_no_cube_or_a_whole_one(
     product = cube_store(
         root,
         "cube-k",
-        lambda: (generate("tiny"), (1, 12)),
-        {"splits": DEFAULT_SPLITS["tiny"], "cells_per_chunk": 9},
+        lambda: generate("tiny"),
+        {"splits": DEFAULT_SPLITS["tiny"], "cells_per_chunk": 9, "tile": (1, 12)},
         ComputeConfig(mode="threads"),
     )
     assert_same_cube(cube, dataset_to_cube(open_cube(product.path)))
@@ -270,6 +272,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
     ray.init(
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,

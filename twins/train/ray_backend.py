@@ -126,7 +126,9 @@ def _fit_on_ray(cfg: RunConfig, resume: bool) -> TwinsError | None:
             else:
                 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
                 cpus = max(1, math.ceil(d.workers * d.cpus_per_worker))
+                # "local": a new Ray even where `ray start` left a cluster to find
                 ray.init(
+                    address="local",
                     num_cpus=cpus,
                     include_dashboard=False,
                     logging_level="ERROR",

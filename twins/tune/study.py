@@ -278,7 +278,13 @@ def _start_ray(address: str | None, num_cpus: int | None) -> bool:
         env = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"]}
         ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
+        # "local": a new Ray even where `ray start` left a cluster to find
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            **kwargs,
+        )
     return True
 
 

@@ -166,6 +166,7 @@ def test_a_scheduler_that_cannot_count_tasks_still_gets_worker_lines(
     external_scheduler: LocalCluster,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     def refuse(self: Client, plugin: object, name: str | None = None) -> None:
         raise ModuleNotFoundError("No module named 'twins'")  # a scheduler without twins
@@ -174,12 +175,30 @@ def test_a_scheduler_that_cannot_count_tasks_still_gets_worker_lines(
     cfg = ComputeConfig(
         mode="address", address=external_scheduler.scheduler_address, progress_every_s=0.1
     )
+    line = re.compile(r"dask: 1 workers, memory [^;]+, spilled [^;]+; \d+ s")
+    seen = tmp_path / "seen"
     with caplog.at_level(logging.INFO, logger="twins.compute"), dask_client(cfg) as session:
-        assert session.client.submit(time.sleep, 1.0).result() is None
+        # The task runs until a line is logged: "busy" comes from the workers' heartbeats,
+        # whose timing depends on the machine's load, so no fixed duration is assumed.
+        task = session.client.submit(_wait_for, str(seen), 120.0, pure=False)
+        deadline = time.monotonic() + 120.0  # a bound, not a timing
+        while not line.search(caplog.text) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        seen.touch()
+        assert task.result() is True
     text = caplog.text
     assert "the scheduler cannot count tasks (No module named 'twins')" in text
-    lines = re.findall(r"dask: 1 workers, memory [^;]+, spilled [^;]+; \d+ s", text)
-    assert lines and "tasks done" not in text
+    assert line.search(text) and "tasks done" not in text
+
+
+def _wait_for(path: str, bound_s: float) -> bool:
+    """Sleep until ``path`` exists (True) or ``bound_s`` seconds pass (False)."""
+    deadline = time.monotonic() + bound_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_unreachable_address_is_a_one_line_config_error_naming_it() -> None:
