@@ -1,20 +1,26 @@
-"""Peak memory of the out-of-core cube build against the length of the record.
+"""Peak memory of the drought task's out-of-core cube build against the length of the record.
 
-Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/drought_outofcore_memory.py [--grid 100]
-[--years 6 30] [--block-mb 64] [--threads 2] [--workdir DIR]``
+Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/drought_outofcore_memory.py [--grid 200]
+[--years 6 30] [--block-mb 64] [--compute local] [--workers N] [--workdir DIR]``
+(small first: ``--grid 50 --years 4 6``).
 
 Writes, year by year (bounded memory), a synthetic daily ERA5-Land-like NetCDF-4 file of
 ``grid x grid`` cells for each record length (``tp``, ``pev`` in m, ``swvl1`` in m3 m-3,
 ``t2m`` in K, statics ``lsm`` and ``z``; float32, storage chunks of one year by 50 x 50
-cells, zlib level 1), then preprocesses each in a fresh process as the drought task does
-with ``store: zarr``: :func:`hydrology.cubecache.open_training_lazy` (checks and gates, which
-read every value once) and :func:`hydrology.outofcore.build_cube_store` on dask's threaded
-scheduler (SPI-3 and SSMI-1 at leads 1-3). A thread samples the RSS of the process and its
-children (psutil) every 50 ms.
+cells, zlib level 1; the shorter records are the first years of the longest: same seed),
+then builds each one's cube in a fresh process exactly as a user's run does: the drought
+task of ``hydrology/configs/demo.yaml`` (regional inputs included) with
+``task.params.path`` set to the file, ``store: zarr`` and the record's splits, through
+:meth:`hydrology.task.DroughtForecast.cube_store` (:func:`hydrology.cubecache.open_training_lazy`:
+checks and gates, which read every value once; :func:`hydrology.outofcore.build_cube_store`
+on the ``compute:`` engine: by default ``local``, a dask ``LocalCluster``, as for any input
+of 1 GiB or more). A thread samples the RSS of the whole process tree (the build's process,
+the dask scheduler's and workers' processes and their children; psutil) every 50 ms.
 
-Prints, per record length: the input size, the block shape, the RSS after imports, the peak
-RSS and the wall time; and the ratio of the peaks (longest / shortest record). Memory is
-bounded by the block, not by the record, when the ratio is near 1.
+Prints, per record length: the input size, the block shapes, the RSS after imports, the
+peak RSS of the tree and the wall time; then the bars of issue 11: every peak under
+2.5 GB, and the longest record's peak within 20 % of the shortest's (memory is bounded by
+the block, not by the record).
 """
 
 from __future__ import annotations
@@ -31,19 +37,21 @@ import threading
 import time
 from pathlib import Path
 
-import dask
 import netCDF4
 import numpy as np
 import pandas as pd
 import psutil
 
-from hydrology.cubecache import open_training_lazy
-from hydrology.gates import Gates
-from hydrology.outofcore import build_cube_store
+from twins.config import load_config
+from twins.task import build_task
 
 log = logging.getLogger("drought_outofcore_memory")
 
 START = 1991
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "hydrology" / "configs" / "demo.yaml"
+PEAK_BAR = 2.5e9  # bytes: the peak RSS of the process tree, each record length
+GROWTH_BAR = 0.20  # the longest record's peak within 20 % of the shortest's
 
 
 def write_record(path: Path, n: int, years: int, seed: int = 0) -> Path:
@@ -101,7 +109,8 @@ def write_record(path: Path, n: int, years: int, seed: int = 0) -> Path:
     return path
 
 
-def _splits(years: int) -> dict[str, tuple[str, str]]:
+def splits(years: int) -> dict[str, tuple[str, str]]:
+    """Train, validation and test months of a record of ``years`` years from ``START``."""
     end = START + years - 1
     n_val = max(1, years // 10)
     val0 = end - 2 * n_val + 1
@@ -112,63 +121,76 @@ def _splits(years: int) -> dict[str, tuple[str, str]]:
     }
 
 
-def preprocess(
-    path: Path, out: Path, years: int, block_mb: int, threads: int
-) -> dict[str, object]:
-    """One build in this process (run by the child): ``{"tile", "baseline_rss", "wall_s"}``."""
+def task_overrides(
+    path: Path,
+    years: int,
+    workdir: Path,
+    block_mb: int = 64,
+    compute: str = "local",
+    workers: int | None = None,
+) -> list[str]:
+    """Overrides of ``demo.yaml`` that train on the file at ``path`` from a Zarr cube.
+
+    The cube store lives under ``workdir / "cubes"``; ``compute`` and ``workers`` set the
+    ``compute:`` section (``min_cluster_bytes: 0``: the engine runs whatever the input's
+    size); no dashboard (no port taken).
+    """
+    out = [
+        f"workdir={workdir}",
+        "tracking.enabled=false",
+        f"task.params.path={path}",
+        "task.params.store=zarr",
+        f"task.params.block_mb={block_mb}",
+        f"task.params.cache_dir={workdir / 'cubes'}",
+        "task.params.require_val_drought=false",
+        f"compute.mode={compute}",
+        "compute.min_cluster_bytes=0",
+        "compute.dashboard_address=null",
+    ]
+    out += [f"task.params.splits.{k}=[{a},{b}]" for k, (a, b) in splits(years).items()]
+    if workers is not None:
+        out.append(f"compute.workers={workers}")
+    return out
+
+
+def build(overrides: list[str]) -> dict[str, object]:
+    """Build the task's cube store in this process: ``{"info", "baseline_rss", "wall_s",
+    "path"}`` (``info`` as :func:`hydrology.outofcore.build_cube_store` returns it)."""
+    cfg = load_config(CONFIG, overrides)
+    task = build_task(cfg)
+    # (build_task does not hand the run config's compute: and launch.slurm to the task yet)
+    task.compute, task.slurm = cfg.compute, cfg.launch.slurm  # type: ignore[attr-defined]
     base = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
-    with dask.config.set(scheduler="threads", num_workers=threads):
-        ds = open_training_lazy([str(path)], Gates(), block_mb * 2**20)
-        info = build_cube_store(
-            ds,
-            out,
-            _splits(years),
-            require_val_drought=False,
-            source=str(path),
-            block_bytes=block_mb * 2**20,
-        )
-    return {
-        "tile": info["tile"],
-        "read": [*info["read_tile"], info["read_years"]],
-        "cells": info["cells"],
-        "baseline_rss": base,
-        "wall_s": time.perf_counter() - t0,
-    }
+    path = task.cube_store()
+    wall = time.perf_counter() - t0
+    record = json.loads(Path(f"{path}.done.json").read_text())
+    return {"info": record["info"], "baseline_rss": base, "wall_s": wall, "path": str(path)}
 
 
-def _tree_rss(proc: psutil.Process) -> int:
+def tree_rss(proc: psutil.Process) -> int:
+    """RSS of ``proc`` and all its descendants (bytes)."""
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            continue
     return total
 
 
-def measure(path: Path, out: Path, years: int, block_mb: int, threads: int) -> dict[str, object]:
-    """Run :func:`preprocess` in a child process, sampling its tree's RSS."""
-    shutil.rmtree(out, ignore_errors=True)  # a cube of an earlier run
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        str(path),
-        str(out),
-        str(years),
-        str(block_mb),
-        str(threads),
-    ]
+def run_sampled(cmd: list[str], every_s: float = 0.05) -> tuple[dict[str, object], int]:
+    """Run ``cmd`` (which prints a JSON line last), sampling its process tree's RSS.
+
+    Returns:
+        The JSON it printed, and the peak RSS of its tree (bytes).
+    """
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     proc = psutil.Process(child.pid)
     peak, stop = [0], threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                peak[0] = max(peak[0], _tree_rss(proc))
-            time.sleep(0.05)
+            peak[0] = max(peak[0], tree_rss(proc))
+            time.sleep(every_s)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -176,57 +198,95 @@ def measure(path: Path, out: Path, years: int, block_mb: int, threads: int) -> d
     stop.set()
     sampler.join()
     if child.returncode:
-        raise SystemExit(f"the build of {path} failed (exit {child.returncode})")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    return result | {"peak_rss": peak[0]}
+        raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {child.returncode})")
+    return json.loads(stdout.strip().splitlines()[-1]), peak[0]
 
 
-def main() -> None:
+def child_build(overrides: list[str]) -> tuple[dict[str, object], int]:
+    """:func:`build` in a fresh process (this script with ``--child``), RSS sampled."""
+    return run_sampled([sys.executable, __file__, "--child", json.dumps(overrides)])
+
+
+def input_bytes(n: int, years: int) -> float:
+    """Bytes of the daily float32 record of ``n x n`` cells, four variables."""
+    days = pd.date_range(f"{START}-01-01", f"{START + years - 1}-12-31", freq="D").size
+    return float(n * n * days * 4 * 4)
+
+
+def ensure_record(work: Path, n: int, years: int) -> Path:
+    """The record file of ``n x n`` cells and ``years`` years under ``work`` (written once)."""
+    path = work / f"daily_{n}x{n}_{years}y.nc"
+    if not path.exists():
+        t0 = time.perf_counter()
+        tmp = path.with_suffix(".part")
+        write_record(tmp, n, years)
+        tmp.rename(path)
+        log.info("wrote %s (%.1f s)", path, time.perf_counter() - t0)
+    return path
+
+
+def verdict(name: str, value: float, ok: bool, bar: str) -> str:
+    """One result line: the figure, the bar and whether it is met."""
+    return f"{name}: {value:.3g} ({'PASS' if ok else 'FAIL'}: bar {bar})"
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--grid", type=int, default=100)
+    ap.add_argument("--grid", type=int, default=200)
     ap.add_argument("--years", type=int, nargs="+", default=[6, 30])
     ap.add_argument("--block-mb", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compute", choices=["local", "threads"], default="local")
+    ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--workdir", type=Path, default=None)
-    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
     if args.child:
-        path, out, years, block_mb, threads = args.child
-        res = preprocess(Path(path), Path(out), int(years), int(block_mb), int(threads))
-        print(json.dumps(res))
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        print(json.dumps(build(json.loads(args.child))))
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ooc-memory-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    for years in args.years:
-        path = work / f"daily_{args.grid}x{args.grid}_{years}y.nc"
-        if not path.exists():
-            t0 = time.perf_counter()
-            write_record(path, args.grid, years)
-            log.info("wrote %s (%.1f s)", path, time.perf_counter() - t0)
-        raw = args.grid**2 * pd.date_range(f"{START}", periods=years, freq="YS").size * 365.25 * 16
-        res = measure(path, work / f"cube_{years}y.zarr", years, args.block_mb, args.threads)
-        rows.append(res | {"years": years, "input_gb": raw / 1e9})
+    for years in sorted(args.years):
+        path = ensure_record(work, args.grid, years)
+        run = work / f"run_{years}y"
+        shutil.rmtree(run, ignore_errors=True)  # the cube of an earlier run
+        res, peak = child_build(
+            task_overrides(path, years, run, args.block_mb, args.compute, args.workers)
+        )
+        info = res["info"]
+        rows.append({"years": years, "peak": peak})
         log.info(
             "%2d years: input %.2f GB (float32, 4 variables), read in blocks of %dx%d cells by "
-            "%d years, fitted in blocks of %s, RSS after imports %.0f MB, peak RSS %.0f MB "
-            "(%.0f MB above), %.0f s",
+            "%d years, fitted in blocks of %s, dask %s, RSS after imports %.0f MB, peak RSS of "
+            "the process tree %.0f MB, %.0f s",
             years,
-            raw / 1e9,
-            *res["read"],
-            "x".join(map(str, res["tile"])),
+            input_bytes(args.grid, years) / 1e9,
+            *info["read_tile"],
+            info["read_years"],
+            "x".join(map(str, info["tile"])),
+            info["dask"],
             res["baseline_rss"] / 1e6,
-            res["peak_rss"] / 1e6,
-            (res["peak_rss"] - res["baseline_rss"]) / 1e6,
+            peak / 1e6,
             res["wall_s"],
         )
-    if len(rows) > 1:
+        shutil.rmtree(run, ignore_errors=True)
+    for r in rows:
         log.info(
-            "peak RSS %d years / %d years: %.2f",
-            rows[-1]["years"],
-            rows[0]["years"],
-            rows[-1]["peak_rss"] / rows[0]["peak_rss"],
+            verdict(
+                f"peak RSS {r['years']} years [GB]", r["peak"] / 1e9, r["peak"] < PEAK_BAR, "< 2.5"
+            )
+        )
+    if len(rows) > 1:
+        ratio = rows[-1]["peak"] / rows[0]["peak"]
+        log.info(
+            verdict(
+                f"peak RSS {rows[-1]['years']} years / {rows[0]['years']} years",
+                ratio,
+                abs(ratio - 1) <= GROWTH_BAR,
+                "within 0.8-1.2",
+            )
         )
 
 
