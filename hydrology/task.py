@@ -58,12 +58,14 @@ from hydrology.ingest import read_training
 from hydrology.models.ensemble import PerOutputSelect, TileConvLSTM
 from hydrology.models.lstm import CellLSTM
 from hydrology.pet import PetMethod
+from hydrology.projection import project_cube_build
 from hydrology.selection import PerOutputBestFromStart
 from hydrology.synthetic import PRESETS, generate
+from twins.compute.buildonce import is_built
 from twins.compute.config import ComputeConfig
 from twins.errors import DataError, TwinsError
 from twins.launch.models import SlurmConfig
-from twins.task import Splits, Task
+from twins.task import PreprocessProjection, Splits, Task
 
 log = logging.getLogger(__name__)
 
@@ -309,12 +311,15 @@ class DroughtForecast(Task):
         size = sum(s[1] or 0 for s in self._data_identity()["files"])
         return "zarr" if size >= ZARR_AUTO_BYTES else "npz"
 
-    def cube_store(self) -> Path:
-        """The Zarr cube store (built once per data and configuration; see ``store``)."""
+    def _store_root_key(self) -> tuple[Path, str]:
         p = self.params
         root = Path(p.cache_dir) if p.cache_dir else Path(self.workdir).parent / "cubes"
-        key = f"cube-{self._cube_key()}-zarr{p.block_mb}"
-        kwargs = {
+        return root, f"cube-{self._cube_key()}-zarr{p.block_mb}"
+
+    def _cube_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`hydrology.outofcore.build_cube_store`."""
+        p = self.params
+        return {
             "splits": p.resolved_splits(),
             "targets": tuple(p.targets),
             "leads": tuple(p.leads),
@@ -325,10 +330,48 @@ class DroughtForecast(Task):
             "source": self.data_source(),
             "block_bytes": p.block_mb * 2**20,
         }
+
+    def cube_store(self) -> Path:
+        """The Zarr cube store (built once per data and configuration; see ``store``)."""
+        root, key = self._store_root_key()
         product = cube_store(
-            root, key, self._lazy_dataset, kwargs, self.compute, self.slurm, p.build_timeout_s
+            root,
+            key,
+            self._lazy_dataset,
+            self._cube_kwargs(),
+            self.compute,
+            self.slurm,
+            self.params.build_timeout_s,
         )
         return product.path
+
+    def preprocess(self) -> str:
+        """Build the cube (the Zarr store once per data and configuration, or the cached
+        ``npz``) without loading it; ``twins preprocess CONFIG`` runs this."""
+        p = self.params
+        if p.cache and self.store_kind() == "zarr":
+            return f"cube store {self.cube_store()}"
+        self.cube()
+        if not p.cache:
+            return "cube built in memory (task.params.cache is false: nothing kept)"
+        return f"cube {Path(self.workdir) / 'data' / f'cube-{self._cube_key()}.npz'}"
+
+    def preprocessing_projection(self) -> PreprocessProjection | None:
+        """The Zarr cube build's wall time and peak memory, projected from a probe on a
+        few blocks of the grid over the whole record (:mod:`hydrology.projection`).
+
+        None when the cube is not built out of core from files (a synthetic preset or
+        ``store: npz``: the cube is built in memory; or ``cache: false``).
+        """
+        p = self.params
+        if not (p.path and p.cache and self.store_kind() == "zarr"):
+            return None
+        root, key = self._store_root_key()
+        if is_built(root, key):  # the run opens it: nothing to build, nothing to probe
+            return PreprocessProjection(
+                0.0, 0, f"nothing: the cube store {root / key} is built", 0.0
+            )
+        return project_cube_build(p.path, p.gates, self._cube_kwargs(), self.compute, self.slurm)
 
     def _lazy_dataset(self) -> Any:
         p = self.params

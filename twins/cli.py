@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -93,6 +94,23 @@ def cmd_dryrun(args: argparse.Namespace) -> int:
         config_path=launch,
     )
     print(report.render())
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    """``twins preprocess CONFIG``: the task's preprocessing alone (e.g. as its own job)."""
+    from twins.config import check_workdir
+    from twins.task import build_task
+
+    cfg = _load(args)
+    check_workdir(cfg)
+    task = build_task(cfg)
+    t0 = time.perf_counter()
+    done = task.preprocess()
+    if done is None:
+        print(f"{cfg.task.target}: nothing to preprocess (training builds its data itself)")
+    else:
+        print(f"preprocessed {cfg.name} in {time.perf_counter() - t0:.1f} s: {done}")
     return 0
 
 
@@ -229,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", choices=["auto", "local", "torchrun", "ray"])
     sp.add_argument("--steps", type=int, default=5, help="steps to time (default 5)")
     sp.set_defaults(func=cmd_dryrun)
+
+    sp = sub.add_parser(
+        "preprocess", help="run the task's preprocessing only (e.g. build a data cube once)"
+    )
+    with_config(sp)
+    sp.set_defaults(func=cmd_preprocess)
 
     sp = sub.add_parser("config", help="print the resolved config and its hash")
     with_config(sp)

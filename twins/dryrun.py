@@ -4,6 +4,11 @@ The dry run fails on every error the real run would hit before training:
 config, task import, data (empty or malformed splits), model build, a forward
 and backward pass, validation, the checkpoint round trip, a writable run
 directory and a reachable tracking store.
+
+Before it builds the datasets, it asks the task to project its preprocessing
+(:meth:`twins.task.Task.preprocessing_projection`, e.g. the drought task's out-of-core
+cube build from a probe on a few blocks of the grid) and reports it beside the training
+projection.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from twins.config import RunConfig, check_workdir
 from twins.energy import EnergyMeter
 from twins.errors import DataError, TwinsError
-from twins.task import build_task
+from twins.task import PreprocessProjection, build_task
 from twins.train.build import build_trainer
 from twins.train.callbacks import Callback, Checkpointing, ProgressBar
 from twins.train.dist import Strategy
@@ -61,6 +66,7 @@ class DryRunReport:
     total_s: float
     walltime: str
     launch: list[str] = field(default_factory=list)
+    preprocessing: PreprocessProjection | None = None
 
     def render(self) -> str:
         """The report as aligned text lines."""
@@ -84,6 +90,7 @@ class DryRunReport:
             f"  projection    {self.steps_per_epoch} steps/epoch, epoch {_hms(self.epoch_s)}, "
             f"total {_hms(self.total_s)} (compute only; communication not included)",
             f"  walltime      {self.walltime} (projection x 1.5 + 10 min)",
+            *(self.preprocessing.render() if self.preprocessing else []),
             "  launch:",
             *[f"    {c}" for c in self.launch],
         ]
@@ -208,6 +215,23 @@ def dry_run(
         return _dry_run(cfg, workers, steps, nodes, config_path)
 
 
+def project_preprocessing(cfg: RunConfig) -> PreprocessProjection | None:
+    """The task's preprocessing projection alone (no training steps), for a job of its own.
+
+    Args:
+        cfg: Resolved config.
+
+    Returns:
+        :meth:`twins.task.Task.preprocessing_projection` of the config's task (None when
+        the task projects none).
+
+    Raises:
+        TwinsError: The config, the task or its data are refused (as the real run would).
+    """
+    check_workdir(cfg)
+    return build_task(cfg).preprocessing_projection()
+
+
 def _dry_run(
     cfg: RunConfig, workers: int, steps: int, nodes: int, config_path: str
 ) -> DryRunReport:
@@ -216,6 +240,7 @@ def _dry_run(
 
         prepare_store(resolve_tracking_uri(cfg.tracking.uri, cfg.workdir), cfg.tracking.experiment)
     task = build_task(cfg)
+    preprocessing = task.preprocessing_projection()
     splits = task.splits()
     n_train, n_val, n_test = (len(s) for s in (splits.train, splits.val, splits.test))  # type: ignore[arg-type]
     for split, n in (("train", n_train), ("validation", n_val), ("test", n_test)):
@@ -264,7 +289,11 @@ def _dry_run(
     steps_per_epoch = n_train // b + (1 if n_train % b >= workers else 0)
     if cfg.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
-    epoch_s = steps_per_epoch * step_s + val_s * n_val / workers
+    # Validations in an epoch: every val_every steps, else (or when the epoch is shorter)
+    # once at its end.
+    every = cfg.train.val_every
+    n_validations = max(1, steps_per_epoch // every) if every else 1
+    epoch_s = steps_per_epoch * step_s + n_validations * val_s * n_val / workers
     total_s = cfg.train.epochs * epoch_s
     n_steps_measured = len(durations) + 1
     energy_step = energy.total_j / n_steps_measured if energy.total_j is not None else None
@@ -296,4 +325,5 @@ def _dry_run(
         total_s=total_s,
         walltime=_hms(total_s * 1.5 + 600),
         launch=launch_commands(config_path, workers, nodes, cfg.distributed.backend),
+        preprocessing=preprocessing,
     )

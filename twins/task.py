@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +20,9 @@ from pydantic import BaseModel
 from torch import nn
 from torch.utils.data import Dataset
 
+from twins.compute.config import ComputeConfig
 from twins.config import RunConfig, resolve_target
+from twins.launch.models import SlurmConfig
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,60 @@ class Splits:
     train: Dataset[Any]
     val: Dataset[Any]
     test: Dataset[Any]
+
+
+@dataclass(frozen=True)
+class PreprocessProjection:
+    """What a task's preprocessing (e.g. an out-of-core cube build) will cost, projected
+    from a probe on part of the data (:meth:`Task.preprocessing_projection`).
+
+    Attributes:
+        seconds: Projected wall time of the whole preprocessing [s].
+        peak_bytes: Projected peak resident memory of the preprocessing process and its
+            children (dask workers) [bytes].
+        probed: What was measured, in words (e.g. the sub-grid and the record).
+        probe_s: Wall time the probe took [s].
+        phases: Projected wall time per phase [s], in order.
+        cpus: CPUs (threads of the engine, all workers) the projection holds for.
+        note: Anything the reader should know (e.g. the product exists already).
+    """
+
+    seconds: float
+    peak_bytes: int
+    probed: str
+    probe_s: float
+    phases: dict[str, float] = field(default_factory=dict)
+    cpus: int = 1
+    note: str = ""
+
+    @property
+    def total_s(self) -> float:
+        """The projected wall time [s] (the name a training projection gives it)."""
+        return self.seconds
+
+    @property
+    def peak_rss_mib(self) -> float:
+        """The projected peak in MiB (as :class:`twins.dryrun.DryRunReport` reports it)."""
+        return self.peak_bytes / 2**20
+
+    def render(self) -> list[str]:
+        """Report lines, aligned with :meth:`twins.dryrun.DryRunReport.render`'s."""
+        phases = ", ".join(f"{k} {_hms(v)}" for k, v in self.phases.items())
+        lines = [
+            f"  preprocessing {_hms(self.seconds)}, peak RSS {self.peak_rss_mib:.0f} MiB "
+            f"on {self.cpus} CPU(s) (projected from a {self.probe_s:.0f} s probe)",
+            f"    probed      {self.probed}",
+        ]
+        if phases:
+            lines.append(f"    phases      {phases}")
+        if self.note:
+            lines.append(f"    note        {self.note}")
+        return lines
+
+
+def _hms(seconds: float) -> str:
+    s = int(math.ceil(seconds))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 class Task(ABC):
@@ -43,9 +100,14 @@ class Task(ABC):
         params: The validated parameters.
         seed: Global seed of the run.
         workdir: Directory where the task may cache generated data.
+        compute: Where the task's dask work runs (the run config's ``compute:``;
+            :func:`build_task` sets it).
+        slurm: The run config's ``launch.slurm`` (for ``compute.mode: slurm``).
     """
 
     Params: ClassVar[type[BaseModel]]
+    compute: ComputeConfig = ComputeConfig()
+    slurm: SlurmConfig | None = None
 
     def __init__(self, params: BaseModel, *, seed: int = 0, workdir: Path | None = None) -> None:
         self.params = params
@@ -101,9 +163,25 @@ class Task(ABC):
         """Domain metrics of a trained model on ``split``; the default has none."""
         return {}
 
+    def preprocess(self) -> str | None:
+        """Prepare what training reads (e.g. build a cached data cube) and say what was
+        done in one line; ``twins preprocess`` runs it, e.g. as a job of its own before the
+        training jobs. The default has nothing to prepare (None): :meth:`splits` builds
+        everything."""
+        return None
+
+    def preprocessing_projection(self) -> PreprocessProjection | None:
+        """Project :meth:`preprocess`'s wall time and peak memory without running it
+        whole (``twins dryrun`` reports it; ``twins launch slurm --kind preprocess`` sizes
+        its job by it). The default projects nothing (None)."""
+        return None
+
 
 def build_task(cfg: RunConfig) -> Task:
     """Instantiate the task a resolved config names."""
     task_cls = resolve_target(cfg.task.target)
     params = task_cls.Params.model_validate(cfg.task.params)
-    return task_cls(params, seed=cfg.seed, workdir=cfg.run_dir)
+    task = task_cls(params, seed=cfg.seed, workdir=cfg.run_dir)
+    task.compute = cfg.compute
+    task.slurm = cfg.launch.slurm
+    return task

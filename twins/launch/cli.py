@@ -7,6 +7,11 @@ overridable like any key (``launch.slurm.nodes=2``) and by a few flags. Without
 ``twins launch slurm CONFIG --kind array --inputs LIST --command "CMD ..."`` writes a job
 array running ``twins CMD ...`` once per input of LIST (one a line), e.g. a domain's batch
 command over segment files; only the config's ``name`` and ``launch:`` section are used.
+
+``twins launch slurm CONFIG --kind preprocess`` writes a one-node job running
+``twins preprocess CONFIG`` (e.g. the drought task's cube build), its walltime, memory and
+CPUs from the task's preprocessing projection (:meth:`twins.task.Task.preprocessing_projection`)
+unless ``launch.slurm.time`` and ``mem`` are set.
 """
 
 from __future__ import annotations
@@ -128,9 +133,14 @@ def _slurm(args: argparse.Namespace, cfg: Any, launch: Any, overrides: list[str]
                 'e.g. --inputs segments.txt --command "gravwave clean --cleaner c.pt --out out"',
             )
         inputs = read_inputs(args.inputs)
-    report = None
+    report: Any = None
     needs_projection = args.kind not in SINGLE_TASK_KINDS and not (slurm.time and slurm.mem)
-    if needs_projection and not args.no_dryrun:
+    if needs_projection and not args.no_dryrun and args.kind == "preprocess":
+        from twins.dryrun import project_preprocessing
+
+        log.info("projecting the preprocessing for the resource request")
+        report = project_preprocessing(cfg)
+    elif needs_projection and not args.no_dryrun:
         from twins.dryrun import dry_run
 
         workers = slurm.nodes * slurm.tasks_per_node
@@ -178,8 +188,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     for target, help_text, kinds in (
         (
             "slurm",
-            "an sbatch script: torchrun, Ray on Slurm, a recurring twin update, a job array",
-            ["torchrun", "ray", "twin-update", "array"],
+            "an sbatch script: torchrun, Ray on Slurm, a recurring twin update, a job array, "
+            "the task's preprocessing",
+            ["torchrun", "ray", "twin-update", "array", "preprocess"],
         ),
         (
             "k8s",
@@ -195,7 +206,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             choices=kinds,
             default="torchrun",
             help="torchrun training (default), a Ray cluster + train/tune, a twin update"
-            + (", or a job array running a command per input" if target == "slurm" else ""),
+            + (
+                ", a job array running a command per input, or the task's preprocessing "
+                "(twins preprocess)"
+                if target == "slurm"
+                else ""
+            ),
         )
         sp.add_argument("--twin", help="twin directory (--kind twin-update)")
         sp.add_argument("--nodes", type=int, help="nodes (overrides launch.*.nodes)")

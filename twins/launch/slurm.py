@@ -22,9 +22,15 @@ Four recipes, one per ``kind``:
     A job array (``--array=0-N-1``, at most ``array_limit`` tasks at once) running one
     ``twins`` command per input of a list, e.g. ``gravwave clean ... {input}`` over segment
     files (:mod:`twins.launch.array`); each task is one process of ``cpus_per_process`` cores.
+``preprocess``
+    ``twins preprocess CONFIG`` on one node: the task's preprocessing alone (the drought
+    task's cube store, built once and opened by the training jobs that follow, e.g. with
+    ``sbatch --dependency=afterok:JOBID``). Walltime, memory and CPUs come from the task's
+    :class:`twins.task.PreprocessProjection` (the CPUs its engine was probed on).
 
 Walltime, memory and CPUs come from the config when given, else from a
-:class:`twins.dryrun.DryRunReport` plus the margins in ``slurm.margins``.
+:class:`twins.dryrun.DryRunReport` (a :class:`twins.task.PreprocessProjection` for
+``preprocess``) plus the margins in ``slurm.margins``.
 The default is to print the script; :func:`submit` runs ``sbatch --parsable``.
 """
 
@@ -47,10 +53,12 @@ from twins.twin import EXIT_NOTHING_NEW as TWIN_NOTHING_NEW
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["torchrun", "ray", "twin-update", "array"]
-KINDS: tuple[str, ...] = ("torchrun", "ray", "twin-update", "array")
+Kind = Literal["torchrun", "ray", "twin-update", "array", "preprocess"]
+KINDS: tuple[str, ...] = ("torchrun", "ray", "twin-update", "array", "preprocess")
 #: Kinds that run one process on one node and take no training dry run.
 SINGLE_TASK_KINDS = ("twin-update", "array")
+#: Kinds that run one process on one node (``preprocess`` takes a preprocessing projection).
+ONE_PROCESS_KINDS = (*SINGLE_TASK_KINDS, "preprocess")
 #: Walltime of a twin update or an array task when the config does not say.
 TWIN_UPDATE_TIME = "01:00:00"
 #: The default ``--output`` pattern, and what an array job uses instead (one file per task).
@@ -74,10 +82,17 @@ def projected_time(report: Any, slurm: SlurmConfig) -> str:
     return hms(float(report.total_s) * m.time_factor + 60 * m.time_pad_min)
 
 
-def projected_mem_mib(report: Any, slurm: SlurmConfig, extra_mib: int = 0) -> int:
-    """Memory per node from a dry run: peak RSS x processes per node x factor + pad."""
+def projected_mem_mib(
+    report: Any, slurm: SlurmConfig, extra_mib: int = 0, processes: int | None = None
+) -> int:
+    """Memory per node from a dry run: peak RSS x processes per node x factor + pad.
+
+    ``processes`` defaults to ``slurm.tasks_per_node``; a preprocessing projection's peak
+    is already the whole process tree's (1).
+    """
     m = slurm.margins
-    per_node = float(report.peak_rss_mib) * slurm.tasks_per_node * m.mem_factor
+    procs = slurm.tasks_per_node if processes is None else processes
+    per_node = float(report.peak_rss_mib) * procs * m.mem_factor
     return int(math.ceil(per_node + m.mem_pad_mib + extra_mib))
 
 
@@ -99,14 +114,16 @@ def _resources(kind: str, slurm: SlurmConfig, report: Any | None) -> tuple[str, 
             "set launch.slurm.time=HH:MM:SS, or let 'twins launch slurm' dry-run the config",
         )
     ray_extra = 1024 if kind == "ray" else 0
+    procs = 1 if kind in ONE_PROCESS_KINDS else slurm.tasks_per_node
     if slurm.mem:
         mem = slurm.mem
     elif report is not None:
-        mem = f"{projected_mem_mib(report, slurm, ray_extra)}M"
+        mem = f"{projected_mem_mib(report, slurm, ray_extra, procs)}M"
     else:
         mem = f"{DEFAULT_MEM_MIB + ray_extra}M"
-    procs = 1 if kind in SINGLE_TASK_KINDS else slurm.tasks_per_node
     cpus = slurm.cpus_per_task or procs * slurm.cpus_per_process
+    if kind == "preprocess" and report is not None and not slurm.cpus_per_task:
+        cpus = int(report.cpus)  # the engine's threads the projection was measured on
     return time, mem, cpus
 
 
@@ -114,8 +131,10 @@ def _header(
     kind: str, slurm: SlurmConfig, run_name: str, report: Any | None, n_array: int = 0
 ) -> list[str]:
     time, mem, cpus = _resources(kind, slurm, report)
-    nodes = 1 if kind in SINGLE_TASK_KINDS else slurm.nodes
-    suffix = {"twin-update": "-update", "array": "-array"}.get(kind, "")
+    nodes = 1 if kind in ONE_PROCESS_KINDS else slurm.nodes
+    suffix = {"twin-update": "-update", "array": "-array", "preprocess": "-preprocess"}.get(
+        kind, ""
+    )
     name = slurm.job_name or f"twins-{run_name}{suffix}"
     output = slurm.output
     if kind == "array" and output == DEFAULT_OUTPUT:
@@ -137,7 +156,7 @@ def _header(
         value = getattr(slurm, key)
         if value:
             lines.append(f"#SBATCH --{key}={value}")
-    if slurm.gpus_per_node and kind != "twin-update":
+    if slurm.gpus_per_node and kind not in ("twin-update", "preprocess"):
         lines.append(f"#SBATCH --gres=gpu:{slurm.gpus_per_node}")
     if slurm.chdir:
         lines.append(f"#SBATCH --chdir={slurm.chdir}")
@@ -149,7 +168,12 @@ def _prelude(kind: str, slurm: SlurmConfig, report: Any | None) -> list[str]:
     lines = [
         f"# twins launch slurm --kind {kind}: generated; edit the config, not this file.",
     ]
-    if report is not None:
+    if report is not None and kind == "preprocess":
+        lines.append(
+            f"# preprocessing projected: {float(report.total_s):.0f} s, peak RSS "
+            f"{float(report.peak_rss_mib):.0f} MiB (process tree) on {report.cpus} CPU(s)"
+        )
+    elif report is not None:
         lines.append(
             f"# dry run: {report.steps_per_epoch} steps/epoch, projected "
             f"{float(report.total_s):.0f} s, peak RSS {float(report.peak_rss_mib):.0f} MiB/process"
@@ -243,6 +267,11 @@ def _ray_body(slurm: SlurmConfig, args: str, workers: int) -> list[str]:
     ]
 
 
+def _preprocess_body(slurm: SlurmConfig, args: str) -> list[str]:
+    twins = _container(slurm) + f"{slurm.python} -m twins"
+    return [f"{twins} preprocess {args}"]
+
+
 def _twin_body(slurm: SlurmConfig, twin_dir: str | Path) -> list[str]:
     twins = _container(slurm) + f"{slurm.python} -m twins"
     lines = ["rc=0", f"{twins} twin update {_q(twin_dir)} || rc=$?"]
@@ -280,11 +309,13 @@ def render_sbatch(
     """Render a batch script.
 
     Args:
-        kind: ``"torchrun"``, ``"ray"``, ``"twin-update"`` or ``"array"``.
+        kind: ``"torchrun"``, ``"ray"``, ``"twin-update"``, ``"array"`` or
+            ``"preprocess"``.
         cfg_path: Run config the job trains (as the job will see the path).
         slurm: Validated Slurm settings.
         report: A :class:`twins.dryrun.DryRunReport` (anything with ``total_s`` and
-            ``peak_rss_mib``) for walltime and memory the config leaves unset.
+            ``peak_rss_mib``) for walltime and memory the config leaves unset; for
+            ``preprocess`` a :class:`twins.task.PreprocessProjection` (also ``cpus``).
         overrides: ``section.key=value`` overrides passed on to ``twins train``.
         run_name: Run name, for the default job name.
         twin_dir: Twin directory (``twin-update`` only).
@@ -319,6 +350,8 @@ def render_sbatch(
         lines += _ray_body(slurm, args, ray_workers or slurm.nodes * slurm.tasks_per_node)
     elif kind == "array":
         lines += array_body(_container(slurm) + f"{slurm.python} -m twins", inputs, words)
+    elif kind == "preprocess":
+        lines += _preprocess_body(slurm, args)
     else:
         if twin_dir is None:
             raise ConfigError("a twin-update job needs the twin directory", "pass --twin DIR")
