@@ -22,8 +22,11 @@ engine the real build will use, and extrapolates:
 
 The probe's window is the rectangle of whole blocks, at least one block of the read and
 one of the fit tile on each side and at least as many fit blocks as engine threads, whose
-land share is closest to the grid's; its blocks are checked to be the real build's
-(the block shapes depend on the grid's shape).
+land share is closest to the grid's (:func:`plan_probe`). The build chooses its blocks from
+the grid's shape, so the window is one on which it chooses the real build's blocks; where
+only a large share of a grid of few blocks would do, the probe gives the build the real fit
+blocks and reads the record by as many years at once as the real read blocks. The blocks
+the probe ran are checked against the plan (a warning says when they differ).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,9 @@ __all__ = ["ProbePlan", "plan_probe", "project_cube_build"]
 
 log = logging.getLogger(__name__)
 
+#: Largest share of the grid's cells a probe takes before it gives the build its blocks.
+MAX_SHARE = 0.25
+
 #: Seconds between samples of the process tree's RSS (and checks for the store's metadata).
 SAMPLE_S = 0.02
 
@@ -77,6 +83,8 @@ class ProbePlan:
         window: The probe's rows and columns ``(slice, slice)``.
         land: Land cells of the grid.
         probe_land: Land cells in the window.
+        explicit: The build on the window must be given the fit tile (``tile=``): on any
+            window up to :data:`MAX_SHARE` of the grid it would choose other blocks.
     """
 
     shape: tuple[int, int]
@@ -85,6 +93,7 @@ class ProbePlan:
     window: tuple[slice, slice]
     land: int
     probe_land: int
+    explicit: bool = False
 
     @property
     def probe_cells(self) -> int:
@@ -120,11 +129,11 @@ def _tiles(
 
 
 def _windows(
-    shape: tuple[int, int], unit: tuple[int, int], k: tuple[int, int]
+    shape: tuple[int, int], unit: tuple[int, int], size: tuple[int, int]
 ) -> Iterator[tuple[slice, slice]]:
-    """Every window of ``k`` units (rows, cols of units) at unit-aligned positions."""
+    """Every window of ``size`` cells at unit-aligned positions."""
     ny, nx = shape
-    h, w = min(ny, k[0] * unit[0]), min(nx, k[1] * unit[1])
+    h, w = size
     for y in range(0, max(ny - h, 0) + 1, unit[0]):
         for x in range(0, max(nx - w, 0) + 1, unit[1]):
             yield slice(y, y + h), slice(x, x + w)
@@ -144,10 +153,14 @@ def plan_probe(
     """The smallest window of whole blocks that behaves like the grid.
 
     The window grows by units of ``max(read tile, fit tile)`` (each a multiple of the
-    other, :func:`choose_tile`), alternately in rows and columns, until it holds at least
-    ``threads`` fit blocks (so the engine runs as many blocks at once as in the real
-    build) and :func:`build_cube_store` would choose the same tiles on it; among the
-    windows of that size, the one whose land share is closest to the grid's (and has land).
+    other, :func:`choose_tile`), on its shorter side, until it holds at least ``threads``
+    fit blocks (so the engine runs as many blocks at once as in the real build) and
+    :func:`build_cube_store` would choose the same tiles on it. The tiles depend on the
+    grid's shape (a side no longer than a read block is not aligned), so on a grid of few
+    read blocks that window may be most of the grid: past :data:`MAX_SHARE` the window
+    only needs the fit blocks, and the build is given them (``explicit``). Among the
+    windows of that size at whole units, the one whose land share is closest to the grid's
+    (and has land).
 
     Args:
         shape: Grid ``(lat, lon)``.
@@ -166,21 +179,23 @@ def plan_probe(
     read, fit = _tiles(shape, times, step_bytes, n_vars, n_targets, block_bytes, align)
     unit = (max(read[0], fit[0]), max(read[1], fit[1]))
     ny, nx = shape
-    share = float(land.mean()) if land.size else 0.0
-    k = [1, 1]
-    while True:
-        h, w = min(ny, k[0] * unit[0]), min(nx, k[1] * unit[1])
-        blocks = math.ceil(h / fit[0]) * math.ceil(w / fit[1])
-        # Inside the build the input arrives chunked by the read tile (open_training_lazy).
-        same = _tiles((h, w), times, step_bytes, n_vars, n_targets, block_bytes, read) == (
+
+    def enough(h: int, w: int) -> bool:
+        return math.ceil(h / fit[0]) * math.ceil(w / fit[1]) >= threads
+
+    def same(h: int, w: int) -> bool:  # the input arrives chunked by the read tile
+        return _tiles((h, w), times, step_bytes, n_vars, n_targets, block_bytes, read) == (
             read,
             fit,
         )
-        if (same and blocks >= threads) or (h, w) == shape:
-            break
-        k[0 if (h <= w and h < ny) or w >= nx else 1] += 1  # the shorter side
+
+    h, w = _grow(shape, unit, lambda h, w: enough(h, w) and same(h, w))
+    explicit = h * w > MAX_SHARE * ny * nx
+    if explicit:  # the tiles depend on the grid's shape: give the build the fit tile
+        h, w = _grow(shape, unit, enough)
+    share = float(land.mean()) if land.size else 0.0
     best: tuple[float, tuple[slice, slice]] | None = None
-    for win in _windows(shape, unit, (k[0], k[1])):
+    for win in _windows(shape, unit, (h, w)):
         sub = land[win]
         if not sub.any():
             continue
@@ -188,7 +203,21 @@ def plan_probe(
         if best is None or gap < best[0]:
             best = (gap, win)
     window = best[1] if best is not None else (slice(0, ny), slice(0, nx))
-    return ProbePlan(shape, read, fit, window, int(land.sum()), int(land[window].sum()))
+    return ProbePlan(shape, read, fit, window, int(land.sum()), int(land[window].sum()), explicit)
+
+
+def _grow(
+    shape: tuple[int, int], unit: tuple[int, int], done: Callable[[int, int], bool]
+) -> tuple[int, int]:
+    """The first ``(rows, cols)`` of whole units, growing the shorter side, that is ``done``
+    (or the grid)."""
+    ny, nx = shape
+    k = [1, 1]
+    while True:
+        h, w = min(ny, k[0] * unit[0]), min(nx, k[1] * unit[1])
+        if done(h, w) or (h, w) == shape:
+            return h, w
+        k[0 if (h <= w and h < ny) or w >= nx else 1] += 1
 
 
 def _open_unchecked(paths: Sequence[str], block_bytes: int) -> tuple[xr.Dataset, str, Any]:
@@ -325,6 +354,14 @@ def project_cube_build(
         align,
     )
     sub = raw.isel(lat=plan.window[0], lon=plan.window[1])
+    _, years = read_blocks(shape, times, step_bytes, block_bytes, plan.read_tile)
+    if plan.explicit:
+        # The fit blocks given; the record read by as many years at once as the real
+        # build's read blocks are (a read block split into fit blocks' parts).
+        n_years = int(times.year[-1] - times.year[0] + 1)
+        per_year = -(-times.size // n_years) * step_bytes
+        kwargs["tile"] = plan.fit_tile
+        kwargs["block_bytes"] = years * per_year * plan.fit_tile[0] * plan.fit_tile[1]
     t_open = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="twins-probe-") as tmp:
         store = Path(tmp) / "probe.zarr"
@@ -357,17 +394,24 @@ def project_cube_build(
         f"{window[1].stop - 1} of {shape[0]} x {shape[1]} ({plan.probe_cells} cells, "
         f"{served} served; {1 / r_all:.1%} of the grid), the whole record "
         f"({times[0]:%Y-%m} to {times[-1]:%Y-%m}); blocks: read {plan.read_tile[0]} x "
-        f"{plan.read_tile[1]}, fit {plan.fit_tile[0]} x {plan.fit_tile[1]}, {threads} "
-        "thread(s)"
+        f"{plan.read_tile[1]}{' (split by fit blocks)' if plan.explicit else ''} by "
+        f"{years} year(s), fit {plan.fit_tile[0]} x {plan.fit_tile[1]}, {threads} thread(s)"
     )
-    if tuple(info["tile"]) != plan.fit_tile or tuple(info["read_tile"]) != plan.read_tile:
+    read = plan.fit_tile if plan.explicit else plan.read_tile
+    if (tuple(info["tile"]), tuple(info["read_tile"]), info["read_years"]) != (
+        plan.fit_tile,
+        read,
+        years,
+    ):
         log.warning(
-            "probe of %s: blocks %s / %s, not the planned %s / %s: the memory projection "
-            "is off by their ratio",
+            "probe of %s: read %s by %d years, fitted %s; planned %s by %d years, %s: the "
+            "memory projection is off by their ratio",
             label,
             info["read_tile"],
+            info["read_years"],
             info["tile"],
-            plan.read_tile,
+            read,
+            years,
             plan.fit_tile,
         )
     projection = PreprocessProjection(
