@@ -31,14 +31,14 @@ import xarray as xr
 from hydrology.gates import Gates, check_gates
 from hydrology.ingest import TRAINING_REQUIRED, canonical_units, standard_months
 from hydrology.io import open_grids, validate
-from hydrology.outofcore import build_cube_store, read_blocks
+from hydrology.outofcore import build_cube_store, read_blocks, year_slabs
 from hydrology.timeaxis import calendar, is_standard
 from twins.compute.buildonce import Product, build_once
 from twins.compute.config import ComputeConfig
 from twins.errors import DataError
 from twins.launch.models import SlurmConfig
 
-__all__ = ["cube_store", "input_nbytes", "open_training_lazy"]
+__all__ = ["cube_store", "gate_record", "input_nbytes", "open_training_lazy"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,41 @@ def _per_cell(ds: xr.Dataset) -> int:
     """Bytes of one cell's whole record, every time-varying variable."""
     n = ds.sizes["lat"] * ds.sizes["lon"]
     return max(1, input_nbytes(ds) // max(n, 1))
+
+
+def gate_record(ds: xr.Dataset, label: str, gates: Gates, block_bytes: int) -> None:
+    """:func:`hydrology.gates.check_gates` by groups of calendar years, in bounded memory.
+
+    The gates keep each variable's missing share per month and cell, ``(month, lat, lon)``
+    in float64, until they know the land cells: over a whole record that grows with it
+    (30 years of 200 x 200 cells: 115 MB a variable). With a land-sea mask (``lsm``, land
+    where above 0.5, checked first and alone) the land is known beforehand, so the
+    time-varying variables are checked by groups of whole calendar years (every step of a
+    month in one group: the shares per month are the whole record's) whose shares fit
+    ``block_bytes``; without one, land is where some month has a value, which needs the
+    whole record, checked at once.
+
+    Args:
+        ds: The canonical dataset as opened, dask-backed ``(time, lat, lon)``.
+        label: The file(s), for messages.
+        gates: The bounds.
+        block_bytes: Memory budget of a group's shares.
+
+    Raises:
+        DataError: As :func:`hydrology.gates.check_gates` (the first group holding an
+            offending value names that value).
+    """
+    timed = [str(v) for v in ds.data_vars if "time" in ds[v].dims]
+    if "lsm" not in ds.data_vars or "time" in ds["lsm"].dims or not timed:
+        check_gates(ds, label, gates)
+        return
+    statics = [str(v) for v in ds.data_vars if "time" not in ds[v].dims]
+    check_gates(ds, label, gates, variables=statics)
+    cells = ds.sizes["lat"] * ds.sizes["lon"] if "lat" in ds.dims else ds["lsm"].size
+    per_year = 12 * 8 * cells * (len(timed) + 1)  # the shares and one temporary
+    years = max(1, block_bytes // per_year)
+    for steps in year_slabs(ds.indexes["time"], years):
+        check_gates(ds.isel(time=steps), label, gates, variables=timed)
 
 
 def open_training_lazy(paths: Sequence[str], gates: Gates, block_bytes: int) -> xr.Dataset:
@@ -94,7 +129,7 @@ def open_training_lazy(paths: Sequence[str], gates: Gates, block_bytes: int) -> 
         # A block smaller than a storage chunk reads its part of it: by design, not a bug.
         warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
         ds = open_grids(target, chunks=chunks, gates=None, check_values=False)
-    check_gates(ds, label, gates)  # every value once, chunk by chunk
+    gate_record(ds, label, gates, block_bytes)  # every value once, chunk by chunk
     ds = canonical_units(ds)
     if not is_standard(ds):
         cal = calendar(ds.indexes["time"])

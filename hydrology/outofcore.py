@@ -76,7 +76,14 @@ from hydrology.pet import PetMethod
 from hydrology.targets import check_targets
 from twins.errors import DataError
 
-__all__ = ["BLOCK_BYTES", "build_cube_store", "choose_tile", "halo_cells", "read_blocks"]
+__all__ = [
+    "BLOCK_BYTES",
+    "build_cube_store",
+    "choose_tile",
+    "halo_cells",
+    "read_blocks",
+    "year_slabs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -342,9 +349,18 @@ def _grid_of_blocks(
     return [parts[i : i + n_cols] for i in range(0, len(blocks), n_cols)]
 
 
-def _slabs(times: pd.DatetimeIndex, years: int) -> list[slice]:
-    """The steps of each group of ``years`` calendar years of the record, in order."""
-    group = (times.year.to_numpy() - times.year[0]) // years
+def year_slabs(times: pd.Index, years: int) -> list[slice]:
+    """The steps of each group of ``years`` calendar years of the record, in order.
+
+    Args:
+        times: The record's time stamps (a ``DatetimeIndex`` or a ``CFTimeIndex``), sorted.
+        years: Calendar years per group (the first group starts at the record's first year).
+
+    Returns:
+        Contiguous slices of positions covering the record.
+    """
+    year = np.asarray(times.year)
+    group = (year - year[0]) // years
     edges = [0, *(np.flatnonzero(np.diff(group)) + 1).tolist(), times.size]
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
@@ -377,7 +393,7 @@ def _phase_months(
     blocks = _blocks(shape, tile)
     n_cols = -(-shape[1] // tile[1])
     times = pd.DatetimeIndex(dyn["time"].values)
-    slabs = _slabs(times, years) if times.size else []
+    slabs = year_slabs(times, years) if times.size else []
     probe = _monthly(dyn.isel(time=slabs[0], lat=[0], lon=[0]).compute(), plan.pet)
     names = [str(v) for v in probe.data_vars]
     months = _months_of(times)
@@ -524,7 +540,7 @@ def build_cube_store(
     # a calendar month of them in the gamma CDF's temporaries).
     per_cell = 8 * 12 * n_years * (len(time_vars) + len(targets) + 2 * n_years)
     tile = tile or choose_tile(shape, per_cell, block_bytes, read_tile)
-    slab_steps = tuple(s.stop - s.start for s in _slabs(times, years))
+    slab_steps = tuple(s.stop - s.start for s in year_slabs(times, years))
     # The scratch months are stored by as many years as a read block's months fit the
     # budget (fewer, larger chunks: each read costs a few milliseconds), a multiple of the
     # years read at once.

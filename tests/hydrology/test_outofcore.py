@@ -12,11 +12,15 @@ from pathlib import Path
 
 import dask
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
+from hydrology import cubecache
+from hydrology.cubecache import gate_record
 from hydrology.cubestore import cube_to_dataset, open_cube, write_cube
 from hydrology.dataset import DEFAULT_SPLITS, build_cube
+from hydrology.gates import Gates, check_gates
 from hydrology.io import open_grids
 from hydrology.outofcore import build_cube_store, choose_tile, halo_cells
 from hydrology.synthetic import generate
@@ -166,3 +170,41 @@ def test_refusals_leave_no_store(tiny: xr.Dataset, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="contains no drought month"):
         build_cube_store(tiny, made, DEFAULT_SPLITS["tiny"], drought_cell_share=1.01)
     assert [p.name for p in tmp_path.iterdir()] == ["c.zarr"] and not list(made.iterdir())
+
+
+def test_gates_go_by_groups_of_calendar_years_and_refuse_as_over_the_whole_record(
+    tiny: xr.Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a land-sea mask the record's gates run by groups of whole calendar years sized
+    by the budget (statics first, alone); a month missing over land and a value outside
+    the bounds late in the record are refused with the whole record's message."""
+    ds = tiny.drop_vars(["drought_forcing", "drought_mask"])
+    timed = [str(v) for v in ds.data_vars if "time" in ds[v].dims]
+    calls: list[tuple[list[str], str, str]] = []
+
+    def recorder(part: xr.Dataset, *args: object, variables: list[str] | None = None) -> None:
+        t = part.indexes["time"]
+        calls.append((list(variables or []), f"{t[0]:%Y-%m-%d}", f"{t[-1]:%Y-%m-%d}"))
+        check_gates(part, *args, variables=variables)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cubecache, "check_gates", recorder)
+    # a year's shares of 12 x 12 cells: 12 months x 144 cells x 8 bytes x (4 variables + 1)
+    per_year = 12 * 144 * 8 * (len(timed) + 1)
+    gate_record(ds, "f.nc", Gates(), 2 * per_year)
+    assert calls == [
+        (["lsm", "z"], "2000-01-01", "2007-12-31"),
+        *((timed, f"{y}-01-01", f"{y + 1}-12-31") for y in (2000, 2002, 2004, 2006)),
+    ]
+    land = ds["lsm"].values > 0.5
+    tp = ds["tp"].values.copy()
+    tp[ds.indexes["time"].to_period("M") == pd.Period("2006-07"), :, :] = np.nan
+    gap = ds.assign(tp=ds["tp"].copy(data=tp))
+    t2m = ds["t2m"].values.copy()
+    t2m[2700, np.flatnonzero(land.any(1))[0], np.flatnonzero(land.any(0))[-1]] = 400.0
+    hot = ds.assign(t2m=ds["t2m"].copy(data=t2m))
+    for bad in (gap, hot):
+        with pytest.raises(DataError) as whole:
+            check_gates(bad, "f.nc", Gates())
+        with pytest.raises(DataError) as grouped:
+            gate_record(bad, "f.nc", Gates(), per_year)
+        assert str(grouped.value) == str(whole.value)
