@@ -23,7 +23,9 @@ from twins.errors import DataError
 MONTHLY_UNITS = {"pr": "mm/d", "wb": "mm/d", "sm": "m3 m-3", "t2m": "K"}
 
 
-def monthly_inputs(ds: xr.Dataset, pet: PetMethod = "pev") -> xr.Dataset:
+def monthly_inputs(
+    ds: xr.Dataset, pet: PetMethod = "pev", tas_before: xr.DataArray | None = None
+) -> xr.Dataset:
     """Monthly aggregates of a canonical daily (or monthly) dataset.
 
     Args:
@@ -32,6 +34,8 @@ def monthly_inputs(ds: xr.Dataset, pet: PetMethod = "pev") -> xr.Dataset:
         pet: Where the water balance's PET comes from (:func:`hydrology.pet.pet_source`):
             ``pev`` only as given (the default), or derived from temperature
             (``thornthwaite``, ``hargreaves``, or ``auto``: given ``pev`` first).
+        tas_before: Monthly mean temperature (K) of the months before ``ds``, for a
+            Thornthwaite PET of a few new months (:func:`hydrology.pet.monthly_pet`).
 
     Returns:
         Dataset at month starts with ``pr`` (precipitation rate, mm/d), ``wb`` (P - PET,
@@ -49,7 +53,7 @@ def monthly_inputs(ds: xr.Dataset, pet: PetMethod = "pev") -> xr.Dataset:
     if source == "pev":
         out["wb"] = monthly_water_balance(ds["tp"], ds["pev"], precip_rate=out["pr"])
     elif source is not None:
-        evap = monthly_pet(ds, source)
+        evap = monthly_pet(ds, source, tas_before if source == "thornthwaite" else None)
         out["wb"] = (out["pr"] - evap).assign_attrs(
             units="mm d-1",
             long_name="climatic water balance P - PET",

@@ -32,6 +32,7 @@ from hydrology.aggregate import monthly_mean
 from hydrology.forecast import monthly_inputs
 from hydrology.gates import Gates, check_gates
 from hydrology.io import DYNAMIC, STATIC, load_checked, normalise, open_grids, validate
+from hydrology.pet import PetMethod
 from hydrology.timeaxis import calendar, is_monthly, is_standard, month_starts, whole_months
 from hydrology.units import to_units
 from twins.errors import DataError
@@ -168,7 +169,9 @@ def read_training(paths: Sequence[str], gates: Gates) -> xr.Dataset:
     return ds
 
 
-def monthly_standard(ds: xr.Dataset) -> xr.Dataset:
+def monthly_standard(
+    ds: xr.Dataset, pet: PetMethod = "pev", before: xr.Dataset | None = None
+) -> xr.Dataset:
     """:func:`hydrology.forecast.monthly_inputs` in canonical units, at standard month starts.
 
     A monthly record (GPCC, ERA5 monthly means; :func:`hydrology.timeaxis.is_monthly`) has
@@ -177,6 +180,9 @@ def monthly_standard(ds: xr.Dataset) -> xr.Dataset:
 
     Args:
         ds: Canonical daily, sub-daily or monthly dataset (any calendar), loaded.
+        pet: Where the water balance's PET comes from (:func:`hydrology.pet.pet_source`).
+        before: Monthly inputs of the months before ``ds`` (a twin's history): their
+            ``t2m`` completes a Thornthwaite PET's 12 months (:func:`hydrology.pet.monthly_pet`).
 
     Returns:
         Monthly inputs ``pr, wb, sm, t2m`` (mm/d, mm/d, m3 m-3, K) and the statics.
@@ -187,7 +193,8 @@ def monthly_standard(ds: xr.Dataset) -> xr.Dataset:
         for name in _WATER:
             if name in ds.data_vars and "time" in ds[name].dims:
                 ds[name] = to_units(ds[name], "mm/d")
-    return month_starts(monthly_inputs(ds).load())
+    tas = before["t2m"] if before is not None and "t2m" in before else None
+    return month_starts(monthly_inputs(ds, pet, tas).load())
 
 
 def _read(data: DataInput) -> tuple[xr.Dataset, str, list[Path]]:
@@ -226,12 +233,15 @@ def _gate(
         raise  # no single file fails alone: the record as a whole does
 
 
-def read_init(data: DataInput, gates: Gates) -> tuple[xr.Dataset, list[str], xr.Dataset, str]:
+def read_init(
+    data: DataInput, gates: Gates, pet: PetMethod = "pev"
+) -> tuple[xr.Dataset, list[str], xr.Dataset, str]:
     """The daily record a twin starts from: checked, gated and aggregated to months.
 
     Args:
         data: Daily canonical dataset or NetCDF path(s), whole months.
         gates: Plausibility bounds.
+        pet: Where the water balance's PET comes from (the forecaster's, as trained).
 
     Returns:
         ``(daily, months, monthly, source)``: the loaded daily dataset, its months
@@ -244,7 +254,7 @@ def read_init(data: DataInput, gates: Gates) -> tuple[xr.Dataset, list[str], xr.
     _require_time(ds, source, [str(v) for v in ds.data_vars])
     months = whole_months(ds, source)
     _gate(ds, source, paths, gates, None, None)
-    return ds, months, monthly_standard(ds), source
+    return ds, months, monthly_standard(ds, pet), source
 
 
 def history_land(history: xr.Dataset) -> xr.DataArray:
@@ -265,15 +275,21 @@ def content_key(monthly: xr.Dataset, months: list[str]) -> str:
 
 
 def prepare_months(
-    data: DataInput, history: xr.Dataset, required: list[str], gates: Gates
+    data: DataInput,
+    history: xr.Dataset,
+    required: list[str],
+    gates: Gates,
+    pet: PetMethod = "pev",
 ) -> tuple[xr.Dataset, list[str], str, str]:
     """Read, check and aggregate the new months of a twin update; nothing is written.
 
     Args:
         data: Daily dataset or NetCDF file(s) of whole months.
-        history: The twin's monthly history (its grid and land are the reference).
+        history: The twin's monthly history (its grid and land are the reference; its
+            temperatures complete a Thornthwaite PET's 12 months).
         required: Canonical variables the twin was built from.
         gates: Plausibility bounds in force for this update.
+        pet: Where the water balance's PET comes from (the twin's, as initialised).
 
     Returns:
         ``(monthly, months, key, source)``: monthly inputs without statics, the months, the
@@ -299,7 +315,7 @@ def prepare_months(
     land = history_land(history)
     statics = [s for s in STATIC if s in ds.data_vars]
     _gate(ds, source, paths, gates, land, [*required, *statics])
-    monthly = monthly_standard(ds[required])
+    monthly = monthly_standard(ds[required], pet, history)
     monthly = monthly.drop_vars([s for s in STATIC if s in monthly])
     for name in monthly.data_vars:
         per_month = monthly[name].where(land)

@@ -31,6 +31,7 @@ from hydrology.forecast import forecast_dataset
 from hydrology.indices import CLIP, IndexSpec
 from hydrology.models.ensemble import PerOutputSelect, TileConvLSTM, load_selected
 from hydrology.models.lstm import CellLSTM
+from hydrology.pet import PetSource
 from twins.config import load_config
 from twins.errors import DataError
 from twins.task import build_task
@@ -110,6 +111,9 @@ class ModelForecaster:
         targets: Target index names.
         leads: Lead times in months.
         history_months: Months of history :meth:`forecast` needs (``seq_len``).
+        pet: Where the training water balance's PET came from (``pev``, ``hargreaves``,
+            ``thornthwaite``; None when the model read no water balance): a twin derives
+            its new months' the same way.
     """
 
     def __init__(self, blob: dict[str, Any]) -> None:
@@ -127,6 +131,7 @@ class ModelForecaster:
         self.static = blob["static"].numpy()
         self.regional = tuple(float(x) for x in blob.get("regional", ()))
         self.masks = bool(blob.get("input_masks", False))
+        self.pet: PetSource | None = blob.get("pet")
         self.model = self._build(blob)
         self.model.eval()
 

@@ -13,7 +13,14 @@ derives PET (:func:`xclim.indices.potential_evapotranspiration`):
 
 :func:`pet_source` picks what a record supports for a requested method (``auto``: ``pev``
 when given, else Hargreaves on daily extremes, else Thornthwaite, else none);
-:func:`monthly_pet` computes it as a positive monthly mean rate in mm/d.
+:func:`monthly_pet` computes it as a positive monthly mean rate in mm/d;
+:func:`pet_variables` names what a source reads (what a twin's new months must hold).
+
+Thornthwaite's heat index sums a calendar year's twelve monthly temperatures. A twin's new
+month has no complete year around it, so there (``tas_before`` given) each month's heat
+index sums the twelve months ending with it: the previous months come from the twin's
+history. For a December the two are the same year; for other months they differ by the
+year-to-year change of the heat index.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import warnings
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from xclim.core.units import convert_units_to
 from xclim.indices import potential_evapotranspiration
@@ -62,11 +70,25 @@ def pet_source(ds: xr.Dataset, method: PetMethod) -> PetSource | None:
     return next((k for k, v in ok.items() if v), None)
 
 
+def pet_variables(ds: xr.Dataset, source: PetSource) -> list[str]:
+    """The record's variables a PET source reads: ``["pev"]``, ``["mn2t", "mx2t"]`` or
+    ``["t2m"]`` (Thornthwaite on ``mn2t``/``mx2t`` where ``ds`` has no ``t2m``)."""
+    if source == "pev":
+        return ["pev"]
+    if source == "thornthwaite" and "t2m" in ds:
+        return ["t2m"]
+    return ["mn2t", "mx2t"]
+
+
 def _kelvin(ds: xr.Dataset, name: str) -> xr.DataArray:
     return to_units(ds[name], "K").assign_attrs(units="K")
 
 
-def monthly_pet(ds: xr.Dataset, source: Literal["hargreaves", "thornthwaite"]) -> xr.DataArray:
+def monthly_pet(
+    ds: xr.Dataset,
+    source: Literal["hargreaves", "thornthwaite"],
+    tas_before: xr.DataArray | None = None,
+) -> xr.DataArray:
     """Monthly mean potential evaporation derived from temperature, positive, in mm/d.
 
     (Given ``pev`` goes through :func:`hydrology.indices.monthly_water_balance` instead.)
@@ -75,13 +97,18 @@ def monthly_pet(ds: xr.Dataset, source: Literal["hargreaves", "thornthwaite"]) -
         ds: Canonical dataset, dims ``(time, lat, lon)`` with a ``lat`` coordinate in
             degrees north, holding what ``source`` needs.
         source: ``hargreaves`` or ``thornthwaite``.
+        tas_before: Thornthwaite only: monthly mean temperature (K, month starts, dims
+            ``(time, lat, lon)``) of at least the 11 months before ``ds`` (a twin's
+            history). Given, each month's heat index sums the 12 months ending with it
+            instead of its calendar year (see the module docstring).
 
     Returns:
         ``(time, lat, lon)`` float64 at month starts, mm/d, ``attrs["pet_method"]`` set; 0
         in a Thornthwaite year that never thaws.
 
     Raises:
-        DataError: A variable the method needs is missing.
+        DataError: A variable the method needs is missing, or ``tas_before`` lacks one of
+            the 11 months before a month of ``ds``.
     """
     need = {
         "hargreaves": ("mn2t", "mx2t"),
@@ -97,7 +124,11 @@ def monthly_pet(ds: xr.Dataset, source: Literal["hargreaves", "thornthwaite"]) -
             tas = monthly_mean(_kelvin(ds, "t2m"))
         else:
             tas = (monthly_mean(_kelvin(ds, "mn2t")) + monthly_mean(_kelvin(ds, "mx2t"))) / 2
-        rate = _xclim(tas=tas.assign_attrs(units="K"), method="TW48")
+        tas = tas.assign_attrs(units="K")
+        if tas_before is None:
+            rate = _xclim(tas=tas, method="TW48")
+        else:
+            rate = _thornthwaite_trailing(tas, tas_before)
         # A year without a month above 0 degC has heat index 0 and xclim's 0/0 is NaN:
         # no evaporative demand, PET 0 (a missing temperature stays missing).
         rate = rate.where(rate.notnull() | tas.isnull(), 0.0)
@@ -119,3 +150,30 @@ def _xclim(method: str, **temps: xr.DataArray) -> xr.DataArray:
         warnings.simplefilter("ignore", UserWarning)
         pet = potential_evapotranspiration(**temps, lat=first["lat"], method=method)
     return convert_units_to(pet, "mm/d", context="hydro")
+
+
+def _thornthwaite_trailing(tas: xr.DataArray, before: xr.DataArray) -> xr.DataArray:
+    """Thornthwaite PET (xclim, mm/d) of each month of ``tas`` with the heat index of the 12
+    months ending with it.
+
+    The 12 months are relabelled into the month's own calendar year, each keeping its
+    month of the year (so its day length): xclim's calendar-year heat index of that year is
+    then the trailing one, and the month itself keeps its true date.
+    """
+    before = to_units(before, "K").assign_attrs(units="K")
+    series = xr.concat([before.sel(time=before["time"] < tas["time"][0]), tas], "time")
+    stamps = pd.DatetimeIndex(series["time"].values)
+    out = []
+    for t in pd.DatetimeIndex(tas["time"].values):
+        first = t - pd.DateOffset(months=11)
+        window = series.isel(time=np.flatnonzero((stamps >= first) & (stamps <= t)))
+        have = pd.DatetimeIndex(window["time"].values)
+        if have.size != 12 or have[0] != first:
+            raise DataError(
+                f"Thornthwaite PET of {t:%Y-%m} needs monthly temperature 't2m' of the 12 "
+                f"months {first:%Y-%m}..{t:%Y-%m}; {have.size} of them are available"
+            )
+        year = [pd.Timestamp(year=t.year, month=m.month, day=1) for m in have]
+        relabelled = window.assign_coords(time=year).sortby("time")
+        out.append(_xclim(tas=relabelled.assign_attrs(units="K"), method="TW48").sel(time=[t]))
+    return xr.concat(out, "time")

@@ -64,6 +64,7 @@ from hydrology.forecast import Forecaster, PersistenceForecaster
 from hydrology.gates import Gates
 from hydrology.indices import DroughtIndices
 from hydrology.ingest import SOURCE_VARIABLE, DataInput, prepare_months, read_init
+from hydrology.pet import PetMethod, pet_variables
 from hydrology.plots import alert_map_file, save_alert_maps
 from hydrology.scenario import Region, Scenario, apply_scenario
 from hydrology.timeaxis import month_label
@@ -162,6 +163,24 @@ def load_forecaster(path: str | os.PathLike[str] | None, loader: str | None = No
             hint="install the package that provides it",
         ) from None
     return obj(Path(path))
+
+
+def _pet(forecaster: Forecaster) -> PetMethod:
+    """Where the forecaster's water balance came from in training (a
+    :class:`~hydrology.model_forecaster.ModelForecaster`'s ``pet``); ``pev`` otherwise."""
+    return getattr(forecaster, "pet", None) or "pev"
+
+
+def _variables(monthly: xr.Dataset) -> list[str]:
+    """The record variables behind the monthly inputs: what every new month must hold
+    (the water balance's: ``pev``, or the temperatures its PET is derived from)."""
+    out: list[str] = []
+    for v in INPUT_VARS:
+        if v == "wb" and v in monthly:
+            out += pet_variables(monthly, monthly[v].attrs.get("pet_method", "pev"))
+        elif v in monthly:
+            out.append(SOURCE_VARIABLE[v])
+    return list(dict.fromkeys(out))
 
 
 def _forecaster_spec(forecaster: Forecaster) -> dict[str, Any]:
@@ -278,8 +297,9 @@ class DroughtTwin(Twin):
         TwinStore.check_free(target)
         run = load_run(run_dir)
         bounds = Gates().with_overrides(gates)
+        pet = _pet(run.forecaster)
         daily, months, monthly, source = read_init(
-            run_record(run) if data is None else data, bounds
+            run_record(run) if data is None else data, bounds, pet
         )
         first, last = run.calibration
         if not months[0] <= first[:7] <= last[:7] <= months[-1]:
@@ -289,8 +309,10 @@ class DroughtTwin(Twin):
                 "'time')",
                 hint="give a record that includes the training period of the run",
             )
-        names = twin_indices(indices, TWIN_INDICES, run.forecaster.targets, daily, source)
-        fitted = DroughtIndices(names, first, last).fit(daily)
+        names = twin_indices(indices, TWIN_INDICES, run.forecaster.targets, daily, source, pet)
+        # fitted on the monthly inputs the twin transforms (its water balance, given or
+        # derived as the model's was)
+        fitted = DroughtIndices(names, first, last).fit(to_index_input(monthly))
         with tempfile.TemporaryDirectory(prefix="drought-twin-") as tmp:
             model_file = run.forecaster.save(Path(tmp) / "forecaster.pt")
             twin = cls._build(
@@ -350,7 +372,7 @@ class DroughtTwin(Twin):
         if not indices.params:
             raise DataError("DroughtTwin.init needs fitted indices", hint="call indices.fit()")
         bounds = Gates().with_overrides(gates)
-        _daily, months, monthly, source = read_init(data, bounds)
+        _daily, months, monthly, source = read_init(data, bounds, _pet(forecaster))
         return cls._build(
             Path(twin_dir),
             (months, monthly, source),
@@ -433,7 +455,8 @@ class DroughtTwin(Twin):
 
         extra = {
             "forecaster": {**_forecaster_spec(forecaster), "file": file_name, "loader": loader},
-            "variables": [SOURCE_VARIABLE[v] for v in INPUT_VARS if v in monthly],
+            "variables": _variables(monthly),
+            "pet": monthly["wb"].attrs.get("pet_method", "pev") if "wb" in monthly else None,
             "gates": bounds.model_dump(mode="json"),
             "history_months": n_keep,
             "indices": indices.names,
@@ -538,7 +561,8 @@ class DroughtTwin(Twin):
         bounds = self.gates.with_overrides(overrides)
         required = list(self.store.state.extra.get("variables", ["tp"]))
         history = self.monthly_history()
-        monthly, months, key, source = prepare_months(data, history, required, bounds)
+        pet = self.store.state.extra.get("pet") or "pev"
+        monthly, months, key, source = prepare_months(data, history, required, bounds, pet)
         with self.store.transaction(key, wait=wait) as txn:
             if txn.noop:
                 assert txn.record is not None

@@ -22,6 +22,7 @@ import xarray as xr
 
 from hydrology.io import CANONICAL
 from hydrology.model_forecaster import ModelForecaster
+from hydrology.pet import PetMethod
 from hydrology.targets import missing_for
 from hydrology.task import DroughtForecast
 from twins.config import RunConfig, load_config
@@ -124,12 +125,14 @@ def twin_indices(
     targets: Sequence[str],
     record: xr.Dataset,
     source: str,
+    pet: PetMethod = "pev",
 ) -> list[str]:
     """The indices a twin keeps: the requested ones (or the defaults the record can give),
     then the forecaster's targets.
 
-    The twin's indices are computed from the record's variables as given (``tp``; ``pev``
-    for SPEI; ``swvl1`` for SSMI: :func:`hydrology.targets.missing_for` with ``pet="pev"``).
+    The twin's indices are computed from the record's variables (``tp``; for SPEI ``pev``
+    or the temperatures ``pet`` derives it from; ``swvl1`` for SSMI:
+    :func:`hydrology.targets.missing_for`).
 
     Args:
         requested: Index names asked for (``--indices``); None: ``defaults``, less those whose
@@ -138,6 +141,7 @@ def twin_indices(
         targets: The forecaster's targets (always kept).
         record: The canonical record the twin starts from.
         source: Its file(s), for messages.
+        pet: Where SPEI's PET comes from (the forecaster's, as trained).
 
     Returns:
         Index names, requested (or default) first, then the targets not among them.
@@ -150,10 +154,10 @@ def twin_indices(
     held = ", ".join(str(v) for v in record.data_vars) or "no variables"
 
     def lacks(names: Sequence[str]) -> list[str]:
-        return [f"{n!r} needs {lack}" for n in names if (lack := missing_for(n, record, "pev"))]
+        return [f"{n!r} needs {lack}" for n in names if (lack := missing_for(n, record, pet))]
 
     if requested is None:
-        chosen = [n for n in defaults if missing_for(n, record, "pev") is None]
+        chosen = [n for n in defaults if missing_for(n, record, pet) is None]
         dropped = [n for n in defaults if n not in chosen]
         if dropped:
             log.info("twin indices: %s left out (%s holds %s)", dropped, source, held)

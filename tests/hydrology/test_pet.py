@@ -11,7 +11,7 @@ from hydrology.dataset import DEFAULT_SPLITS, build_cube
 from hydrology.forecast import monthly_inputs
 from hydrology.pet import monthly_pet, pet_source
 from hydrology.synthetic import generate
-from twins.errors import ConfigError
+from twins.errors import ConfigError, DataError
 
 
 def _grid(values: np.ndarray, times: pd.DatetimeIndex, lat: float = 0.0) -> xr.DataArray:
@@ -42,6 +42,45 @@ def test_thornthwaite_at_the_equator_is_the_closed_form() -> None:
     np.testing.assert_allclose(got * times.days_in_month.values, per_month, rtol=1e-12)
     cold = xr.Dataset({"t2m": _grid(np.full(24, 263.15), times)})  # -10 degC: no PET
     assert np.all(monthly_pet(cold, "thornthwaite").values == 0)
+
+
+def _cycle(years: int, lat: float = 45.0) -> xr.Dataset:
+    """Monthly t2m repeating one annual cycle (-5 .. 25 degC) every year, at ``lat``."""
+    times = pd.date_range("2001-01-01", periods=12 * years, freq="MS")
+    c = 273.15 + 10.0 - 15.0 * np.cos(2 * np.pi * (times.month.values - 1) / 12)
+    return xr.Dataset({"t2m": _grid(c, times, lat)})
+
+
+def test_trailing_heat_index_equals_the_calendar_one_in_a_repeating_climate() -> None:
+    """A twin's new months take the heat index of the 12 months ending with each: where
+    every year repeats one annual cycle those 12 months hold the calendar year's values,
+    so each month's PET equals the calendar computation of the whole record (the same
+    float64 formula on the same numbers: a few ulp)."""
+    ds = _cycle(3)
+    whole = monthly_pet(ds, "thornthwaite")
+    for start in (14, 17, 23, 29):  # 2002-03, 2002-06, 2002-12, 2003-06: and 3 months on
+        new = ds.isel(time=slice(start, start + 3))
+        before = ds["t2m"].isel(time=slice(0, start))
+        got = monthly_pet(new, "thornthwaite", tas_before=before)
+        np.testing.assert_allclose(got.values, whole.isel(time=slice(start, start + 3)).values,
+                                   rtol=1e-12)  # fmt: skip
+    # a December's 12 months are its calendar year whatever the climate does
+    rng = np.random.default_rng(3)
+    noisy = ds.copy()
+    noisy["t2m"] = ds["t2m"] + rng.normal(0, 2, ds["t2m"].shape)
+    dec = monthly_pet(noisy.isel(time=[23]), "thornthwaite", noisy["t2m"].isel(time=slice(0, 23)))
+    np.testing.assert_allclose(dec.values, monthly_pet(noisy, "thornthwaite").values[[23]],
+                               rtol=1e-12)  # fmt: skip
+
+
+def test_trailing_heat_index_needs_the_eleven_months_before() -> None:
+    ds = _cycle(2)
+    with pytest.raises(DataError) as err:
+        monthly_pet(ds.isel(time=[20]), "thornthwaite", ds["t2m"].isel(time=slice(12, 20)))
+    assert str(err.value) == (
+        "Thornthwaite PET of 2002-09 needs monthly temperature 't2m' of the 12 months "
+        "2001-10..2002-09; 9 of them are available"
+    )
 
 
 def test_hargreaves_scales_with_the_mean_temperature() -> None:

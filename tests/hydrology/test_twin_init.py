@@ -13,6 +13,8 @@ import pytest
 import xarray as xr
 import yaml
 
+from hydrology.ingest import monthly_standard
+from hydrology.io import open_grids
 from hydrology.model_forecaster import ModelForecaster
 from hydrology.synthetic import generate, write_netcdf
 from hydrology.twin import DroughtInit, DroughtTwin
@@ -195,3 +197,88 @@ def test_init_refusals_create_nothing(
         assert name in errors[0], (name, errors[0])
     assert "Traceback" not in err
     assert dir_snapshot(tmp_path) == before  # no twin, no hidden init directory
+
+
+# --------------------------------------------- a run trained on PET derived from temperature
+
+
+@pytest.fixture(scope="module")
+def no_pev(daily: xr.Dataset, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny record without ``pev`` (temperature only): 2000-01..2007-10, 2007-11, 2007-12,
+    and 2007-11 without ``t2m`` either."""
+    d = tmp_path_factory.mktemp("no_pev")
+    ds = daily.drop_vars("pev")
+    return {
+        "record": write_netcdf(ds.sel(time=slice(None, "2007-10-31")), d / "record.nc"),
+        "nov": write_netcdf(ds.sel(time="2007-11"), d / "t2m_2007-11.nc"),
+        "dec": write_netcdf(ds.sel(time="2007-12"), d / "t2m_2007-12.nc"),
+        "nov_no_t2m": write_netcdf(ds.sel(time="2007-11").drop_vars("t2m"), d / "no_t2m.nc"),
+    }
+
+
+@pytest.fixture(scope="module")
+def thornthwaite_run(no_pev: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SPI-3 and SPEI-3 trained (1 epoch) on the record without ``pev``: Thornthwaite PET."""
+    work = tmp_path_factory.mktemp("runs_tw")
+    overrides = [
+        f"workdir={work}",
+        "tracking.enabled=false",
+        "train.epochs=1",
+        "train.max_steps_per_epoch=4",  # the twin only needs a trained model file
+        "task.params.members=1",
+        f"task.params.path={no_pev['record']}",
+        "task.params.targets=[spi_3, spei_3]",
+        "task.params.pet=thornthwaite",
+        "task.params.splits={train: [2000-01, 2004-12], val: [2005-01, 2005-12], "
+        "test: [2006-01, 2007-10]}",
+    ]
+    cfg = load_config(CONFIG, overrides)
+    train_process(cfg, progress=False)
+    return cfg.run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # trains a model, then an init and three updates through the CLI
+def test_a_twin_of_a_derived_pet_run_updates_from_temperature(
+    thornthwaite_run: Path,
+    no_pev: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    dir_snapshot,
+) -> None:
+    """The twin derives each new month's water balance as the model's training did (no
+    ``pev`` anywhere), asks every new month for ``t2m``, and issues the run's forecasts."""
+    twin_dir = tmp_path / "twin"
+    argv = ["twin", "init", twin_dir, "--kind", "hydrology", "--run", thornthwaite_run]
+    rc, _, err = _cli(capsys, *argv, "--data", no_pev["record"], "--no-maps")
+    assert rc == 0, err
+    twin = DroughtTwin.open(twin_dir)
+    assert twin.forecaster.pet == "thornthwaite"  # type: ignore[attr-defined]
+    extra = twin.store.state.extra
+    assert extra["pet"] == "thornthwaite"
+    assert "pev" not in extra["variables"] and "t2m" in extra["variables"]
+    assert twin.indices.names == ["spi_1", "spi_3", "spi_6", "ssmi_1", "spei_3"]
+    # a new month without its temperature is refused naming it; nothing changes
+    before = dir_snapshot(twin_dir)
+    rc, _, err = _cli(capsys, "twin", "update", twin_dir, "--data", no_pev["nov_no_t2m"])
+    errors = [ln for ln in err.splitlines() if ln.startswith("twins: error:")]
+    assert rc == 3 and len(errors) == 1 and "no_t2m.nc" in errors[0] and "'t2m'" in errors[0]
+    assert dir_snapshot(twin_dir) == before
+    for month in ("nov", "dec"):
+        rc, _, err = _cli(capsys, "twin", "update", twin_dir, "--data", no_pev[month])
+        assert rc == 0, err
+    twin = DroughtTwin.open(twin_dir)
+    fc = ModelForecaster.from_run(thornthwaite_run).forecast(twin.monthly_history())
+    for target in ("spi_3", "spei_3"):
+        np.testing.assert_array_equal(twin.alerts()[target].values, fc[target].values)
+    # December's twelve trailing months are its calendar year: its water balance is the one
+    # the whole record gives (training's path; the same float64 operations on the same
+    # file values: a few ulp)
+    whole = monthly_standard(
+        open_grids([no_pev["record"], no_pev["nov"], no_pev["dec"]], chunks=None).load(),
+        "thornthwaite",
+    )
+    got = twin.monthly_history()["wb"].sel(time="2007-12-01")
+    want = whole["wb"].sel(time="2007-12-01")
+    assert got.attrs["pet_method"] == "thornthwaite"
+    np.testing.assert_allclose(got.values, want.values, rtol=1e-12, atol=1e-12)
