@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
+import torch
 
 __all__ = ["BlockFIR"]
 
@@ -82,6 +83,7 @@ class BlockFIR:
         out = np.empty((x.shape[0], 1, n))
         nfft = scipy.fft.next_fast_len(min(self.block, n) + taps_n - 1 + abs(lag0), real=True)
         spec = self._spectrum(nfft)
+        threads = torch.get_num_threads()  # as the network's (one per batch worker)
         for s in range(0, n, self.block):
             e = min(n, s + self.block)
             # y[t] for t in [s, e) needs x[t - lag0 - (n_taps - 1) .. t - lag0], zeros outside
@@ -89,9 +91,9 @@ class BlockFIR:
             if a >= b:  # every input this block needs is outside the window
                 out[:, 0, s:e] = 0.0
                 continue
-            seg = scipy.fft.rfft(x[:, :, a:b], nfft, axis=-1, workers=-1)
+            seg = scipy.fft.rfft(x[:, :, a:b], nfft, axis=-1, workers=threads)
             summed = np.einsum("bcf,cf->bf", seg, spec) - self._correction(b - a, nfft)
-            full = scipy.fft.irfft(summed, nfft, axis=-1, workers=-1)
+            full = scipy.fft.irfft(summed, nfft, axis=-1, workers=threads)
             off = s - lag0 - a  # full[j] is y at t = a + lag0 + j
             out[:, 0, s:e] = full[:, off : off + e - s]
         return out

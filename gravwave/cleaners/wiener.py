@@ -128,8 +128,11 @@ class WienerCleaner(Cleaner):
         nfft = scipy.fft.next_fast_len(n + n_taps - 1, real=True)
         if nfft not in self._spectra:
             self._spectra = {nfft: scipy.fft.rfft(filt.taps[None], nfft, axis=-1)}
-        spec = (scipy.fft.rfft(x, nfft, axis=-1, workers=-1) * self._spectra[nfft]).sum(axis=1)
-        full = scipy.fft.irfft(spec, nfft, axis=-1)
+        # FFT threads follow torch's (gravwave.batch pins each worker to one: no
+        # oversubscription when several workers share the cores)
+        threads = torch.get_num_threads()
+        spec = scipy.fft.rfft(x, nfft, axis=-1, workers=threads) * self._spectra[nfft]
+        full = scipy.fft.irfft(spec.sum(axis=1), nfft, axis=-1, workers=threads)
         start = -filt.lag0
         return full[:, None, start : start + n]
 
