@@ -190,9 +190,11 @@ def plan_probe(
         )
 
     h, w = _grow(shape, unit, lambda h, w: enough(h, w) and same(h, w))
-    explicit = h * w > MAX_SHARE * ny * nx
-    if explicit:  # the tiles depend on the grid's shape: give the build the fit tile
-        h, w = _grow(shape, unit, enough)
+    explicit = False
+    if h * w > MAX_SHARE * ny * nx:  # the tiles depend on the grid's shape
+        h2, w2 = _grow(shape, unit, enough)
+        if h2 * w2 < h * w:  # a smaller window, if the build is given the fit tile
+            h, w, explicit = h2, w2, True
     share = float(land.mean()) if land.size else 0.0
     best: tuple[float, tuple[slice, slice]] | None = None
     for win in _windows(shape, unit, (h, w)):
@@ -366,14 +368,16 @@ def project_cube_build(
     with tempfile.TemporaryDirectory(prefix="twins-probe-") as tmp:
         store = Path(tmp) / "probe.zarr"
         with _Sampler(store / "zarr.json") as sampler:
+            # As the real build: the gates in this process (dask's default scheduler) when
+            # the files are opened, then the build on the engine.
             t1 = time.perf_counter()
+            check_gates(sub, label, gates)
+            ds = canonical_units(sub)
+            if not is_standard(ds):
+                ds = standard_months(ds)
+            t2 = time.perf_counter()
             with _engine(compute, nbytes, slurm):
-                t2 = time.perf_counter()
-                check_gates(sub, label, gates)
                 t3 = time.perf_counter()
-                ds = canonical_units(sub)
-                if not is_standard(ds):
-                    ds = standard_months(ds)
                 info = build_cube_store(ds, store, **kwargs)
                 t4 = time.perf_counter()
             t5 = time.perf_counter()
@@ -383,8 +387,8 @@ def project_cube_build(
     r_land = plan.land / plan.probe_land if plan.probe_land else r_all
     phases = {
         "open": t_open,
-        "engine": (t2 - t1) + (t5 - t4),
-        "gates": (t3 - t2) * r_all,
+        "gates": (t2 - t1) * r_all,
+        "engine": (t3 - t2) + (t5 - t4),
         "months": (marked - t3) * r_all,
         "fits": (t4 - marked) * r_land,
     }

@@ -263,7 +263,10 @@ def _dry_run(
     timer = _StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
         dry.workdir = Path(tmp)
-        trainer = build_trainer(dry, task, Strategy(), sliced, [timer], progress=False)
+        # The task's callbacks as the real run has them (they may validate more, e.g. a
+        # per-output selection's own pass over the validation set).
+        callbacks = [timer, *task.callbacks()]
+        trainer = build_trainer(dry, task, Strategy(), sliced, callbacks, progress=False)
         trainer.callbacks = [
             c for c in trainer.callbacks if not isinstance(c, Checkpointing | ProgressBar)
         ]
@@ -274,7 +277,7 @@ def _dry_run(
         trainer.fit()
         energy = meter.stop()
         t0 = time.perf_counter()
-        val = trainer.evaluate(sliced.val, "val")
+        val = trainer.validate()  # the loss and the callbacks' validation work
         val_s = (time.perf_counter() - t0) / max(1, len(sliced.val))  # type: ignore[arg-type]
         if not math.isfinite(val["val_loss"]):
             raise TwinsError(f"dry run of {cfg.name}: validation loss is {val['val_loss']}")

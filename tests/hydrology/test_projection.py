@@ -86,8 +86,8 @@ def test_the_projection_probes_part_of_the_grid_without_building_the_cube(
     assert not caplog.records  # the probe's blocks were the planned ones
     assert "rows 20-39, cols 20-39 of 40 x 40 (400 cells" in projection.probed
     assert "the whole record (2000-01 to 2007-12)" in projection.probed
-    assert "read 10 x 10, fit 5 x 5, 2 thread(s)" in projection.probed
-    assert list(projection.phases) == ["open", "engine", "gates", "months", "fits"]
+    assert "read 10 x 10 by 1 year(s), fit 5 x 5, 2 thread(s)" in projection.probed
+    assert list(projection.phases) == ["open", "gates", "engine", "months", "fits"]
     assert all(v >= 0 for v in projection.phases.values())
     assert projection.seconds == pytest.approx(sum(projection.phases.values()))
     # The phases that scale were scaled: each is at least the probe's share of them, and
