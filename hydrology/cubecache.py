@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -35,7 +36,7 @@ from hydrology.outofcore import build_cube_store, read_blocks, year_slabs
 from hydrology.timeaxis import calendar, is_standard
 from twins.compute.buildonce import Product, build_once
 from twins.compute.config import ComputeConfig
-from twins.errors import DataError
+from twins.errors import ConfigError, DataError
 from twins.launch.models import SlurmConfig
 
 __all__ = ["cube_store", "gate_record", "input_nbytes", "open_training_lazy"]
@@ -157,10 +158,30 @@ def _engine(compute: ComputeConfig, nbytes: int, slurm: SlurmConfig | None) -> I
     :mod:`twins.compute.cluster`: that module imports dask_jobqueue, whose import installs a
     SIGINT handler, which raises outside the main thread (a Ray Tune trial building the
     cube) and replaces the handler of the importing process. Clusters go through
-    :func:`twins.compute.cluster.dask_client`, imported when one is needed.
+    :func:`twins.compute.cluster.dask_client`, imported when one is needed, from the main
+    thread only: in another thread ``local`` falls back to the threaded scheduler (a trial
+    has its own CPUs) and ``slurm``/``address`` are refused (before anything is built).
+
+    Raises:
+        ConfigError: ``address``, or ``slurm`` for a large input, outside the main thread.
     """
     small = nbytes < compute.min_cluster_bytes
-    if compute.mode == "threads" or (compute.mode in ("local", "slurm") and small):
+    side = threading.current_thread() is not threading.main_thread()
+    if side and (compute.mode == "address" or (compute.mode == "slurm" and not small)):
+        raise ConfigError(
+            f"compute.mode {compute.mode!r}: the cube's dask cluster cannot be reached from a "
+            f"thread other than the main one (here {threading.current_thread().name!r}, e.g. "
+            "a Ray Tune trial): dask_jobqueue's import sets a signal handler",
+            hint="build the cube first from the command line (the trials then open it), or "
+            "set compute.mode local or threads",
+        )
+    if side and compute.mode == "local" and not small:
+        log.warning(
+            "dask: no LocalCluster from thread %r (a Ray Tune trial; dask_jobqueue's import "
+            "sets a signal handler): threaded scheduler in this process",
+            threading.current_thread().name,
+        )
+    if compute.mode == "threads" or (compute.mode in ("local", "slurm") and small) or side:
         threads = compute.workers * compute.threads_per_worker if compute.workers else None
         log.info("dask: threaded scheduler in this process (input %.1f MB)", nbytes / 1e6)
         with dask.config.set(scheduler="threads", num_workers=threads):

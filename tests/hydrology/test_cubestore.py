@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +28,10 @@ from hydrology.cubestore import (
 )
 from hydrology.dataset import DEFAULT_SPLITS, DroughtCube, build_cube
 from hydrology.synthetic import generate, write_netcdf
-from twins.compute.buildonce import is_built
+from twins.compute.buildonce import Product, is_built
 from twins.compute.config import ComputeConfig
 from twins.config import load_config
-from twins.errors import DataError
+from twins.errors import ConfigError, DataError
 from twins.task import build_task
 from twins.train.run import train_process
 from twins.tune.space import load_study
@@ -311,3 +312,33 @@ def test_a_four_trial_tune_study_builds_the_store_once(
     assert names == sorted([store[0], f"{store[0]}.done.json", f"{store[0]}.lock"])
     assert_same_cube(cube, dataset_to_cube(open_cube(root / store[0])))
     assert not list(trials.glob("*/data/cube-*.npz"))  # no trial built a cube of its own
+
+
+def test_a_build_outside_the_main_thread_runs_threaded_or_is_refused(
+    cube: DroughtCube, tmp_path: Path
+) -> None:
+    """A Ray Tune trial builds in a side thread, where dask_jobqueue's import (a signal
+    handler) fails: a large input under ``compute.mode: local`` is built on the threaded
+    scheduler; ``slurm`` is refused in one line before anything is built."""
+    kwargs = {"splits": DEFAULT_SPLITS["tiny"], "cells_per_chunk": 9}
+    out: dict[str, object] = {}
+
+    def build(key: str, compute: ComputeConfig) -> None:
+        try:
+            out[key] = cube_store(tmp_path, key, lambda: generate("tiny"), kwargs, compute)
+        except ConfigError as exc:
+            out[key] = exc
+
+    for key, mode in (("cube-local", "local"), ("cube-slurm", "slurm")):
+        side = threading.Thread(
+            target=build, args=(key, ComputeConfig(mode=mode, min_cluster_bytes=0))
+        )
+        side.start()
+        side.join()
+    local = out["cube-local"]
+    assert isinstance(local, Product) and local.record["info"]["dask"] == "threads"
+    assert_same_cube(cube, dataset_to_cube(open_cube(local.path)))
+    refused = out["cube-slurm"]
+    assert isinstance(refused, ConfigError)
+    assert str(refused).startswith("compute.mode 'slurm': the cube's dask cluster cannot")
+    assert not (tmp_path / "cube-slurm").exists() and not is_built(tmp_path, "cube-slurm")
