@@ -62,9 +62,7 @@ from hydrology.projection import project_cube_build
 from hydrology.selection import PerOutputBestFromStart
 from hydrology.synthetic import PRESETS, generate
 from twins.compute.buildonce import is_built
-from twins.compute.config import ComputeConfig
 from twins.errors import DataError, TwinsError
-from twins.launch.models import SlurmConfig
 from twins.task import PreprocessProjection, Splits, Task
 
 log = logging.getLogger(__name__)
@@ -254,16 +252,12 @@ ZARR_AUTO_BYTES = 2**30
 class DroughtForecast(Task):
     """Forecast SPI-3 and SSMI-1 at leads 1-3 months from monthly histories.
 
-    Attributes:
-        compute: Where dask builds a Zarr cube (the run config's ``compute:``; the defaults
-            until whoever builds the task sets it).
-        slurm: The run config's ``launch.slurm``, for ``compute.mode: slurm``.
+    A Zarr cube is built on :attr:`~twins.task.Task.compute`'s dask engine (the run
+    config's ``compute:`` and ``launch.slurm``, which :func:`twins.task.build_task` sets).
     """
 
     Params = DroughtParams
     params: DroughtParams
-    compute: ComputeConfig = ComputeConfig()
-    slurm: SlurmConfig | None = None
 
     # -- data ---------------------------------------------------------------------------
     def _data_identity(self) -> dict[str, Any]:
