@@ -1,7 +1,7 @@
 """Do the dry run's projections predict? Preprocessing time and memory, and the epoch time.
 
 Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/drought_projection.py [--grids demo large]
-[--large 200 6] [--epochs 2] [--workdir DIR]``
+[--large 200 6] [--epochs 2] [--workdir DIR]`` (``--epochs 0``: the preprocessing only)
 
 For each grid, a daily NetCDF file and a drought config reading it with ``store: zarr``:
 
@@ -200,26 +200,28 @@ def measure(grid: str, config: Path, epochs: int) -> dict[str, Any]:
     out, peak = run_sampled([*twins, "preprocess", str(config)])
     seconds = float(re.search(r" in ([0-9.]+) s:", out).group(1))  # type: ignore[union-attr]
     log.info("%s: preprocessed in %.1f s, peak %.0f MiB", grid, seconds, peak / 2**20)
+    row = {
+        "grid": grid,
+        "pre_s": (proj["seconds"], seconds),
+        "pre_peak_mib": (proj["peak"] / 2**20, peak / 2**20),
+        "probe_s": proj["probe_s"],
+    }
+    if not epochs:
+        return row
     dry = _child_json("dryrun", config)
     run_sampled([*twins, "train", str(config), f"train.epochs={epochs}"])
     cfg = yaml.safe_load(config.read_text())
     summary = json.loads((Path(cfg["workdir"]) / cfg["name"] / "summary.json").read_text())
     epoch_s = summary["fit_wall_s"] / summary["epochs"]
     log.info("%s: epoch projected %.1f s, measured %.1f s", grid, dry["epoch_s"], epoch_s)
-    return {
-        "grid": grid,
-        "pre_s": (proj["seconds"], seconds),
-        "pre_peak_mib": (proj["peak"] / 2**20, peak / 2**20),
-        "epoch_s": (dry["epoch_s"], epoch_s),
-        "probe_s": proj["probe_s"],
-    }
+    return row | {"epoch_s": (dry["epoch_s"], epoch_s)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", nargs="+", choices=["demo", "large"], default=["demo", "large"])
     ap.add_argument("--large", type=int, nargs=2, default=[200, 6], metavar=("N", "YEARS"))
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2, help="0: no training, no epoch time")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -242,6 +244,8 @@ def main() -> None:
             ("preprocessing peak", "pre_peak_mib", "MiB"),
             ("epoch time", "epoch_s", "s"),
         ):
+            if key not in r:
+                continue
             p, m = r[key]
             print(f"{r['grid']:6} {name + ' [' + unit + ']':22} {p:10.1f} {m:10.1f} {p / m:6.2f}")
         print(f"{r['grid']:6} {'(probe took [s])':22} {r['probe_s']:10.1f}")
