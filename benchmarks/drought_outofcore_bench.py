@@ -125,9 +125,7 @@ def throughput(work: Path) -> None:
     t0 = time.perf_counter()
     in_memory = memory.cube()
     t_mem = time.perf_counter() - t0
-    cfg = load_config(CONFIG, [*base, "task.params.store=zarr"])
-    ooc = build_task(cfg)
-    ooc.compute, ooc.slurm = cfg.compute, cfg.launch.slurm  # type: ignore[attr-defined]
+    ooc = build_task(load_config(CONFIG, [*base, "task.params.store=zarr"]))
     opened = ooc._lazy_dataset
     gate_s = [0.0]
 
@@ -255,9 +253,7 @@ def training(work: Path, grid: int, years: int, steps: int) -> None:
     """DDP with 2 ranks from the large cube: each rank's RSS above its baseline."""
     path = ensure_record(work, grid, years)
     overrides = training_overrides(path, years, work, steps)
-    cfg = load_config(CONFIG, overrides)
-    task = build_task(cfg)
-    task.compute, task.slurm = cfg.compute, cfg.launch.slurm  # type: ignore[attr-defined]
+    task = build_task(load_config(CONFIG, overrides))
     store = task.cube_store()  # built here once if the scaling benchmark left none
     size = _uncompressed(store)
     out = work / "ranks"

@@ -156,10 +156,7 @@ def task_overrides(
 def build(overrides: list[str]) -> dict[str, object]:
     """Build the task's cube store in this process: ``{"info", "baseline_rss", "wall_s",
     "path"}`` (``info`` as :func:`hydrology.outofcore.build_cube_store` returns it)."""
-    cfg = load_config(CONFIG, overrides)
-    task = build_task(cfg)
-    # (build_task does not hand the run config's compute: and launch.slurm to the task yet)
-    task.compute, task.slurm = cfg.compute, cfg.launch.slurm  # type: ignore[attr-defined]
+    task = build_task(load_config(CONFIG, overrides))
     base = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
     path = task.cube_store()
