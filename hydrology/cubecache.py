@@ -29,10 +29,11 @@ import dask
 import pandas as pd
 import xarray as xr
 
+from hydrology.blocks import read_blocks, year_slabs
 from hydrology.gates import Gates, check_gates
 from hydrology.ingest import TRAINING_REQUIRED, canonical_units, standard_months
 from hydrology.io import open_grids, validate
-from hydrology.outofcore import build_cube_store, read_blocks, year_slabs
+from hydrology.outofcore import build_cube_store
 from hydrology.timeaxis import calendar, is_standard
 from twins.compute.buildonce import Product, build_once
 from twins.compute.config import ComputeConfig
@@ -96,7 +97,7 @@ def open_training_lazy(paths: Sequence[str], gates: Gates, block_bytes: int) -> 
     Args:
         paths: NetCDF/Zarr paths or glob patterns (``task.params.path``).
         gates: Plausibility bounds (``task.params.gates``).
-        block_bytes: Memory budget of one read (:func:`hydrology.outofcore.read_blocks`).
+        block_bytes: Memory budget of one read (:func:`hydrology.blocks.read_blocks`).
 
     Returns:
         The canonical dataset, dask-backed: chunks of the build's read blocks of cells

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -48,6 +47,14 @@ import pandas as pd
 import xarray as xr
 
 from hydrology.aggregate import monthly_mean
+from hydrology.blocks import (
+    BLOCK_BYTES,
+    choose_tile,
+    grid_blocks,
+    halo_cells,
+    read_blocks,
+    year_slabs,
+)
 from hydrology.cubestore import assemble, chunk_cells, dataset_to_cube, open_cube, write_cube
 from hydrology.dataset import (
     _served,
@@ -76,101 +83,12 @@ from hydrology.pet import PetMethod
 from hydrology.targets import check_targets
 from twins.errors import DataError
 
-__all__ = [
-    "BLOCK_BYTES",
-    "build_cube_store",
-    "choose_tile",
-    "halo_cells",
-    "read_blocks",
-    "year_slabs",
-]
+__all__ = ["build_cube_store"]
 
 log = logging.getLogger(__name__)
 
-#: Default input size of one block (bytes): every time-varying variable, every step.
-BLOCK_BYTES = 64 * 2**20
-
 #: Variables that are static fields (no time axis) of a canonical dataset.
 STATICS = ("lsm", "z")
-
-
-def choose_tile(
-    shape: tuple[int, int],
-    bytes_per_cell: int,
-    block_bytes: int = BLOCK_BYTES,
-    align: tuple[int, int] | None = None,
-) -> tuple[int, int]:
-    """A block shape whose input is about ``block_bytes``.
-
-    Args:
-        shape: Grid ``(lat, lon)``.
-        bytes_per_cell: Input bytes of one cell's whole record (all variables, all steps).
-        block_bytes: Target input bytes of a block.
-        align: The input's chunk shape ``(lat, lon)``: the block is a multiple of it, or a
-            divisor of it, so that no input chunk is shared by blocks of different rows.
-
-    Returns:
-        ``(rows, cols)``, each at least 1 and at most the grid's.
-    """
-    ny, nx = shape
-    cells = max(1, block_bytes // max(bytes_per_cell, 1))
-    rows = max(1, min(ny, math.isqrt(cells)))
-    cols = max(1, min(nx, cells // rows))
-    if cols == nx:  # whole rows: as many as fit
-        rows = max(1, min(ny, cells // nx))
-    if align is not None:
-        rows, cols = _aligned(rows, align[0], ny), _aligned(cols, align[1], nx)
-    return rows, cols
-
-
-def _aligned(size: int, chunk: int, total: int) -> int:
-    """``size`` rounded down to a multiple of ``chunk``, or to a divisor of it."""
-    if chunk >= total:
-        return min(size, total)
-    if size >= chunk:
-        return min(total, size - size % chunk)
-    return max(d for d in range(1, chunk + 1) if chunk % d == 0 and d <= size)
-
-
-def read_blocks(
-    shape: tuple[int, int],
-    times: pd.DatetimeIndex,
-    cell_step_bytes: int,
-    block_bytes: int = BLOCK_BYTES,
-    align: tuple[int, int] | None = None,
-) -> tuple[tuple[int, int], int]:
-    """How the out-of-core build reads a record: blocks of cells by groups of years.
-
-    Args:
-        shape: Grid ``(lat, lon)``.
-        times: The record's time stamps.
-        cell_step_bytes: Bytes of one cell and step, every time-varying variable.
-        block_bytes: Memory budget of one read.
-        align: The input's chunk shape ``(lat, lon)`` (:func:`choose_tile`).
-
-    Returns:
-        ``(tile, years)``: a block of cells aligned with ``align`` whose year fits the
-        budget, and how many calendar years of it fit.
-    """
-    n_years = int(times.year[-1] - times.year[0] + 1) if times.size else 1
-    per_year = -(-times.size // n_years) * cell_step_bytes
-    tile = choose_tile(shape, per_year, block_bytes, align)
-    years = int(max(1, min(n_years, block_bytes // (per_year * tile[0] * tile[1]))))
-    return tile, years
-
-
-def halo_cells(regional: Sequence[float]) -> int:
-    """Cells the regional-mean kernels reach beyond a cell (scipy's Gaussian radius)."""
-    return max((int(3.0 * float(s) + 0.5) for s in regional), default=0)
-
-
-def _blocks(shape: tuple[int, int], tile: tuple[int, int]) -> list[tuple[slice, slice]]:
-    """The blocks of the grid, row-major."""
-    return [
-        (slice(y, min(y + tile[0], shape[0])), slice(x, min(x + tile[1], shape[1])))
-        for y in range(0, shape[0], tile[0])
-        for x in range(0, shape[1], tile[1])
-    ]
 
 
 @dataclass(frozen=True)
@@ -349,22 +267,6 @@ def _grid_of_blocks(
     return [parts[i : i + n_cols] for i in range(0, len(blocks), n_cols)]
 
 
-def year_slabs(times: pd.Index, years: int) -> list[slice]:
-    """The steps of each group of ``years`` calendar years of the record, in order.
-
-    Args:
-        times: The record's time stamps (a ``DatetimeIndex`` or a ``CFTimeIndex``), sorted.
-        years: Calendar years per group (the first group starts at the record's first year).
-
-    Returns:
-        Contiguous slices of positions covering the record.
-    """
-    year = np.asarray(times.year)
-    group = (year - year[0]) // years
-    edges = [0, *(np.flatnonzero(np.diff(group)) + 1).tolist(), times.size]
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-
-
 def _months_of(times: pd.DatetimeIndex) -> pd.DatetimeIndex:
     """The month starts a record covers."""
     first, last = times[0].to_period("M"), times[-1].to_period("M")
@@ -390,7 +292,7 @@ def _phase_months(
     The Dataset returned starts at the record's first month.
     """
     shape = (dyn.sizes["lat"], dyn.sizes["lon"])
-    blocks = _blocks(shape, tile)
+    blocks = grid_blocks(shape, tile)
     n_cols = -(-shape[1] // tile[1])
     times = pd.DatetimeIndex(dyn["time"].values)
     slabs = year_slabs(times, years) if times.size else []
@@ -435,7 +337,7 @@ def _phase_masks(
 ) -> tuple[np.ndarray, bool]:
     """The served-cell mask ``(lat, lon)`` and whether a served cell misses a month."""
     shape = (monthly.sizes["lat"], monthly.sizes["lon"])
-    blocks = _blocks(shape, tile)
+    blocks = grid_blocks(shape, tile)
     parts = [
         dask.delayed(_mask_block, pure=False)(
             monthly.isel(lat=sy, lon=sx), statics.isel(lat=sy, lon=sx, missing_dims="ignore"), plan
@@ -558,7 +460,7 @@ def build_cube_store(
         pet if spei else "pev",
         tuple(regional),
     )
-    blocks = _blocks(shape, tile)
+    blocks = grid_blocks(shape, tile)
     log.info(
         "cube %s: %d x %d grid, read in blocks of %d x %d cells by %d years (%.0f MB each), "
         "%d blocks of %d x %d cells to fit",
@@ -640,7 +542,7 @@ def _phase_cells(
     cells_per_chunk: int | None,
 ) -> dict[str, Any]:
     """Phases 2 and 3: every cell array into the store at ``path``."""
-    blocks = _blocks(served.shape, tile)
+    blocks = grid_blocks(served.shape, tile)
     by_block = _cells_by_block(served, blocks)
     cells = np.concatenate(by_block)
     if cells.size == 0:
@@ -778,7 +680,7 @@ def _phase_dynamic(
     offsets = np.cumsum([0, *(b.size for b in by_block)])
     nt = monthly.sizes["time"]
     pieces = []
-    for i, ((sy, sx), b) in enumerate(zip(_blocks(served.shape, tile), by_block, strict=True)):
+    for i, ((sy, sx), b) in enumerate(zip(grid_blocks(served.shape, tile), by_block, strict=True)):
         if b.size == 0:
             continue
         wy = slice(max(sy.start - h, 0), min(sy.stop + h, ny))

@@ -49,12 +49,13 @@ import pandas as pd
 import psutil
 import xarray as xr
 
+from hydrology.blocks import BLOCK_BYTES, choose_tile, read_blocks
 from hydrology.cubecache import _engine, input_nbytes
 from hydrology.gates import Gates, check_gates
 from hydrology.indices import IndexSpec
 from hydrology.ingest import TRAINING_REQUIRED, canonical_units, standard_months
 from hydrology.io import open_grids, validate
-from hydrology.outofcore import BLOCK_BYTES, build_cube_store, choose_tile, read_blocks
+from hydrology.outofcore import build_cube_store
 from hydrology.timeaxis import is_standard
 from twins.compute.config import ComputeConfig
 from twins.errors import DataError

@@ -17,12 +17,13 @@ import pytest
 import xarray as xr
 
 from hydrology import cubecache
+from hydrology.blocks import choose_tile, halo_cells
 from hydrology.cubecache import gate_record
 from hydrology.cubestore import cube_to_dataset, open_cube, write_cube
 from hydrology.dataset import DEFAULT_SPLITS, build_cube
 from hydrology.gates import Gates, check_gates
 from hydrology.io import open_grids
-from hydrology.outofcore import build_cube_store, choose_tile, halo_cells
+from hydrology.outofcore import build_cube_store
 from hydrology.synthetic import generate
 from twins.errors import DataError
 
