@@ -26,7 +26,6 @@ the block, not by the record).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import shutil
@@ -42,6 +41,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from hydrology.projection import tree_rss
 from twins.config import load_config
 from twins.task import build_task
 
@@ -165,20 +165,11 @@ def build(overrides: list[str]) -> dict[str, object]:
     return {"info": record["info"], "baseline_rss": base, "wall_s": wall, "path": str(path)}
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    """RSS of ``proc`` and all its descendants (bytes)."""
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
-
-
-def run_sampled(cmd: list[str], every_s: float = 0.05) -> tuple[dict[str, object], int]:
-    """Run ``cmd`` (which prints a JSON line last), sampling its process tree's RSS.
+def run_sampled(cmd: list[str], every_s: float = 0.02) -> tuple[str, int]:
+    """Run ``cmd``, sampling its process tree's RSS every ``every_s`` seconds.
 
     Returns:
-        The JSON it printed, and the peak RSS of its tree (bytes).
+        Its standard output, and the peak RSS of its tree (bytes).
     """
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     proc = psutil.Process(child.pid)
@@ -196,12 +187,13 @@ def run_sampled(cmd: list[str], every_s: float = 0.05) -> tuple[dict[str, object
     sampler.join()
     if child.returncode:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {child.returncode})")
-    return json.loads(stdout.strip().splitlines()[-1]), peak[0]
+    return stdout, peak[0]
 
 
 def child_build(overrides: list[str]) -> tuple[dict[str, object], int]:
     """:func:`build` in a fresh process (this script with ``--child``), RSS sampled."""
-    return run_sampled([sys.executable, __file__, "--child", json.dumps(overrides)])
+    stdout, peak = run_sampled([sys.executable, __file__, "--child", json.dumps(overrides)])
+    return json.loads(stdout.strip().splitlines()[-1]), peak
 
 
 def input_bytes(n: int, years: int) -> float:

@@ -31,7 +31,6 @@ quoting them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import re
@@ -39,14 +38,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
-from drought_outofcore_memory import write_record  # the memory benchmark's writer
+from drought_outofcore_memory import run_sampled, write_record  # the memory benchmark's
 
 from hydrology.synthetic import generate, write_netcdf
 
@@ -122,36 +119,6 @@ def prepare(grid: str, work: Path, large: tuple[int, int]) -> Path:
     out = work / f"{grid}.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out
-
-
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
-
-
-def run_sampled(cmd: list[str]) -> tuple[str, int]:
-    """Run ``cmd``; its stdout and the peak RSS of its process tree (bytes)."""
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    proc = psutil.Process(child.pid)
-    peak, stop = [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                peak[0] = max(peak[0], _tree_rss(proc))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, _ = child.communicate()
-    stop.set()
-    sampler.join()
-    if child.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed (exit {child.returncode})")
-    return stdout, peak[0]
 
 
 def child(step: str, config: str) -> dict[str, Any]:

@@ -40,7 +40,14 @@ from twins.compute.config import ComputeConfig
 from twins.errors import ConfigError, DataError
 from twins.launch.models import SlurmConfig
 
-__all__ = ["cube_store", "gate_record", "input_nbytes", "open_training_lazy"]
+__all__ = [
+    "build_engine",
+    "cube_store",
+    "gate_record",
+    "input_nbytes",
+    "open_lazy",
+    "open_training_lazy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,22 +98,24 @@ def gate_record(ds: xr.Dataset, label: str, gates: Gates, block_bytes: int) -> N
         check_gates(ds.isel(time=steps), label, gates, variables=timed)
 
 
-def open_training_lazy(paths: Sequence[str], gates: Gates, block_bytes: int) -> xr.Dataset:
-    """The training files, checked and gated, opened lazily in the blocks the build reads.
+def open_lazy(
+    paths: Sequence[str], block_bytes: int
+) -> tuple[xr.Dataset, str, tuple[int, int] | None, tuple[int, int], int]:
+    """The training files opened lazily in the blocks the build reads, not gated yet.
 
     Args:
         paths: NetCDF/Zarr paths or glob patterns (``task.params.path``).
-        gates: Plausibility bounds (``task.params.gates``).
         block_bytes: Memory budget of one read (:func:`hydrology.blocks.read_blocks`).
 
     Returns:
-        The canonical dataset, dask-backed: chunks of the build's read blocks of cells
-        (aligned with the files' storage chunks) by the files' storage chunks in time (one
-        file's steps at most).
+        ``(ds, label, align, tile, years)``: the dataset (dask-backed: chunks of the read
+        blocks of cells, aligned with the files' storage chunks, by the files' storage chunks
+        in time, one file's steps at most), the files' label for messages, the storage
+        chunks ``(lat, lon)`` of ``tp`` (None if not chunked), the read block and the
+        calendar years read at once.
 
     Raises:
-        DataError: A missing or unreadable file, no ``tp``, invalid content, or a value
-            outside the gates (one line naming the file and the variable).
+        DataError: A missing or unreadable file, no ``tp``, or no ``(lat, lon)`` grid.
     """
     label = str(paths[0]) if len(paths) == 1 else f"{paths[0]} ... {paths[-1]}"
     target = list(paths) if len(paths) > 1 else paths[0]
@@ -131,6 +140,27 @@ def open_training_lazy(paths: Sequence[str], gates: Gates, block_bytes: int) -> 
         # A block smaller than a storage chunk reads its part of it: by design, not a bug.
         warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
         ds = open_grids(target, chunks=chunks, gates=None, check_values=False)
+    return ds, label, align, tile, years
+
+
+def open_training_lazy(paths: Sequence[str], gates: Gates, block_bytes: int) -> xr.Dataset:
+    """The training files, checked and gated, opened lazily in the blocks the build reads.
+
+    Args:
+        paths: NetCDF/Zarr paths or glob patterns (``task.params.path``).
+        gates: Plausibility bounds (``task.params.gates``).
+        block_bytes: Memory budget of one read (:func:`hydrology.blocks.read_blocks`).
+
+    Returns:
+        The canonical dataset, dask-backed: chunks of the build's read blocks of cells
+        (aligned with the files' storage chunks) by the files' storage chunks in time (one
+        file's steps at most).
+
+    Raises:
+        DataError: A missing or unreadable file, no ``tp``, invalid content, or a value
+            outside the gates (one line naming the file and the variable).
+    """
+    ds, label, _, tile, years = open_lazy(paths, block_bytes)
     gate_record(ds, label, gates, block_bytes)  # every value once, chunk by chunk
     ds = canonical_units(ds)
     if not is_standard(ds):
@@ -151,7 +181,7 @@ def open_training_lazy(paths: Sequence[str], gates: Gates, block_bytes: int) -> 
 
 
 @contextlib.contextmanager
-def _engine(compute: ComputeConfig, nbytes: int, slurm: SlurmConfig | None) -> Iterator[str]:
+def build_engine(compute: ComputeConfig, nbytes: int, slurm: SlurmConfig | None) -> Iterator[str]:
     """Run the block's dask work on the engine of ``compute`` (yields the mode).
 
     The threaded scheduler, chosen or because the input is below ``min_cluster_bytes`` (as
@@ -229,7 +259,7 @@ def cube_store(
     def build(tmp: Path) -> dict[str, Any]:
         ds = dataset()
         nbytes = input_nbytes(ds)
-        with _engine(compute, nbytes, slurm) as mode:
+        with build_engine(compute, nbytes, slurm) as mode:
             info = build_cube_store(ds, tmp, **dict(cube_kwargs))
         return info | {"dask": mode}
 

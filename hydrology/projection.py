@@ -38,7 +38,6 @@ import os
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,19 +49,17 @@ import psutil
 import xarray as xr
 
 from hydrology.blocks import BLOCK_BYTES, choose_tile, read_blocks
-from hydrology.cubecache import _engine, input_nbytes
+from hydrology.cubecache import build_engine, input_nbytes, open_lazy
 from hydrology.gates import Gates, check_gates
 from hydrology.indices import IndexSpec
-from hydrology.ingest import TRAINING_REQUIRED, canonical_units, standard_months
-from hydrology.io import open_grids, validate
+from hydrology.ingest import canonical_units, standard_months
 from hydrology.outofcore import build_cube_store
 from hydrology.timeaxis import is_standard
 from twins.compute.config import ComputeConfig
-from twins.errors import DataError
 from twins.launch.models import SlurmConfig
 from twins.task import PreprocessProjection
 
-__all__ = ["ProbePlan", "plan_probe", "project_cube_build"]
+__all__ = ["ProbePlan", "plan_probe", "project_cube_build", "tree_rss"]
 
 log = logging.getLogger(__name__)
 
@@ -223,33 +220,6 @@ def _grow(
         k[0 if (h <= w and h < ny) or w >= nx else 1] += 1
 
 
-def _open_unchecked(paths: Sequence[str], block_bytes: int) -> tuple[xr.Dataset, str, Any]:
-    """The files opened lazily as :func:`hydrology.cubecache.open_training_lazy` opens them
-    (same chunks), but not gated yet: ``(dataset, label, storage chunks (lat, lon))``."""
-    label = str(paths[0]) if len(paths) == 1 else f"{paths[0]} ... {paths[-1]}"
-    target = list(paths) if len(paths) > 1 else paths[0]
-    probe = open_grids(target, chunks={}, gates=None, check_values=False)
-    validate(probe, label, TRAINING_REQUIRED, check_values=False)
-    if "lat" not in probe.dims or "lon" not in probe.dims:
-        raise DataError(
-            f"{label}: dims {tuple(probe.dims)}: the cube store needs a (lat, lon) grid",
-            hint="regrid station records, or set task.params.store: npz",
-        )
-    storage = probe["tp"].chunksizes
-    align = (storage["lat"][0], storage["lon"][0]) if "lat" in storage else None
-    shape = (probe.sizes["lat"], probe.sizes["lon"])
-    step_bytes = sum(probe[v].dtype.itemsize for v in probe.data_vars if "time" in probe[v].dims)
-    times = pd.DatetimeIndex(probe["time"].values) if is_standard(probe) else pd.DatetimeIndex([])
-    tile, _ = read_blocks(shape, times, step_bytes, block_bytes, align)
-    chunks = {"lat": tile[0], "lon": tile[1]}
-    if len(paths) == 1:
-        chunks["time"] = int(storage["time"][0]) if "time" in storage else -1
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
-        ds = open_grids(target, chunks=chunks, gates=None, check_values=False)
-    return ds, label, align
-
-
 def _land(ds: xr.Dataset) -> np.ndarray:
     """Land cells ``(lat, lon)``: ``lsm > 0.5`` where given, else a first step of ``tp``."""
     if "lsm" in ds.data_vars and "time" not in ds["lsm"].dims:
@@ -258,9 +228,14 @@ def _land(ds: xr.Dataset) -> np.ndarray:
     return np.isfinite(ds["tp"].isel(time=0).values)
 
 
-def _tree_rss(proc: psutil.Process) -> int:
+def tree_rss(proc: psutil.Process) -> int:
+    """RSS of ``proc`` and all its descendants (bytes; processes that vanish are skipped)."""
+    try:
+        tree = [proc, *proc.children(recursive=True)]
+    except psutil.Error:  # proc itself has exited
+        return 0
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in tree:
         with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
     return total
@@ -279,13 +254,13 @@ class _Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss(self._proc))
+            self.peak = max(self.peak, tree_rss(self._proc))
             if self.marked is None and self.marker.exists():
                 self.marked = time.perf_counter()
             time.sleep(SAMPLE_S)
 
     def __enter__(self) -> _Sampler:
-        self.peak = _tree_rss(self._proc)
+        self.peak = tree_rss(self._proc)
         self._thread.start()
         return self
 
@@ -335,7 +310,7 @@ def project_cube_build(
     kwargs["block_bytes"] = block_bytes
     kwargs["require_val_drought"] = False  # a property of the whole grid, not the probe's
     t0 = time.perf_counter()
-    raw, label, align = _open_unchecked(paths, block_bytes)
+    raw, label, align, _, _ = open_lazy(paths, block_bytes)
     time_vars = [str(v) for v in raw.data_vars if "time" in raw[v].dims]
     step_bytes = sum(raw[v].dtype.itemsize for v in time_vars)
     times = pd.DatetimeIndex(raw["time"].values) if is_standard(raw) else None
@@ -377,7 +352,7 @@ def project_cube_build(
             if not is_standard(ds):
                 ds = standard_months(ds)
             t2 = time.perf_counter()
-            with _engine(compute, nbytes, slurm):
+            with build_engine(compute, nbytes, slurm):
                 t3 = time.perf_counter()
                 info = build_cube_store(ds, store, **kwargs)
                 t4 = time.perf_counter()

@@ -16,7 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,3 +214,18 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         if pid.exists():
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pid.read_text().strip()), 15)
+
+
+@pytest.fixture
+def check_shell(tmp_path: Path) -> Callable[[str], None]:
+    """Checks a job script: ``bash -n``, and shellcheck where installed."""
+
+    def check(script: str) -> None:
+        path = tmp_path / "job.sbatch"
+        path.write_text(script)
+        assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+        if shutil.which("shellcheck"):
+            sc = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True)
+            assert sc.returncode == 0, sc.stdout.decode()
+
+    return check

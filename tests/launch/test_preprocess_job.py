@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,19 +40,10 @@ def _wait(cluster, job_id: str, timeout_s: float = 240) -> tuple[str, float]:  #
     return state, time.perf_counter() - t0
 
 
-def _check_shell(script: str, tmp_path: Path) -> None:
-    path = tmp_path / "job.sbatch"
-    path.write_text(script)
-    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
-    if shutil.which("shellcheck"):
-        sc = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True)
-        assert sc.returncode == 0, sc.stdout.decode()
-
-
-def test_the_job_is_sized_by_the_projection(tmp_path: Path) -> None:
+def test_the_job_is_sized_by_the_projection(check_shell: Callable[[str], None]) -> None:
     slurm = SlurmConfig(tasks_per_node=4, gpus_per_node=4, cpus_per_process=8, account="p42")
     s = render_sbatch("preprocess", "run.yaml", slurm, PROJECTION, overrides=["seed=1"])
-    _check_shell(s, tmp_path)
+    check_shell(s)
     m = slurm.margins
     # One process tree on one node: the projected peak x factor + pad (not x tasks_per_node),
     # the projected time x factor + pad, the CPUs the projection's engine ran on, no GPU.

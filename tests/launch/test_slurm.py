@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,20 +31,13 @@ FULL = SlurmConfig(
 )
 
 
-def _check_shell(script: str, tmp_path: Path) -> None:
-    path = tmp_path / "job.sbatch"
-    path.write_text(script)
-    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
-    if shutil.which("shellcheck"):
-        sc = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True)
-        assert sc.returncode == 0, sc.stdout.decode()
-
-
 @pytest.mark.parametrize("kind", ["torchrun", "ray", "twin-update"])
 @pytest.mark.parametrize("slurm", [SlurmConfig(time="00:30:00"), FULL], ids=["min", "full"])
-def test_scripts_are_valid_shell(kind: str, slurm: SlurmConfig, tmp_path: Path) -> None:
+def test_scripts_are_valid_shell(
+    kind: str, slurm: SlurmConfig, check_shell: Callable[[str], None]
+) -> None:
     script = render_sbatch(kind, "cfg dir/run.yaml", slurm, REPORT, twin_dir="/twins/t1")
-    _check_shell(script, tmp_path)
+    check_shell(script)
     assert script.startswith("#!/bin/bash\n#SBATCH ")
     assert "--cpus-per-gpu" not in script  # not portable (itwinai #415)
 
