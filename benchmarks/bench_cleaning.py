@@ -2,30 +2,34 @@
 stage alone, what each speed change bought, and online per-frame latency.
 
 21 witnesses (3 coupled + 18 distractors) at 4096 Hz. The cleaner is a cascade (Wiener
-stage + DeepClean with the default layout); by default its network is untrained (the
-speed does not depend on the weights) and its Wiener stage fitted on 64 s, or pass a
-saved cascade with ``--cleaner``. Every offline variant runs on the same data, interleaved
-round by round (``--repeats``), so that a load that comes and goes hits them alike; the
-load average is logged before and after (absolute speeds on a shared machine are noise,
-ratios within one run are not):
+stage + DeepClean with the default layout at the rate the training derives,
+:func:`gravwave.cleaners.network.network_decimation`); by default its network is untrained
+(the speed does not depend on the weights) and its Wiener stage fitted on 64 s (the
+training's 384 taps, or ``--taps``), or pass a saved cascade with ``--cleaner``. Every
+offline variant runs on the same data, interleaved round by round (``--repeats``), so that a
+load that comes and goes hits them alike; the load average is logged before and after
+(absolute speeds on a shared machine are noise, ratios within one run are not):
 
-* ``cascade``: offline cleaning as shipped (windows overlapping by the reach and stitched
-  exactly, the network's fast inference copy);
-* ``cascade_previous``: the path it replaced (Hann overlap-add at 50 %, the trained
-  module's own forward pass); ``cascade_hann_fast`` and ``cascade_stitch_module`` change
-  one of the two, so each change's gain is measured alone;
-* ``network_forward`` / ``module_forward``: the fast copy / the module alone over the same
-  stitched windows of pre-standardised float32 witnesses (no Wiener stage, no filters);
-* ``wiener``: the Wiener stage alone (its FIR and finishing filter); ``wiener_blockfir``:
-  the same with its FIR by cache-sized FFT blocks (:class:`gravwave.cleaners.fir.BlockFIR`,
-  equal up to float64 rounding; not yet what ``WienerCleaner.raw`` calls);
-* ``cascade_decimated``: the cascade with its network at the reduced rate that
-  :func:`gravwave.models.deepclean.decimation_for` derives from its band (``decimation_q``;
-  untrained like the others: training does not use it yet), ``network_forward_decimated``
-  its fast forward pass alone, and ``cascade_projected`` with both the decimated network and
-  the block FIR: what offline cleaning would run at once training and the Wiener stage use
-  them.
+* ``cascade``: offline cleaning as shipped (the Wiener FIR in one pass of cache-sized FFT
+  blocks over the span; the network at its reduced rate through its fast inference copy,
+  stitched from windows overlapping by its own reach, the span standardised once into the
+  channel-minor layout the copy computes in);
+* ``cascade_previous``: where it started (Hann overlap-add at 50 % of both stages' raw
+  output, the module's own forward pass at the full rate, the FIR by one FFT per window);
+* each change undone alone: ``cascade_hann`` (Hann overlap-add of the stages' joint raw
+  output), ``cascade_module`` (the module's forward pass instead of the fast copy, the
+  witnesses standardised per window), ``cascade_whole_fir`` (the FIR by one FFT per
+  stitched window), ``cascade_full_rate`` (the same layout at the full rate),
+  ``cascade_joint`` (both stages on the same windows, the witnesses standardised per window:
+  the cascade's raw output stitched);
+* ``network_forward`` / ``network_forward_full_rate`` / ``module_forward``: the fast copy
+  (reduced / full rate) and the full-rate module alone over the same stitched windows of
+  pre-standardised float32 witnesses (no Wiener stage, no filters);
+* ``wiener``: the Wiener stage alone (one block-FIR pass over the span and its finishing
+  filter); ``wiener_windows``: the block FIR on stitched windows; ``wiener_whole_fir``: the
+  FIR by one FFT per stitched window.
 
+``--profile`` also logs where the shipped cascade's time goes (cProfile, top functions).
 Online: the cascade per 1-s frame beside the module's forward pass over the same blocks.
 A script, not a timed test::
 
@@ -35,9 +39,12 @@ A script, not a timed test::
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import logging
 import os
+import pstats
 import time
 from collections.abc import Callable
 
@@ -46,27 +53,29 @@ import torch
 
 from gravwave.cleaners import (
     CascadeCleaner,
+    Cleaner,
     NetworkCleaner,
     NetworkConfig,
     OnlineCleaner,
     WienerCleaner,
     load_cleaner,
 )
-from gravwave.cleaners.fir import BlockFIR
-from gravwave.cleaners.network import network_fit_bands
-from gravwave.cleaners.stitch import stitch_windows
+from gravwave.cleaners.fir import fir_whole_window
+from gravwave.cleaners.network import network_decimation
+from gravwave.cleaners.stitch import stack_channel_minor, stitch_windows
 from gravwave.metrics import latency_summary, realtime_factor
 from gravwave.models import DeepClean
-from gravwave.models.deepclean import decimation_for
 from gravwave.models.deepclean_fast import FastDeepClean
 from gravwave.preprocess import Standardizer
 from gravwave.synthetic import SyntheticParams, generate
+from gravwave.training import CascadeParams
 
 log = logging.getLogger("gravwave.bench")
 
 
 class ModuleNetworkCleaner(NetworkCleaner):
-    """The network stage as it ran before its fast inference copy: the module's forward."""
+    """The network stage as it ran before its fast inference copy: the module's forward on
+    windows standardised one by one."""
 
     def raw(self, witnesses: np.ndarray) -> np.ndarray:
         """Network output ``(batch, 1, time)`` through the trained module itself."""
@@ -75,51 +84,85 @@ class ModuleNetworkCleaner(NetworkCleaner):
             y = self.model(torch.from_numpy(x))
         return y.numpy().astype(np.float64)[:, None]
 
+    def predict(
+        self, witnesses: np.ndarray, window: int, overlap: float | None = None, batch: int = 4
+    ) -> np.ndarray:
+        """Stitched or overlap-added :meth:`raw` (no span-wide standardisation)."""
+        return Cleaner.predict(self, witnesses, window, overlap, batch)
 
-class BlockWienerCleaner(WienerCleaner):
-    """The Wiener stage with its FIR by FFT blocks (:class:`BlockFIR`)."""
 
-    _block: BlockFIR | None = None
+class WindowedWienerCleaner(WienerCleaner):
+    """The Wiener stage stitched from windows (before its one block-FIR pass over the
+    span)."""
+
+    def predict(
+        self, witnesses: np.ndarray, window: int, overlap: float | None = None, batch: int = 4
+    ) -> np.ndarray:
+        """:meth:`Cleaner.predict`: :meth:`raw` on stitched or overlap-added windows."""
+        return Cleaner.predict(self, witnesses, window, overlap, batch)
+
+
+class WholeFIRWienerCleaner(WindowedWienerCleaner):
+    """The Wiener stage with its FIR by one FFT per stitched window (before the block FIR
+    and its one pass over the span)."""
 
     def raw(self, witnesses: np.ndarray) -> np.ndarray:
-        """FIR output ``(batch, 1, time)``, equal to the parent's up to float64 rounding."""
-        if self._block is None:
-            f = self.filter
-            assert f.taps is not None and f.witness_mean is not None
-            self._block = BlockFIR(f.taps, f.witness_mean, f.lag0)
-        return self._block(witnesses)
+        """FIR output ``(batch, 1, time)``, equal to the block FIR's up to float64 rounding."""
+        f = self.filter
+        assert f.taps is not None and f.witness_mean is not None
+        return fir_whole_window(witnesses, f.taps, f.witness_mean, f.lag0)
 
 
-def decimated(cascade: CascadeCleaner, wiener: WienerCleaner) -> tuple[CascadeCleaner, int]:
-    """``cascade`` with an untrained network at the reduced rate derived from its band,
-    behind ``wiener``; and that decimation."""
+class JointCascadeCleaner(CascadeCleaner):
+    """The cascade stitching both stages' joint raw output on the same windows (before each
+    stage was stitched on its own)."""
+
+    def predict(
+        self, witnesses: np.ndarray, window: int, overlap: float | None = None, batch: int = 4
+    ) -> np.ndarray:
+        """:meth:`Cleaner.predict` of the joint :meth:`raw` output."""
+        return Cleaner.predict(self, witnesses, window, overlap, batch)
+
+
+def with_network(
+    cascade: CascadeCleaner, wiener: WienerCleaner, decimation: int, module: bool = False
+) -> CascadeCleaner:
+    """``cascade``'s network layout and scaler at ``decimation`` (untrained: same cost)
+    behind ``wiener``; through the module's own forward pass if ``module``."""
     net = cascade.network
-    top = max(hi for _, hi in network_fit_bands(net.bands, net.sample_rate))
-    q = decimation_for(top, net.sample_rate)
-    model = DeepClean(len(net.witness_channels), decimation=q)
-    return CascadeCleaner(wiener, NetworkCleaner(model, net.standardizer, net.config)), q
+    m = net.model
+    model = DeepClean(
+        m.in_channels, m.widths, m.kernel_size, m.dilations, m.res_kernel_size, decimation
+    )
+    config = net.config.model_copy(update={"decimation": decimation})
+    cls = ModuleNetworkCleaner if module else NetworkCleaner
+    return CascadeCleaner(wiener, cls(model, net.standardizer, config))
 
 
-def build_cascade(fs: int) -> CascadeCleaner:
-    """A cascade with a Wiener stage fitted on 64 s and an untrained default network.
+def build_cascade(fs: int, taps: int) -> CascadeCleaner:
+    """A cascade with a Wiener stage fitted on 64 s and an untrained default network at the
+    rate the training derives from its band.
 
     Args:
         fs: Working rate [Hz].
+        taps: Wiener FIR taps per witness.
     """
     seg = generate(SyntheticParams(duration=64, sample_rate=fs, n_distractors=18, seed=1), 0)
     chans = list(seg.witnesses)
     bands = seg.bands
-    wiener = WienerCleaner(seg.strain.name, chans, fs, [bands["linear"]], n_taps=192)
+    wiener = WienerCleaner(seg.strain.name, chans, fs, [bands["linear"]], n_taps=taps)
     wiener.fit(seg.strain, seg.witnesses)
+    q = network_decimation([bands["bilinear"]], fs, 8.0)
     config = NetworkConfig(
         strain_channel=seg.strain.name,
         witness_channels=tuple(chans),
         sample_rate=fs,
         bands=(bands["bilinear"],),
         target_scale=1e-22,
+        decimation=q,
     )
     scaler = Standardizer().fit(wiener.witness_array(seg.witnesses))
-    net = NetworkCleaner(DeepClean(len(chans)), scaler, config)
+    net = NetworkCleaner(DeepClean(len(chans), decimation=q), scaler, config)
     return CascadeCleaner(wiener, net)
 
 
@@ -148,70 +191,98 @@ def offline(cascade: CascadeCleaner, span: float, batch: int, repeats: int) -> d
     fs = cascade.sample_rate
     seg = generate(SyntheticParams(duration=span, sample_rate=fs, n_distractors=18, seed=2), 0)
     net = cascade.network
-    previous = CascadeCleaner(
-        cascade.wiener, ModuleNetworkCleaner(net.model, net.standardizer, net.config)
-    )
-    blockfir = BlockWienerCleaner.from_state(cascade.wiener.state())
-    dec, q = decimated(cascade, cascade.wiener)
-    projected, _ = decimated(cascade, blockfir)
+    wiener = cascade.wiener
+    whole_fir = WholeFIRWienerCleaner.from_state(wiener.state())
+    full_rate = with_network(cascade, wiener, 1)
+    previous = with_network(cascade, whole_fir, 1, module=True)
+    variants_of = {
+        "cascade_previous": JointCascadeCleaner(previous.wiener, previous.network),
+        "cascade_hann": cascade,  # with overlap=0.5 below
+        "cascade_module": with_network(cascade, wiener, net.decimation, module=True),
+        "cascade_whole_fir": CascadeCleaner(whole_fir, net),
+        "cascade_full_rate": full_rate,
+        "cascade_joint": JointCascadeCleaner(wiener, net),
+    }
     w = cascade.witness_array(seg.witnesses)
-    xs = net.standardizer.transform(w).astype(np.float32)  # the network's input
+    xs = net.standardise(w)  # the network's input (channel-minor)
     n = round(cascade.window * fs)
 
     def forward(cleaner: NetworkCleaner, fast: bool) -> Callable[[], object]:
         model = FastDeepClean(cleaner.model) if fast else cleaner.model
 
-        def predict(block: np.ndarray) -> np.ndarray:
+        def predict(block: np.ndarray) -> np.ndarray:  # (batch, time, channel)
             with torch.inference_mode():
-                return model(torch.from_numpy(block)).numpy()[:, None]
+                return model(torch.from_numpy(block).permute(0, 2, 1)).numpy()[:, None]
 
         reach, multiple = cleaner.reach, cleaner.multiple
-        return lambda: stitch_windows(predict, xs, n, reach, multiple=multiple, batch=batch)
+        return lambda: stitch_windows(
+            predict, xs, n, reach, multiple=multiple, batch=batch, stack=stack_channel_minor
+        )
 
     s, wit = seg.strain, seg.witnesses
+
+    def run(c: Cleaner, overlap: float | None = None) -> Callable[[], object]:
+        return lambda: c.clean(s, wit, overlap=overlap, batch=batch)
+
     variants: dict[str, Callable[[], object]] = {
-        "cascade": lambda: cascade.clean(s, wit, batch=batch),
-        "cascade_previous": lambda: previous.clean(s, wit, overlap=0.5, batch=batch),
-        "cascade_hann_fast": lambda: cascade.clean(s, wit, overlap=0.5, batch=batch),
-        "cascade_stitch_module": lambda: previous.clean(s, wit, batch=batch),
+        "cascade": run(cascade),
+        "cascade_previous": run(variants_of["cascade_previous"], 0.5),
+        "cascade_hann": run(cascade, 0.5),
+        **{
+            k: run(c)
+            for k, c in variants_of.items()
+            if k not in ("cascade_previous", "cascade_hann")
+        },
         "network_forward": forward(net, True),
-        "module_forward": forward(net, False),
-        "wiener": lambda: cascade.wiener.clean(s, wit, batch=batch),
-        "wiener_blockfir": lambda: blockfir.clean(s, wit, batch=batch),
-        "cascade_decimated": lambda: dec.clean(s, wit, batch=batch),
-        "network_forward_decimated": forward(dec.network, True),
-        "cascade_projected": lambda: projected.clean(s, wit, batch=batch),
+        "network_forward_full_rate": forward(full_rate.network, True),
+        "module_forward": forward(full_rate.network, False),
+        "wiener": run(wiener),
+        "wiener_windows": run(WindowedWienerCleaner.from_state(wiener.state())),
+        "wiener_whole_fir": run(whole_fir),
     }
     load_before = os.getloadavg()
     walls, cpus = interleaved(variants, repeats)
     xrt = {k: realtime_factor(span, t) for k, t in walls.items()}
     cpu_xrt = {k: realtime_factor(span, t) for k, t in cpus.items()}
-    gain = {
-        "stitching": walls["cascade_hann_fast"] / walls["cascade"],
-        "fast_network_copy": walls["cascade_stitch_module"] / walls["cascade"],
-        "both": walls["cascade_previous"] / walls["cascade"],
-        "fast_copy_forward_only": walls["module_forward"] / walls["network_forward"],
-        "block_fir_wiener_alone": walls["wiener"] / walls["wiener_blockfir"],
-        "decimated_network": walls["cascade"] / walls["cascade_decimated"],
-        "projected_over_shipped": walls["cascade"] / walls["cascade_projected"],
-        "projected_over_previous": walls["cascade_previous"] / walls["cascade_projected"],
-    }
-    # what the shipped cascade spends outside the network's forward pass
+    undone = [k for k in variants if k.startswith("cascade_")]
     return {
         "span_s": span,
         "channels": len(cascade.witness_channels),
+        "wiener_taps": wiener.filter.n_taps,
         "threads": torch.get_num_threads(),
         "repeats": repeats,
-        "decimation_q": q,
+        "decimation": net.decimation,
+        "reach": {"cascade": cascade.reach, "wiener": wiener.reach, "network": net.reach},
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "x_realtime": xrt,
         "cpu_x_realtime": cpu_xrt,
         "wall_s": walls,
-        "speedup": gain,
+        # what undoing each change alone costs (> 1: the change bought that much)
+        "slowdown_undone": {k: walls[k] / walls["cascade"] for k in undone},
+        "speedup_forward_fast_copy": walls["module_forward"] / walls["network_forward_full_rate"],
+        "speedup_forward_decimation": walls["network_forward_full_rate"]
+        / walls["network_forward"],
+        "speedup_wiener_block_fir": walls["wiener_whole_fir"] / walls["wiener_windows"],
+        "speedup_wiener_one_pass": walls["wiener_windows"] / walls["wiener"],
         "network_forward_share_of_cascade": walls["network_forward"] / walls["cascade"],
         "wiener_share_of_cascade": walls["wiener"] / walls["cascade"],
     }
+
+
+def profile(cascade: CascadeCleaner, span: float, batch: int, top: int = 20) -> str:
+    """cProfile of the shipped cascade cleaning ``span`` s (after one warm-up): the top
+    functions by own time."""
+    fs = cascade.sample_rate
+    seg = generate(SyntheticParams(duration=span, sample_rate=fs, n_distractors=18, seed=2), 0)
+    cascade.clean(seg.strain, seg.witnesses, batch=batch)
+    prof = cProfile.Profile()
+    prof.enable()
+    cascade.clean(seg.strain, seg.witnesses, batch=batch)
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
 
 
 def online(cascade: CascadeCleaner, frames: int, lookahead: float) -> dict:
@@ -259,12 +330,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--lookahead", type=float, default=0.5)
     ap.add_argument("--cleaner", default=None, help="saved cascade (default: built here)")
+    ap.add_argument(
+        "--taps",
+        type=int,
+        default=CascadeParams.model_fields["n_taps"].default,
+        help="Wiener taps of the built cascade (default: the training's)",
+    )
+    ap.add_argument("--profile", action="store_true", help="log cProfile of the cascade")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
-    cascade = load_cleaner(args.cleaner) if args.cleaner else build_cascade(4096)
+    cascade = load_cleaner(args.cleaner) if args.cleaner else build_cascade(4096, args.taps)
     if not isinstance(cascade, CascadeCleaner):
         ap.error(f"--cleaner {args.cleaner}: a {type(cascade).__name__}, not a cascade")
+    if args.profile:
+        log.info("cascade profile:\n%s", profile(cascade, args.span, args.batch))
     off = offline(cascade, args.span, args.batch, args.repeats)
     log.info("offline: %s", json.dumps(off))
     on = online(cascade, args.frames, args.lookahead) if args.frames > 0 else None

@@ -30,7 +30,9 @@ and a linear filter removes them safely (``--linear-band 142 162`` gives the nom
 the network's band is always the bilinear 49-51 Hz).
 
 Options: ``--epochs``/``--steps`` bound the CPU training budget (default 10 x 16 steps of
-batch 32, about 5-10 min on 2 cores); ``--cleaner FILE`` re-evaluates a saved cascade.
+batch 32, about 5-10 min on 2 cores); ``--cleaner FILE`` re-evaluates a saved cascade;
+``--decimation Q`` sets the rate the network runs at (default derived from its band, 4 for
+49-51 Hz at 4096 Hz; 1: the full rate).
 """
 
 from __future__ import annotations
@@ -106,6 +108,12 @@ def main() -> None:
         default=CascadeParams.model_fields["n_taps"].default,
         help="Wiener FIR taps per witness",
     )
+    ap.add_argument(
+        "--decimation",
+        type=int,
+        default=None,
+        help="the network runs at the rate / this (default: derived from its band; 1: full)",
+    )
     ap.add_argument("--cleaner", default=None, help="evaluate this saved cascade instead")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -140,6 +148,7 @@ def main() -> None:
                 max_steps_per_epoch=args.steps,
                 batch_size=args.batch,
                 seed=args.seed,
+                decimation=args.decimation,
             ),
             workdir,
         )
@@ -172,6 +181,7 @@ def main() -> None:
         "cleaner_bands": bands,
         "fit_bands": [list(b) for b in cascade.fit_bands],
         "fit_wall_s": fit_s,
+        "decimation": cascade.network.decimation,
         "ranges_mpc": ranges,
         "oracle_asdr": {k: asd_ratio(oracle, raw, [b]) for k, b in test.bands.items()},
         "oracle_oob": _spectral(oracle, raw, bands),

@@ -14,6 +14,10 @@ band, and in the 6-Hz skirts a penalty on the ASD its output would add there
 the measured O3 curve): the plain ASD-ratio loss over the widened band let the network fit
 the skirts' unpredictable noise on the training span (train loss 0.60, validation 1.04) and
 add 3.5-4 % beside its band on unseen data; the skirt penalty has no cross term to exploit.
+The network runs at a reduced rate where its band allows (``decimation``, derived by
+:func:`gravwave.cleaners.network.network_decimation`: 4 for 49-51 Hz at 4096 Hz; see
+:mod:`gravwave.cleaners.network`): it is trained so, through the same fixed anti-alias filters
+it cleans with, and costs about a quarter of the full-rate network to train and to run.
 This module depends on :mod:`gravwave.cleaners`, never the reverse.
 """
 
@@ -34,9 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from gravwave.cleaners import CascadeCleaner, Cleaner, NetworkCleaner, WienerCleaner
-from gravwave.cleaners.network import network_fit_bands
+from gravwave.cleaners.network import network_decimation, network_fit_bands
 from gravwave.io import write_multichannel_hdf5
 from gravwave.losses import ASDRatioLoss
+from gravwave.models.deepclean import decimation_edges
 from gravwave.task import NetworkSettings, NoiseCleaning, NoiseCleaningParams
 from twins.config import load_config
 from twins.errors import ConfigError
@@ -61,10 +66,34 @@ class SkirtedParams(NoiseCleaningParams):
     Attributes:
         cleaner_band: The band(s) [Hz] the network cleans (in-band loss).
         skirt_weight: Weight of the skirt penalty (:class:`gravwave.losses.ASDRatioLoss`).
+        decimation: The network runs at ``sample_rate / decimation``
+            (:class:`~gravwave.models.DeepClean` ``decimation``); 1: the full rate.
     """
 
     cleaner_band: list[tuple[float, float]] = Field(min_length=1)
     skirt_weight: float = Field(1.0, ge=0)
+    decimation: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _decimation_fits(self) -> SkirtedParams:
+        """The reduced rate passes the whole trained band flat, and a window is a whole
+        number of the decimated network's strides."""
+        q, fs = self.decimation, self.sample_rate
+        if q > 1:
+            flat = decimation_edges(q)[0] * fs
+            top = max(hi for _, hi in self.band)
+            if top > flat:
+                raise ValueError(
+                    f"decimation {q} passes {fs:g} Hz data flat to {flat:.1f} Hz only, below "
+                    f"the trained band's top {top:g} Hz; use a smaller decimation"
+                )
+        stride, n = q * 2 ** len(self.widths), round(self.window * fs)
+        if n % stride:
+            raise ValueError(
+                f"window {self.window} s is {n} samples at {fs:g} Hz; a network decimated "
+                f"{q} times needs a multiple of {stride} samples"
+            )
+        return self
 
     @model_validator(mode="after")
     def _inside(self) -> SkirtedParams:
@@ -97,6 +126,11 @@ class SkirtedNoiseCleaning(NoiseCleaning):
             )
         return self._loss.batch_loss(model, batch)
 
+    def _model_kwargs(self, n_channels: int) -> dict[str, Any]:
+        """The task's DeepClean settings with the decimation (also what the cleaner reads
+        back from ``normalisation.pt``)."""
+        return {**super()._model_kwargs(n_channels), "decimation": self.params.decimation}
+
 
 class CascadeTraining(BaseModel):
     """How a cascade is trained: windows, network, budget (not its bands or taps).
@@ -107,6 +141,9 @@ class CascadeTraining(BaseModel):
         val_fraction: Share of the span (at its end) used for validation.
         network: DeepClean and loss settings (:class:`gravwave.task.NetworkSettings`).
         skirt_weight: Weight of the network's skirt penalty (:class:`SkirtedNoiseCleaning`).
+        decimation: The network runs at ``sample_rate / decimation``; ``None``: derived from
+            its band and the window (:func:`~gravwave.cleaners.network.network_decimation`;
+            a retrained cascade keeps its network's); 1: the full rate.
         epochs: Training epochs.
         max_steps_per_epoch: Cap on steps per epoch (the CPU training budget).
         batch_size: Global batch size.
@@ -125,6 +162,7 @@ class CascadeTraining(BaseModel):
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     skirt_weight: float = Field(1.0, ge=0)
+    decimation: int | None = Field(None, ge=1)
     epochs: int = Field(10, ge=1)
     max_steps_per_epoch: int | None = Field(16, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -190,6 +228,11 @@ def fit_cascade(
     wiener_path = wiener.save(workdir / f"{p.name}-wiener.pt")
     log.info("Wiener stage fitted on %.0f s (%d taps)", n_fit / fs, p.n_taps)
 
+    q = p.decimation
+    if q is None:
+        q = network_decimation([p.network_band], fs, p.window, 2 ** len(p.network.widths))
+    log.info("network at %g Hz (decimation %d)", fs / q, q)
+
     data = TimeSeriesDict()
     for name, ts in [(strain.name, strain), *((c, witnesses[c]) for c in channels)]:
         data[name] = TimeSeries(
@@ -207,6 +250,7 @@ def fit_cascade(
         "band": [list(b) for b in network_fit_bands([p.network_band], fs)],
         "cleaner_band": [list(p.network_band)],
         "skirt_weight": p.skirt_weight,
+        "decimation": q,
         "wiener": str(wiener_path),
         **p.network.model_dump(mode="json"),
     }
@@ -250,7 +294,8 @@ def retrain_cascade(
 ) -> CascadeCleaner:
     """Retrain a whole cascade (Wiener stage and network) on new data, in a temp directory.
 
-    Bands, taps, channels and rate come from ``current``; ``training`` says how to train.
+    Bands, taps, channels and rate come from ``current``; ``training`` says how to train
+    (its ``decimation`` left ``None``: the current network's).
 
     Args:
         current: The cascade in use (unchanged).
@@ -271,7 +316,10 @@ def retrain_cascade(
         "network_band": tuple(current.network.bands[0]),
         "n_taps": current.wiener.filter.n_taps,
     }
-    params = CascadeParams(**training.model_dump(), **fixed)
+    settings = training.model_dump()
+    if settings["decimation"] is None:  # the rate the network in use runs at
+        settings["decimation"] = current.network.decimation
+    params = CascadeParams(**settings, **fixed)
     tmp = tempfile.mkdtemp(prefix="gravwave-refit-")
     try:
         return fit_cascade(strain, witnesses, params, workdir=tmp)

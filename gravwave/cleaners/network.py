@@ -11,6 +11,18 @@ one transition width beyond them (:func:`gravwave.cleaners.windowed.fitted_bands
 the default 0.3 s at 60 dB), so the network must have been trained over those widened bands:
 an output nobody trained there is noise added beside the band (issue 12). A cleaner refuses
 a network whose training band does not cover them.
+
+**Reduced rate.** A network whose band is low runs at ``sample_rate / decimation``
+(:class:`~gravwave.models.DeepClean` ``decimation=q``: the standardised witnesses pass its fixed
+anti-alias low-pass and every ``q``-th sample is kept, the layout runs at the reduced rate, its
+output is brought back to the full rate by the same low-pass). The training target stays at the
+full rate: the network's output is band-limited to ``0.29 fs / q`` by that filter and the loss
+is taken in its band far below that, so the target needs no anti-alias filter of its own.
+:func:`network_decimation` derives ``q`` from the band (``q = 4`` for 49-51 Hz at 4096 Hz:
+the cleaner about 2.5 times as fast, ``benchmarks/bench_cleaning.py``);
+:class:`gravwave.training.CascadeTraining` ``decimation`` sets it (1: the full rate). The
+cleaner records it in :attr:`NetworkConfig.decimation`; cleaners saved before it load at
+``q = 1``, as they were trained.
 """
 
 from __future__ import annotations
@@ -24,19 +36,30 @@ import torch
 from gwpy.timeseries import TimeSeries
 from pydantic import BaseModel, ConfigDict, Field
 
-from gravwave.cleaners.base import Band, Cleaner
+from gravwave.cleaners.base import Band, Cleaner, check_witnesses
+from gravwave.cleaners.stitch import stack_channel_minor, stitch_windows
 from gravwave.cleaners.windowed import apply_fir, fir_bandpass, fitted_bands, transition_width
 from gravwave.models import DeepClean
+from gravwave.models.deepclean import decimation_for
 from gravwave.models.deepclean_fast import FastForward
 from gravwave.preprocess import Standardizer
 from twins.errors import ConfigError, DataError
 
-__all__ = ["NORMALISATION_FILE", "NetworkCleaner", "NetworkConfig", "network_fit_bands"]
+__all__ = [
+    "NORMALISATION_FILE",
+    "NetworkCleaner",
+    "NetworkConfig",
+    "network_decimation",
+    "network_fit_bands",
+]
 
 #: What a training run stores beside ``model.pt`` for the cleaner (plain values).
 NORMALISATION_FILE = "normalisation.pt"
 
 _Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+#: Samples per chunk of :meth:`NetworkCleaner.standardise` (21 float64 channels: 350 kB).
+_CHUNK = 2048
 
 
 class NetworkConfig(BaseModel):
@@ -55,6 +78,9 @@ class NetworkConfig(BaseModel):
         attenuation: Its stop-band attenuation [dB].
         trained_bands: The band(s) [Hz] the network was trained over (its target's band-pass
             and its loss); ``None`` for a file written before they were recorded (unchecked).
+        decimation: The network runs at ``sample_rate / decimation`` (module doc); must be
+            the model's; ``None``: the model's (files written before it was recorded hold
+            full-rate models, 1).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -69,6 +95,7 @@ class NetworkConfig(BaseModel):
     finish_length: _Positive = 0.3
     attenuation: _Positive = 60.0
     trained_bands: tuple[tuple[float, float], ...] | None = None
+    decimation: int | None = Field(None, ge=1)
 
 
 def _finish_width(sample_rate: float) -> tuple[int, float, float]:
@@ -91,6 +118,34 @@ def network_fit_bands(
     """
     half, att, _ = _finish_width(sample_rate)
     return fitted_bands(bands, sample_rate, half, att)
+
+
+def network_decimation(
+    bands: Sequence[Sequence[float]],
+    sample_rate: float,
+    window: float | None = None,
+    stride: int = 16,
+) -> int:
+    """The decimation a network in ``bands`` [Hz] runs at: :func:`~gravwave.models.deepclean.
+    decimation_for` of the top of its trained band (:func:`network_fit_bands`), halved until
+    a window of ``window`` s is a whole number of the network's total strides.
+
+    Args:
+        bands: The cleaner's band(s) [Hz].
+        sample_rate: Working rate [Hz].
+        window: Training and cleaning window [s]; ``None``: no window constraint.
+        stride: The layout's own stride (``2 ** len(widths)``) [samples at the reduced rate].
+
+    Raises:
+        ConfigError: A widened band reaches 0 Hz or Nyquist.
+    """
+    top = max(hi for _, hi in network_fit_bands(bands, sample_rate))
+    q = decimation_for(top, sample_rate)
+    if window is not None:
+        n = round(window * sample_rate)
+        while q > 1 and n % (q * stride):
+            q //= 2
+    return q
 
 
 def _check_covered(
@@ -116,8 +171,9 @@ class NetworkCleaner(Cleaner):
         config: Channels, rate, band, target scale and window settings.
 
     Raises:
-        DataError: The model's or the scaler's channel count differs from the witnesses', or
-            the network was not trained over :attr:`fit_bands`.
+        DataError: The model's or the scaler's channel count differs from the witnesses',
+            the config's decimation from the model's, or the network was not trained over
+            :attr:`fit_bands`.
     """
 
     kind: ClassVar[str] = "deepclean"
@@ -129,7 +185,14 @@ class NetworkCleaner(Cleaner):
                 f"model ({model.in_channels}) / scaler ({standardizer.n_channels}) channels "
                 f"differ from the {n} witness channels"
             )
+        if config.decimation is not None and config.decimation != model.decimation:
+            raise DataError(
+                f"the network config says decimation {config.decimation} but the model runs "
+                f"at 1/{model.decimation} of {config.sample_rate:g} Hz",
+                hint="build the DeepClean with decimation= as configured, or leave it None",
+            )
         self.model = model.eval()
+        self.decimation = model.decimation
         self._forward = FastForward(self.model)  # equal up to float32 rounding, faster
         self.standardizer = standardizer
         self.config = config
@@ -210,6 +273,7 @@ class NetworkCleaner(Cleaner):
             window=window,
             overlap=overlap,
             trained_bands=trained,
+            decimation=model.decimation,
         )
         return cls(model, Standardizer.from_state_dict(norm["standardizer"]), config)
 
@@ -224,6 +288,51 @@ class NetworkCleaner(Cleaner):
             hint="train it with gravwave.training.fit_cascade (or twins train with "
             "gravwave.task:NoiseCleaning) and load it with NetworkCleaner.from_run",
         )
+
+    def standardise(self, witnesses: np.ndarray) -> np.ndarray:
+        """The network's float32 input from witnesses ``(channel, time)``: standardised in
+        float64 (the values :meth:`raw` feeds the network), then rounded.
+
+        Returns:
+            ``(channel, time)`` float32, a transposed view of a channel-minor ``(time,
+            channel)`` array: the layout the fast copy computes in
+            (:class:`~gravwave.models.deepclean_fast.FastForward`), so its windows need no
+            reordering. Written in chunks that stay in the cache.
+        """
+        w = np.asarray(witnesses)
+        out = np.empty((w.shape[1], w.shape[0]), dtype=np.float32)
+        mean, inv = self._mean[0], self._inv_std[0]
+        for a in range(0, w.shape[1], _CHUNK):
+            chunk = np.subtract(w[:, a : a + _CHUNK], mean)
+            np.multiply(chunk, inv, out=chunk)
+            out[a : a + _CHUNK] = chunk.T
+        return out.T
+
+    def _forward_windows(self, x: np.ndarray) -> np.ndarray:
+        """Network output ``(batch, 1, time)`` float32 of standardised float32 windows
+        ``(batch, time, channel)`` (channel-minor, see :meth:`standardise`)."""
+        return self._forward(torch.from_numpy(x).permute(0, 2, 1)).numpy()[:, None]
+
+    def predict(
+        self, witnesses: np.ndarray, window: int, overlap: float | None = None, batch: int = 4
+    ) -> np.ndarray:
+        """Stitched noise ``(time,)`` [strain] (:meth:`Cleaner.predict`); with exact
+        stitching (``overlap=None``) the span is standardised once (:meth:`standardise`)
+        rather than each window, which gives the network the same input values, and the
+        windows are stacked channel-minor."""
+        if overlap is not None:
+            return super().predict(witnesses, window, overlap, batch)
+        xs = self.standardise(check_witnesses(witnesses, self.witness_channels))
+        raw = stitch_windows(
+            self._forward_windows,
+            xs,
+            window,
+            self.reach,
+            multiple=self.multiple,
+            batch=batch,
+            stack=stack_channel_minor,
+        )
+        return self.finish(raw)
 
     def raw(self, witnesses: np.ndarray) -> np.ndarray:
         """Network output ``(batch, 1, time)`` (unit-variance target scale)."""
@@ -255,11 +364,13 @@ class NetworkCleaner(Cleaner):
             "model": {k: v.detach().clone() for k, v in m.state_dict().items()},
             "standardizer": self.standardizer.state_dict(),
             **self.config.model_dump(mode="json"),
+            "decimation": self.decimation,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
-        """Rebuild from :meth:`state`."""
+        """Rebuild from :meth:`state` (a state saved before the decimation was recorded
+        rebuilds its full-rate model: ``decimation`` 1)."""
         model = DeepClean(**dict(state["model_kwargs"]))
         model.load_state_dict(state["model"])
         config = NetworkConfig.model_validate(

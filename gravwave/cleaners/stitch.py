@@ -25,7 +25,7 @@ import numpy as np
 
 from twins.errors import DataError
 
-__all__ = ["stitch_geometry", "stitch_windows"]
+__all__ = ["stack_channel_minor", "stitch_geometry", "stitch_span", "stitch_windows"]
 
 
 def stitch_geometry(window: int, reach: tuple[int, int], multiple: int = 1) -> tuple[int, int]:
@@ -58,6 +58,14 @@ def stitch_geometry(window: int, reach: tuple[int, int], multiple: int = 1) -> t
             f"{lead + future + multiple} samples"
         )
     return lead, core
+
+
+def stack_channel_minor(windows: list[np.ndarray]) -> np.ndarray:
+    """``(batch, time, channel)`` from windows ``(channel, time)``: a ``stack`` for
+    :func:`stitch_windows` over a channel-minor span (the transposed view of a ``(time,
+    channel)`` array, whose windows' ``.T`` are contiguous), for a predictor that computes
+    channel-minor."""
+    return np.stack([w.T for w in windows])
 
 
 class _Extended:
@@ -95,6 +103,7 @@ def stitch_windows(
     *,
     multiple: int = 1,
     batch: int = 4,
+    stack: Callable[[list[np.ndarray]], np.ndarray] = np.stack,
 ) -> np.ndarray:
     """Predictions over a long span from windows overlapping by the reach, each sample
     taken from the one window that holds its whole reach.
@@ -109,6 +118,9 @@ def stitch_windows(
         reach: ``(past, future)`` [samples] of one predicted sample into the witnesses.
         multiple: Window starts and lengths are multiples of this (network stride).
         batch: Windows per ``predict`` call.
+        stack: Makes what ``predict`` receives from a list of windows ``(channel, window)``
+            (views of ``witnesses`` where they lie inside it); default ``np.stack``, i.e.
+            ``(batch, channel, window)``.
 
     Returns:
         ``(rows, time)`` float64 predictions.
@@ -129,13 +141,62 @@ def stitch_windows(
     out: np.ndarray | None = None
     for first in range(0, n_win, max(1, batch)):
         ks = range(first, min(first + max(1, batch), n_win))
-        block = np.stack([ext.window(k * core - lead, window) for k in ks])
+        block = stack([ext.window(k * core - lead, window) for k in ks])
         pred = np.asarray(predict(block))
         if pred.ndim != 3 or pred.shape[0] != len(ks) or pred.shape[2] != window:
-            raise ValueError(f"predict returned shape {pred.shape} for windows {block.shape}")
+            raise ValueError(
+                f"predict returned shape {pred.shape} for {len(ks)} windows of {window}"
+            )
         if out is None:
             out = np.empty((pred.shape[1], n_win * core))
         for k, p in zip(ks, pred, strict=True):
             out[:, k * core : (k + 1) * core] = p[:, lead : lead + core]
     assert out is not None
     return out[:, :total]
+
+
+def stitch_span(
+    predict: Callable[[np.ndarray], np.ndarray],
+    witnesses: np.ndarray,
+    reach: tuple[int, int],
+) -> np.ndarray:
+    """What :func:`stitch_windows` gives, from one call of ``predict`` over the whole span,
+    for a predictor that takes a window of any length at a cost linear in it (an FIR by
+    overlap-save blocks): no windows cut, stacked or computed twice.
+
+    ``predict`` sees the span with zeros outside it, which is right for every sample whose
+    whole reach lies inside; the first ``past`` and the last ``future`` samples are
+    predicted again from short windows of the span extended by reflection, as the stitched
+    windows see them. Equal to :func:`stitch_windows` up to rounding.
+
+    Args:
+        predict: Maps windows ``(1, channel, n)`` to ``(1, rows, n)`` for any ``n``.
+        witnesses: ``(channel, time)``.
+        reach: ``(past, future)`` [samples] of one predicted sample into the witnesses.
+
+    Returns:
+        ``(rows, time)`` float64 predictions.
+
+    Raises:
+        DataError: ``witnesses`` not 2-D.
+    """
+    x = np.asarray(witnesses)
+    if x.ndim != 2:
+        raise DataError(f"witnesses must be (channel, time), got shape {x.shape}")
+    total = x.shape[1]
+    past, future = (int(r) for r in reach)
+    ext = _Extended(x, past, future)
+    edge = 2 * (past + future) + 1  # an edge window: longer than the reflection it holds
+    if total < edge:  # one window over the whole extended span
+        one = predict(ext.window(-past, past + total + future)[None])[0]
+        return np.asarray(one, dtype=np.float64)[:, past : past + total]
+    out = np.array(predict(x[None])[0], dtype=np.float64)
+    if past:  # samples [0, past) from the window [-past, edge - past)
+        left = predict(ext.window(-past, edge)[None])[0]
+        out[:, :past] = left[:, past : 2 * past]
+    if future:  # samples [total - future, total) from the window ending at total + future
+        start = total + future - edge
+        right = predict(ext.window(start, edge)[None])[0]
+        first = total - future - start
+        out[:, total - future :] = right[:, first : first + future]
+    return out

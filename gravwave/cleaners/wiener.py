@@ -5,10 +5,13 @@
 bands widened by the finishing filter's transition (:attr:`WienerCleaner.fit_bands`, e.g.
 114-191 Hz for 125-180 Hz): the filter passes the FIR's output up to there, so the FIR is
 fitted up to there, and adds no noise beside the band (issue 12). The
-prediction applies those taps to the raw witnesses (one FFT per channel, the sum over channels
-in the frequency domain; the band-pass commutes with the FIR) and then a zero-phase FIR
-band-pass to the linear bands, both of bounded reach, so long spans are cleaned by Hann
-overlap-add and online cleaning equals offline away from the edges.
+prediction applies those taps to the raw witnesses (:class:`gravwave.cleaners.fir.BlockFIR`:
+overlap-save FFT blocks, the sum over channels in the frequency domain; the band-pass commutes
+with the FIR) and then a zero-phase FIR
+band-pass to the linear bands, both of bounded reach, so a long span is cleaned by one pass
+of the block FIR over it (equal to exactly stitched windows, see
+:func:`gravwave.cleaners.stitch.stitch_span`) and online cleaning equals offline away from the
+edges.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import numpy as np
-import scipy.fft
 import torch
 from gwpy.timeseries import TimeSeries
 
-from gravwave.cleaners.base import Band, Cleaner
+from gravwave.cleaners.base import Band, Cleaner, check_witnesses
+from gravwave.cleaners.fir import BlockFIR
+from gravwave.cleaners.stitch import stitch_geometry, stitch_span
 from gravwave.cleaners.windowed import apply_fir, fir_bandpass, fitted_bands
 from gravwave.models.wiener import WienerFilter
 from twins.errors import DataError
@@ -75,7 +79,7 @@ class WienerCleaner(Cleaner):
         self.fit_bands = fitted_bands(
             self.bands, self.sample_rate, self.finish_reach, self.attenuation
         )
-        self._spectra: dict[int, np.ndarray] = {}
+        self._block: BlockFIR | None = None
         self.filter = WienerFilter(n_taps, self.sample_rate, self.fit_bands)
 
     @property
@@ -86,7 +90,7 @@ class WienerCleaner(Cleaner):
     @filter.setter
     def filter(self, value: WienerFilter) -> None:
         self._filter = value
-        self._spectra = {}
+        self._block = None
         self.reach = (value.n_taps - 1 + value.lag0, max(0, -value.lag0))
 
     def fit(self, strain: TimeSeries, witnesses: Mapping[str, TimeSeries]) -> Self:
@@ -108,33 +112,42 @@ class WienerCleaner(Cleaner):
                 order=old.order,
             )
         self.filter.fit(w, s)
-        self._spectra = {}
+        self._block = None
         return self
 
     def raw(self, witnesses: np.ndarray) -> np.ndarray:
-        """FIR output ``(batch, 1, time)`` of witness windows ``(batch, channel, time)``.
+        """FIR output ``(batch, 1, time)`` of witness windows ``(batch, channel, time)``,
+        the witnesses taken as zero outside each window.
 
-        One FFT per channel, the sum over channels in the frequency domain, one inverse
-        FFT (linear convolution: the FFT length covers the window plus the taps).
+        Computed by :class:`~gravwave.cleaners.fir.BlockFIR` (overlap-save FFT blocks that
+        fit the cache; its FFTs use torch's intra-op thread count, so a batch worker pinned
+        to one thread runs them on one), equal to the whole-window FFT convolution
+        (:func:`~gravwave.cleaners.fir.fir_whole_window`) up to float64 rounding.
 
         Raises:
             DataError: The cleaner is not fitted.
         """
-        filt = self.filter
-        if filt.taps is None or filt.witness_mean is None:
-            raise DataError("the Wiener cleaner is not fitted: call fit() first")
-        x = np.asarray(witnesses, dtype=np.float64) - filt.witness_mean[None, :, None]
-        n, n_taps = x.shape[-1], filt.n_taps
-        nfft = scipy.fft.next_fast_len(n + n_taps - 1, real=True)
-        if nfft not in self._spectra:
-            self._spectra = {nfft: scipy.fft.rfft(filt.taps[None], nfft, axis=-1)}
-        # FFT threads follow torch's (gravwave.batch pins each worker to one: no
-        # oversubscription when several workers share the cores)
-        threads = torch.get_num_threads()
-        spec = scipy.fft.rfft(x, nfft, axis=-1, workers=threads) * self._spectra[nfft]
-        full = scipy.fft.irfft(spec.sum(axis=1), nfft, axis=-1, workers=threads)
-        start = -filt.lag0
-        return full[:, None, start : start + n]
+        if self._block is None:
+            filt = self.filter
+            if filt.taps is None or filt.witness_mean is None:
+                raise DataError("the Wiener cleaner is not fitted: call fit() first")
+            self._block = BlockFIR(filt.taps, filt.witness_mean, filt.lag0)
+        return self._block(witnesses)
+
+    def predict(
+        self, witnesses: np.ndarray, window: int, overlap: float | None = None, batch: int = 4
+    ) -> np.ndarray:
+        """Stitched noise ``(time,)`` [strain] (:meth:`Cleaner.predict`). With exact
+        stitching (``overlap=None``) the block FIR runs over the whole span at once
+        (:func:`~gravwave.cleaners.stitch.stitch_span`: equal to stitching windows up to
+        float64 rounding, without cutting or stacking them); ``window`` must still hold
+        the reach, as for the other stages.
+        """
+        if overlap is not None:
+            return super().predict(witnesses, window, overlap, batch)
+        stitch_geometry(window, self.reach, self.multiple)  # ValueError: too short
+        w = check_witnesses(witnesses, self.witness_channels)
+        return self.finish(stitch_span(self.raw, w, self.reach))
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """Band-limited noise ``(time,)`` from the stitched FIR output ``(1, time)``."""

@@ -14,8 +14,14 @@ from scipy import signal
 from torch import nn
 
 from gravwave.cleaners import CascadeCleaner, NetworkCleaner, NetworkConfig, WienerCleaner
-from gravwave.cleaners.fir import BlockFIR
-from gravwave.cleaners.stitch import _Extended, stitch_geometry, stitch_windows
+from gravwave.cleaners.fir import BlockFIR, fir_whole_window
+from gravwave.cleaners.stitch import (
+    _Extended,
+    stack_channel_minor,
+    stitch_geometry,
+    stitch_span,
+    stitch_windows,
+)
 from gravwave.cleaners.windowed import overlap_add
 from gravwave.models import DeepClean
 from gravwave.models.deepclean import decimation_edges, decimation_filter, decimation_for
@@ -162,14 +168,15 @@ def test_cleaner_stitching_equals_one_window_and_the_hann_path_within_bounds(
     wp = np.pad(w, ((0, 0), (lead, n - lead - total)), mode="reflect")
     one = cascade.raw(wp[None])[0][:, lead : lead + total]
 
-    # Wiener row: two FFT convolutions (float64) of the same taps and data. Higham (2002,
-    # 24.1): an FFT of length N is within log2(N) eta ||y||_2 of exact, eta ~ 5 u; forward,
-    # product and inverse cost at most 3 log2(N) eta; the product is at most
-    # max|H_c| ||X_c||_2 <= ||h_c||_1 ||x_c||_2 per channel; max-norm <= 2-norm; twice
-    # (two evaluations). N is below 2^14 here.
-    taps = cascade.wiener.filter.taps
-    assert taps is not None
-    norms = np.sqrt((wp**2).sum(axis=1))
+    # Wiener row: two block-FFT convolutions (float64) of the same taps and data. Higham
+    # (2002, 24.1): an FFT of length N is within log2(N) eta ||y||_2 of exact, eta ~ 5 u;
+    # forward, product and inverse cost at most 3 log2(N) eta; the product is at most
+    # max|H_c| ||X_c||_2 <= ||h_c||_1 ||x_c||_2 per channel (x_c without its mean m_c, whose
+    # share is subtracted as a spectrum: <= ||x_c||_2 + |m_c| sqrt(n)); max-norm <= 2-norm;
+    # twice (two evaluations). The blocks (8192 samples plus the taps) keep N below 2^14.
+    taps, mean = cascade.wiener.filter.taps, cascade.wiener.filter.witness_mean
+    assert taps is not None and mean is not None
+    norms = np.sqrt((wp**2).sum(axis=1)) + np.abs(mean) * math.sqrt(wp.shape[1])
     fft_tol = 2 * 3 * 14 * 5 * U64 * float((np.abs(taps).sum(axis=1) * norms).sum())
     assert np.abs(stitched[0] - one[0]).max() <= fft_tol
 
@@ -195,6 +202,75 @@ def test_cleaner_stitching_equals_one_window_and_the_hann_path_within_bounds(
     for row in range(2):
         tol = edge * (peak[row] + np.abs(one[row]).max()) + 2 * bound.max().item() + fft_tol
         assert np.abs(hann[row] - stitched[row]).max() <= tol
+
+
+@pytest.mark.parametrize("total", [1, 50, 150, 151, 5000])
+def test_one_fir_pass_over_the_span_equals_stitched_windows(total: int) -> None:
+    rng = np.random.default_rng(total)
+    taps, mean = rng.standard_normal((3, 40)), 5 * rng.standard_normal(3)
+    fir = BlockFIR(taps, mean, lag0=-15, block=256)  # reaches 24 samples back, 15 ahead
+    reach = (40 - 1 - 15, 15)
+    x = rng.standard_normal((3, total)) + mean[:, None]
+    got = stitch_span(fir, x, reach)
+    want = stitch_windows(fir, x, 512, reach)
+    # block-FFT convolutions of the same taps and data cut otherwise (Higham 24.1 as above,
+    # transforms below 2^10 points, both evaluations), the data extended by reflection: at
+    # most three times the span's 2-norm per channel
+    size = 3 * np.sqrt((x**2).sum(axis=1)) + np.abs(mean) * math.sqrt(3 * total + 512)
+    tol = 2 * 3 * 10 * 5 * U64 * float((np.abs(taps).sum(axis=1) * size).sum())
+    assert got.shape == want.shape == (1, total)
+    assert np.abs(got - want).max() <= tol
+    # and its edges are not the zeros outside the span: the reflection, as stitched
+    if total > 100:
+        zeros = fir(x[None])[0]
+        assert np.abs(zeros[0, :24] - want[0, :24]).max() > 1e3 * tol
+
+
+@pytest.mark.parametrize("decimation", [1, 4])
+def test_cascade_stitches_each_stage_on_its_own_reach_as_the_joint_output(
+    decimation: int,
+) -> None:
+    cascade, x = _cascade(decimation)
+    wiener, net = cascade.wiener, cascade.network
+    w = x[:, : int(20 * FS) + 123]
+    total, window, m = w.shape[1], round(4 * FS), cascade.multiple
+    joint = stitch_windows(cascade.raw, w, window, cascade.reach, multiple=m)
+    # each stage on its own reach; the network's input standardised once over the span
+    own_w = stitch_span(wiener.raw, w, wiener.reach)  # one block-FIR pass over the span
+    xs = net.standardise(w)
+    own_n = stitch_windows(
+        net._forward_windows,
+        xs,
+        window,
+        net.reach,
+        multiple=net.multiple,
+        stack=stack_channel_minor,
+    )
+    # what predict computes (the same calls): nothing but the two stages' finishes added
+    np.testing.assert_array_equal(
+        cascade.predict(w, window), wiener.finish(own_w) + net.finish(own_n)
+    )
+    assert wiener.reach[0] < net.reach[0]  # the Wiener windows overlap less
+    # Wiener row: block-FFT convolutions of the same taps and data cut into other windows,
+    # bounded as in the test above (Higham 24.1, blocks below 2^14 points, both evaluations)
+    taps, mean = wiener.filter.taps, wiener.filter.witness_mean
+    assert taps is not None and mean is not None
+    norms = np.sqrt((w**2).sum(axis=1)) + np.abs(mean) * math.sqrt(total)
+    fft_tol = 2 * 3 * 14 * 5 * U64 * float((np.abs(taps).sum(axis=1) * norms).sum())
+    assert np.abs(own_w[0] - joint[0]).max() <= fft_tol
+    # network row: the same float32 input values (standardised in float64 either way, then
+    # rounded), so both are float32 evaluations of one input: within twice the first-order
+    # rounding bound at sampled outputs of one window over the reflected span
+    lead, _ = stitch_geometry(window, net.reach, net.multiple)
+    n = -(-(lead + total + net.reach[1]) // m) * m
+    wp = np.pad(w, ((0, 0), (lead, n - lead - total)), mode="reflect")
+    pos = np.arange(0, total, 997)
+    bound = rounding_bound(
+        net.model, torch.from_numpy(net.standardise(wp)[None]), list(pos + lead)
+    )
+    assert np.all(np.abs(own_n[0, pos] - joint[1, pos]) <= 2 * bound[0].numpy())
+    assert xs.dtype == np.float32 and xs.T.flags.c_contiguous  # channel-minor
+    np.testing.assert_array_equal(xs, ((w - net._mean[0]) * net._inv_std[0]).astype(np.float32))
 
 
 def test_clean_stitches_exactly_by_default_and_by_hann_on_request() -> None:
@@ -301,7 +377,9 @@ def test_decimated_network_shapes_reach_and_state() -> None:
 
 @pytest.mark.parametrize("centred", [False, True])
 @pytest.mark.parametrize("n", [1, 700, 5000])
-def test_block_fir_equals_the_wiener_stage_raw_output(centred: bool, n: int) -> None:
+def test_wiener_stage_raw_output_is_the_block_fir_equal_to_whole_window_ffts(
+    centred: bool, n: int
+) -> None:
     rng = np.random.default_rng(n)
     chans, taps_n = [f"w{i}" for i in range(3)], 32
     wiener = WienerCleaner("V1:h", chans, FS, [(100.0, 140.0)], n_taps=taps_n)
@@ -310,17 +388,18 @@ def test_block_fir_equals_the_wiener_stage_raw_output(centred: bool, n: int) -> 
     filt.witness_mean = 10 * rng.standard_normal(3)
     wiener.filter = filt
     x = rng.standard_normal((2, 3, n)) + filt.witness_mean[None, :, None]
-    want = wiener.raw(x)
-    for block in (64, 1000):
-        got = BlockFIR(filt.taps, filt.witness_mean, filt.lag0, block)(x)
+    want = fir_whole_window(x, filt.taps, filt.witness_mean, filt.lag0)
+    # two small blocks, and the stage's raw output (the block FIR with its default block)
+    blocks = {b: BlockFIR(filt.taps, filt.witness_mean, filt.lag0, b)(x) for b in (64, 1000)}
+    for block, got in [*blocks.items(), ("stage", wiener.raw(x))]:
         # two FFT convolutions of lengths below 2^14 (Higham 2002, 24.1: log2(N) eta per
         # transform, eta ~ 5 u; three transforms), products bounded by ||h_c||_1 times the
         # 2-norm of what is transformed (the witnesses with their means here, without
         # them there: <= ||x_c||_2 + |m_c| sqrt(n)); max-norm <= 2-norm; both evaluations
         size = np.sqrt((x**2).sum(axis=-1)).max(axis=0) + np.abs(filt.witness_mean) * n**0.5
         tol = 2 * 3 * 14 * 5 * U64 * float((np.abs(filt.taps).sum(axis=1) * size).sum())
-        assert got.shape == want.shape == (2, 1, n)
-        assert np.abs(got - want).max() <= tol
+        assert got.shape == want.shape == (2, 1, n), block
+        assert np.abs(got - want).max() <= tol, block
     with pytest.raises(ValueError, match="expected windows"):
         BlockFIR(filt.taps, filt.witness_mean)(np.zeros((2, 4, 10)))
     with pytest.raises(ValueError, match="block >= 1"):
