@@ -72,8 +72,9 @@ class _Extended:
     """Windows of ``x`` extended by reflection (``lead`` samples before it, ``pad_right``
     after), as ``np.pad(x, (lead, pad_right), "reflect")`` would give them, without copying
     a long span whole: a window inside ``x`` is a slice of it, one that reaches past an end
-    is its own piece of ``x`` padded (equal to the whole span padded there as long as the
-    piece is longer than the padding it reflects; the whole span is padded otherwise)."""
+    is a piece of ``x`` padded, the piece long enough to hold the samples the padding
+    reflects (``x[1 .. left]`` at the start, ``x[-1 - right .. -2]`` at the end); the whole
+    span is padded only when it is shorter than that."""
 
     def __init__(self, x: np.ndarray, lead: int, pad_right: int) -> None:
         self.x, self.lead, self.pad_right = x, lead, pad_right
@@ -86,9 +87,12 @@ class _Extended:
         if start >= 0 and stop <= total:
             return x[:, start:stop]
         left, right = max(0, -start), max(0, stop - total)
-        piece = x[:, max(start, 0) : max(min(stop, total), 0)]
-        if max(left, right) < piece.shape[1]:
-            return np.pad(piece, ((0, 0), (left, right)), mode=self.mode)
+        lo = max(0, min(start, total - 1 - right)) if right else max(0, start)
+        hi = max(min(stop, total), min(total, left + 1)) if left else min(stop, total)
+        if max(left, right) < hi - lo and self.mode == "reflect":
+            padded = np.pad(x[:, lo:hi], ((0, 0), (left, right)), mode="reflect")
+            first = start - lo + left  # padded[:, 0] is sample lo - left
+            return padded[:, first : first + length]
         if self._whole is None:
             pads = ((0, 0), (self.lead, self.pad_right))
             self._whole = np.pad(x, pads, mode=self.mode)

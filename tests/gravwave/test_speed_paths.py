@@ -304,6 +304,8 @@ def test_extended_windows_equal_the_whole_span_padded(total: int) -> None:
                     got = ext.window(start, length)
                     want = whole[:, start + lead : start + lead + length]
                     np.testing.assert_array_equal(got, want)
+        # the span is copied whole only when it is too short to reflect the padding from
+        assert (ext._whole is None) == (total > max(lead, pad_right))
 
 
 @pytest.mark.parametrize("q", [2, 4, 8])
