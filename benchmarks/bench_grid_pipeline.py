@@ -10,7 +10,7 @@ zlib-compressed as :func:`hydrology.synthetic.write_netcdf` does), then times, a
 * **pipeline**: the drought model's own path: :func:`hydrology.io.open_grids` (canonical
   form), load, land mask, monthly inputs with unit conversion, per-calendar-month
   z-scores (:class:`hydrology.dataset.Scaler`) and one epoch of shuffled batches (256) of
-  ``(cell, 36-month window)`` samples gathered with :func:`hydrology.dataset.gather_windows`,
+  ``(cell, 36-month window)`` samples gathered with :func:`hydrology.samples.gather_windows`,
   the gather of ``CellDataset.__getitems__`` (no materialised windows).
 
 Prints the median times and the throughput ratio plain_time / pipeline_time (goal >= 0.8),
@@ -31,10 +31,10 @@ import netCDF4
 import numpy as np
 import torch
 
-from hydrology.dataset import gather_windows
 from hydrology.features import INPUT_VARS, Scaler, time_by_cell
 from hydrology.forecast import monthly_inputs
 from hydrology.io import land_mask, open_grids
+from hydrology.samples import gather_windows
 from hydrology.synthetic import SyntheticParams, generate, write_netcdf
 
 VARS = ("tp", "t2m", "pev", "swvl1")

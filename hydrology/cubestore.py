@@ -52,10 +52,12 @@ from twins.errors import DataError
 
 __all__ = [
     "CELL_VARS",
+    "CHUNK_BYTES",
     "FORMAT",
     "chunk_cells",
     "cube_to_dataset",
     "dataset_to_cube",
+    "load_cells",
     "open_cube",
     "tile_order",
     "to_grid",
@@ -345,53 +347,108 @@ def as_slice(positions: Sequence[int] | np.ndarray) -> slice | np.ndarray:
     return pos
 
 
+def load_cells(
+    ds: xr.Dataset,
+    names: Sequence[str],
+    positions: Sequence[int] | np.ndarray | None = None,
+    time: slice | None = None,
+) -> dict[str, np.ndarray]:
+    """Read variables of some cells (and months) chunk by chunk into arrays made once.
+
+    ``ds[names].isel(...).compute()`` would hold every chunk and their concatenation at
+    once (twice the result); here each store chunk is read and copied into place, so the
+    peak is the result plus one chunk.
+
+    Args:
+        ds: :func:`open_cube` output (or a selection of it along ``time``).
+        names: Variables (or coordinates) to read; those with a ``cell`` dimension have it
+            first.
+        positions: Positions along ``cell`` (sorted); None reads every cell.
+        time: Months to read of variables with a ``time`` dimension; None reads all.
+
+    Returns:
+        ``{name: array}``, ``cell`` first (``(len(positions), ...)``) where the variable has
+        one.
+    """
+    n = ds.sizes["cell"]
+    pos = np.arange(n) if positions is None else np.asarray(positions, np.int64)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        var = ds[name].variable
+        if time is not None and "time" in var.dims:
+            var = var.isel(time=time)
+        if "cell" not in var.dims:
+            out[name] = np.asarray(var.values)
+            continue
+        chunks = var.chunks[0] if var.chunks is not None else (n,)
+        which = np.searchsorted(np.cumsum(chunks), pos, side="right")
+        arr = np.empty((pos.size, *var.shape[1:]), var.dtype)
+        for part in np.split(np.arange(pos.size), np.flatnonzero(np.diff(which)) + 1):
+            if part.size:
+                arr[part[0] : part[-1] + 1] = var.isel(cell=as_slice(pos[part])).values
+        out[name] = arr
+    return out
+
+
 def dataset_to_cube(
-    ds: xr.Dataset, positions: Sequence[int] | np.ndarray | None = None
+    ds: xr.Dataset,
+    positions: Sequence[int] | np.ndarray | None = None,
+    time: slice | None = None,
+    inputs: bool = True,
 ) -> DroughtCube:
-    """Load (some cells of) a cube store into an in-memory :class:`DroughtCube`.
+    """Load (some cells and months of) a cube store into an in-memory :class:`DroughtCube`.
 
     Args:
         ds: :func:`open_cube` output.
         positions: Positions along ``cell`` to load (sorted); None loads every cell.
-            Only the chunks holding them are read.
+            Only the chunks holding them are read, one at a time (:func:`load_cells`).
+        time: Months to load (a slice of ``time``); None loads the whole record. The
+            cube's ``times`` are those months; ``meta`` keeps the splits' dates, so a split
+            inside the window has the same samples (offset by the window's start).
+        inputs: False leaves ``dynamic`` and ``target`` empty (zero features and outputs):
+            what verification of forecasts made elsewhere reads (obs, baseline, pr).
 
     Returns:
         The cube, its cells in the store's order (``cells`` holds their flat indices).
     """
     meta = ds.attrs["meta"]
     meta = json.loads(meta) if isinstance(meta, str) else dict(meta)
-    sel = ds if positions is None else ds.isel(cell=as_slice(positions))
-    names = [*(v for v in CELL_VARS if v != "valid"), "drought_share", "cell_index"]
-    loaded = sel[names].reset_index("cell").compute()  # (load would fill the caller's variables)
+    skip = () if inputs else ("dynamic", "target")
+    names = [*(v for v in CELL_VARS if v not in ("valid", *skip)), "drought_share", "cell_index"]
+    loaded = load_cells(ds, names, positions, time)
+    times = ds["time"].values if time is None else ds["time"].values[time]
+    n_cells = loaded["cell_index"].size
+    for name in skip:
+        loaded[name] = np.empty((n_cells, times.size, 0), np.float32)
     spi = [str(s) for s in ds["spi"].values]
     spi_params = {
         t: {
-            "gamma": np.ascontiguousarray(loaded["spi_gamma"].values[:, j].transpose(1, 2, 0)),
-            "p0": np.ascontiguousarray(loaded["spi_p0"].values[:, j].T),
+            "gamma": np.ascontiguousarray(loaded["spi_gamma"][:, j].transpose(1, 2, 0)),
+            "p0": np.ascontiguousarray(loaded["spi_p0"][:, j].T),
         }
         for j, t in enumerate(spi)
     }
     scaler = Scaler(
-        np.ascontiguousarray(loaded["scaler_mean"].values.transpose(1, 2, 0)),
-        np.ascontiguousarray(loaded["scaler_std"].values.transpose(1, 2, 0)),
+        np.ascontiguousarray(loaded["scaler_mean"].transpose(1, 2, 0)),
+        np.ascontiguousarray(loaded["scaler_std"].transpose(1, 2, 0)),
         float(ds.attrs["scaler_z_mean"]),
         float(ds.attrs["scaler_z_std"]),
         float(ds.attrs["scaler_clip"]),
         tuple(str(v) for v in ds["variable"].values),
     )
     return DroughtCube(
-        times=pd.DatetimeIndex(ds["time"].values),
+        times=pd.DatetimeIndex(times),
         lat=ds["grid_lat"].values,
         lon=ds["grid_lon"].values,
-        cells=loaded["cell_index"].values.astype(np.int64),
-        dynamic=loaded["dynamic"].values,
-        static=loaded["static"].values,
-        baseline=loaded["baseline"].values,
-        target=loaded["target"].values,
-        obs=loaded["obs"].values,
-        pr=loaded["pr"].values,
+        cells=loaded["cell_index"].astype(np.int64),
+        dynamic=loaded["dynamic"],
+        static=loaded["static"],
+        baseline=loaded["baseline"],
+        target=loaded["target"],
+        obs=loaded["obs"],
+        pr=loaded["pr"],
         scaler=scaler,
         spi_params=spi_params,
-        drought_share=loaded["drought_share"].values,
+        drought_share=loaded["drought_share"],
         meta=meta,
     )

@@ -228,22 +228,29 @@ def evaluate_run(
     kind: str = "lstm",
     split: str = "test",
     out_dir: str | Path | None = None,
+    forecasts: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Skill table of a model beside the three baselines, and optional figures.
 
     Args:
         model: Trained model, or None for the baselines only.
-        cube: The sample cube the model was trained on.
+        cube: The sample cube the model was trained on (or its months that the split's
+            verification reads, :func:`hydrology.sharding.verification_window`).
         seq_len: Months of input history.
         kind: ``"lstm"`` or ``"convlstm"``.
         split: Split to verify (``"test"``).
         out_dir: Where to write PNG figures and ``skill.csv`` (nothing written if None).
+        forecasts: The model's forecasts ``(cell, issue, output)`` at
+            :func:`issue_months`, made elsewhere (e.g. chunk by chunk from a store, with
+            ``cube`` then holding no inputs); None: :func:`predict` makes them.
 
     Returns:
         DataFrame ``target, method, lead, metric, median, q25, q75, n_cells, pooled``.
     """
     issue = issue_months(cube, split, seq_len)
-    pred = predict(model, cube, issue, seq_len, kind) if model is not None else None
+    pred = forecasts
+    if pred is None and model is not None:
+        pred = predict(model, cube, issue, seq_len, kind)
     verif, fc = verification_forecasts(cube, pred, issue, split)
     table = skill(cube, fc)
     if out_dir is not None:

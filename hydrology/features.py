@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 import xarray as xr
 from scipy.ndimage import gaussian_filter
 
@@ -169,10 +168,11 @@ class Scaler:
         return np.clip(z, -self.clip, self.clip).astype(np.float32)
 
     def state(self) -> dict[str, Any]:
-        """Plain tensors, floats and strings (``torch.load(weights_only=True)`` safe)."""
+        """Plain arrays, floats and strings (a model file stores the arrays as tensors:
+        :mod:`hydrology.model_forecaster`)."""
         return {
-            "mean": torch.from_numpy(np.ascontiguousarray(self.mean)),
-            "std": torch.from_numpy(np.ascontiguousarray(self.std)),
+            "mean": np.ascontiguousarray(self.mean),
+            "std": np.ascontiguousarray(self.std),
             "z_mean": self.z_mean,
             "z_std": self.z_std,
             "clip": self.clip,

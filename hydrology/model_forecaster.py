@@ -180,7 +180,10 @@ class ModelForecaster:
             "leads": list(cube.leads),
             "arch": dict(arch),
             "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "scaler": cube.scaler.state(),
+            "scaler": {  # tensors, not arrays: torch.load(weights_only=True) reads them
+                k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                for k, v in cube.scaler.state().items()
+            },
             "cells": torch.from_numpy(cube.cells.astype(np.int64)),
             "lat": torch.from_numpy(np.asarray(cube.lat, np.float64)),
             "lon": torch.from_numpy(np.asarray(cube.lon, np.float64)),

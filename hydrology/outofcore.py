@@ -55,7 +55,14 @@ from hydrology.blocks import (
     read_blocks,
     year_slabs,
 )
-from hydrology.cubestore import assemble, chunk_cells, dataset_to_cube, open_cube, write_cube
+from hydrology.cubestore import (
+    CHUNK_BYTES,
+    assemble,
+    chunk_cells,
+    dataset_to_cube,
+    open_cube,
+    write_cube,
+)
 from hydrology.dataset import (
     _served,
     check_record,
@@ -379,6 +386,7 @@ def build_cube_store(
     block_bytes: int = BLOCK_BYTES,
     tile: tuple[int, int] | None = None,
     cells_per_chunk: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> dict[str, Any]:
     """Build the sample cube of ``ds`` block by block into a new Zarr store at ``path``.
 
@@ -405,8 +413,10 @@ def build_cube_store(
             fitted in blocks whose whole monthly record (inputs, indices, the analogue's
             members) fits it (:func:`choose_tile`).
         tile: Block shape ``(rows, cols)`` of both; default from ``block_bytes``.
-        cells_per_chunk: Cells per store chunk; default: about
-            :data:`hydrology.cubestore.CHUNK_BYTES` of ``dynamic``.
+        cells_per_chunk: Cells per store chunk; default: about ``chunk_bytes`` of
+            ``dynamic``.
+        chunk_bytes: Target size of a store chunk of ``dynamic`` (a DDP rank reads whole
+            chunks: smaller chunks shard finer).
 
     Returns:
         Build info: ``cells``, ``tile`` (the cube's blocks), ``blocks``, ``cells_per_chunk``,
@@ -500,7 +510,8 @@ def build_cube_store(
             input_masks,
             drought_cell_share,
             source,
-            cells_per_chunk,
+            cells_per_chunk or 0,
+            chunk_bytes,
         )
         info |= {"read_tile": list(read_tile), "read_years": years}
         if require_val_drought:
@@ -539,9 +550,11 @@ def _phase_cells(
     input_masks: str,
     drought_cell_share: float,
     source: str,
-    cells_per_chunk: int | None,
+    cells_per_chunk: int,
+    chunk_bytes: int,
 ) -> dict[str, Any]:
-    """Phases 2 and 3: every cell array into the store at ``path``."""
+    """Phases 2 and 3: every cell array into the store at ``path`` (``cells_per_chunk``
+    cells per chunk, or 0: about ``chunk_bytes`` of ``dynamic``)."""
     blocks = grid_blocks(served.shape, tile)
     by_block = _cells_by_block(served, blocks)
     cells = np.concatenate(by_block)
@@ -603,7 +616,7 @@ def _phase_cells(
     data["valid"] = da.isfinite(data["target"]).any(axis=-1)
     counts = da.stack([da.from_delayed(p["drought"], (nt,), np.int64) for p, _ in land]).sum(0)
     share = (counts / cells.size).astype(np.float32)
-    chunk = cells_per_chunk or chunk_cells(nt, n_feat)
+    chunk = cells_per_chunk or chunk_cells(nt, n_feat, chunk_bytes)
     lat, lon = monthly["lat"].values, monthly["lon"].values
     out = assemble(
         data,

@@ -4,40 +4,49 @@ Under DDP (or Ray Train) with ``W`` ranks, rank ``r`` trains on the cells of its
 (:func:`shard_positions`: whole chunks of cells, contiguous, disjoint over ranks, together
 all cells), loaded once from the store (:func:`rank_dataset`): no chunk is read by two ranks
 and none is missed. An epoch is every training sample of every rank once
-(:class:`ShardedBatchSampler`): each rank shuffles its own samples and cuts them into as
-many steps as every other rank, so DDP's ranks step together, and the trainer weights each
-rank's loss by its share of the step's global batch.
+(:class:`twins.train.sampler.ShardedBatchSampler`): each rank shuffles its own samples and
+cuts them into as many steps as every other rank, so DDP's ranks step together, and the
+trainer weights each rank's loss by its share of the step's global batch.
 
-What every rank reads beyond its shard is the per-cell ``valid`` mask (one byte per cell
-and month), to count the samples of every shard (:func:`shard_counts`).
+Only the months a split needs are read (:func:`sample_window`: the split and the input
+history before its first issue month), so a rank holds its cells over the training period,
+not the whole record. What every rank reads beyond its shard is the per-cell ``valid`` mask
+(one byte per cell and month), to count the samples of every shard (:func:`shard_counts`).
 
 Evaluation, which the trainer shards by contiguous sample ranges, reads chunk by chunk
 through :class:`LazyCellDataset` (samples are cell-major, so a contiguous range of samples
-is a contiguous range of cells and chunks).
+is a contiguous range of cells and chunks); the skill evaluation predicts chunk by chunk
+(:func:`predict_by_chunk`) over the months it verifies (:func:`verification_window`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import xarray as xr
-from torch.utils.data import Dataset, Sampler
+from torch import nn
+from torch.utils.data import Dataset
 
-from hydrology.cubestore import dataset_to_cube
-from hydrology.dataset import CellDataset, DroughtCube, Sample, gather_windows, subsample_cells
+from hydrology.cubestore import dataset_to_cube, load_cells
+from hydrology.dataset import DroughtCube, subsample_cells
+from hydrology.evaluate import predict
+from hydrology.samples import CellDataset, Sample, gather_windows
 from twins.errors import DataError
 from twins.train.batching import Collated
 
 __all__ = [
     "LazyCellDataset",
-    "ShardedBatchSampler",
+    "cell_subsample",
+    "predict_by_chunk",
     "rank_dataset",
+    "sample_window",
     "shard_counts",
     "shard_positions",
+    "verification_window",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,15 +102,48 @@ def _subsample(ds: xr.Dataset, positions: np.ndarray, k: int, offset: int) -> np
     return np.flatnonzero((iy % k == offset % k) & (ix % k == offset % k))
 
 
+def cell_subsample(ds: xr.Dataset, k: int, offset: int = 0) -> np.ndarray:
+    """Cell positions of the store's regular ``k x k`` subsample (those
+    :func:`hydrology.dataset.subsample_cells` picks in the whole cube)."""
+    return _subsample(ds, np.arange(ds.sizes["cell"]), k, offset)
+
+
+def _split_range(ds: xr.Dataset, split: str) -> tuple[int, int]:
+    """``[ia, ib]``: the split's months as time indices (:meth:`DroughtCube.split_range`)."""
+    times = ds["time"].values
+    a, b = (np.datetime64(x) for x in ds.attrs["meta"]["splits"][split])
+    return int(np.searchsorted(times, a)), int(np.searchsorted(times, b, side="right")) - 1
+
+
 def _issue_window(ds: xr.Dataset, split: str, seq_len: int) -> tuple[int, int]:
     """``(t0, n_t)``: the first issue month and the number of issue months of a split."""
-    meta = ds.attrs["meta"]
-    times = ds["time"].values
-    a, b = (np.datetime64(x) for x in meta["splits"][split])
-    ia = int(np.searchsorted(times, a))
-    ib = int(np.searchsorted(times, b, side="right")) - 1
-    t0, t1 = max(ia - 1, seq_len - 1), ib - max(meta["leads"])
+    ia, ib = _split_range(ds, split)
+    t0, t1 = max(ia - 1, seq_len - 1), ib - max(ds.attrs["meta"]["leads"])
     return t0, max(t1 - t0 + 1, 0)
+
+
+def sample_window(ds: xr.Dataset, split: str, seq_len: int) -> slice:
+    """The months a split's samples read: its first issue month's input history to the
+    split's end.
+
+    A cube cut to these months (``dataset_to_cube(ds, time=...)``) has the same samples
+    of ``split`` in the same order, their issue months shifted by the window's start: the
+    first issue month ``max(ia - 1, seq_len - 1)`` reads back to ``max(ia - seq_len, 0)``,
+    and the split's months are kept whole so that its issue range ends where it did.
+    """
+    ia, ib = _split_range(ds, split)
+    return slice(max(ia - seq_len, 0), ib + 1)
+
+
+def verification_window(ds: xr.Dataset, split: str, seq_len: int) -> slice:
+    """The months the skill evaluation of a split reads
+    (:func:`hydrology.evaluate.evaluate_run`): forecasts issued from ``max(leads)`` months
+    before the split, with their input history, to the split's end.
+
+    A cube cut to these months gives the same skill table and figures as the whole cube.
+    """
+    ia, ib = _split_range(ds, split)
+    return slice(max(ia - max(ds.attrs["meta"]["leads"]) - seq_len + 1, 0), ib + 1)
 
 
 def shard_counts(
@@ -150,95 +192,33 @@ def rank_dataset(
         subsample: Keep a regular ``k x k`` subsample of cells (offset 0).
 
     Returns:
-        ``(dataset, cube of the shard's cells)``; the dataset's samples are cell-major.
+        ``(dataset, cube of the shard's cells over the split's months)``; the dataset's
+        samples are cell-major, their issue months counted from the window's start
+        (:func:`sample_window`).
     """
     pos = shard_positions(ds.sizes["cell"], _chunk_size(ds), rank, world)
-    local = dataset_to_cube(ds, np.asarray(pos))
+    window = sample_window(ds, split, seq_len)
+    local = dataset_to_cube(ds, np.asarray(pos), time=window)
     keep = subsample_cells(local, subsample, 0)
-    log.info("rank %d/%d: cells %d..%d (%d used)", rank, world, pos.start, pos.stop - 1, keep.size)
+    log.info(
+        "rank %d/%d: cells %d..%d (%d used), months %d..%d",
+        rank,
+        world,
+        pos.start,
+        pos.stop - 1,
+        keep.size,
+        window.start,
+        window.stop - 1,
+    )
     return CellDataset(local, split, seq_len, keep), local
 
 
-class ShardedBatchSampler(Sampler[list[int]]):
-    """This rank's batches of an epoch over its own shard (the trainer's sampler interface).
-
-    Every rank takes the same number of steps ``S`` (enough for the global batch, at most
-    the smallest shard's samples), shuffles its own samples (seeded by ``seed``, the epoch
-    and the rank) and spreads all of them over the ``S`` steps (sizes differ by at most
-    one): each sample of each shard once per epoch, none twice. :meth:`global_sizes` gives
-    the samples of each step summed over ranks, for the trainer's loss weights.
-
-    Args:
-        counts: Samples of every rank's shard (:func:`shard_counts`), the same on all ranks.
-        global_batch: Samples per optimizer step summed over ranks (a step holds
-            ``sum(counts) / S`` on average, more when a shard is smaller than ``S``).
-        rank: This rank.
-        shuffle: Permute the samples each epoch.
-        seed: Base seed of the permutations.
-        max_steps: Cap on steps per epoch (the first ones), or ``None``.
-
-    Raises:
-        DataError: A rank has no samples.
-    """
-
-    def __init__(
-        self,
-        counts: Sequence[int],
-        global_batch: int,
-        rank: int,
-        shuffle: bool = True,
-        seed: int = 0,
-        max_steps: int | None = None,
-    ) -> None:
-        self.counts = [int(c) for c in counts]
-        if min(self.counts) < 1:
-            raise DataError(
-                f"rank {self.counts.index(min(self.counts))} has no training samples "
-                f"(samples per rank {self.counts})",
-                hint="train on fewer ranks",
-            )
-        if not 0 <= rank < len(self.counts):
-            raise ValueError(f"rank {rank} outside [0, {len(self.counts)})")
-        #: Steps that spread every sample of every shard.
-        self.spread = min(-(-sum(self.counts) // max(global_batch, 1)), min(self.counts))
-        self.steps = self.spread if max_steps is None else min(self.spread, max_steps)
-        self.rank, self.shuffle, self.seed, self.epoch = rank, shuffle, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of ``epoch``."""
-        self.epoch = epoch
-
-    def local_sizes(self, rank: int | None = None) -> list[int]:
-        """Samples of ``rank`` (default: this one) in each step of the epoch."""
-        n = self.counts[self.rank if rank is None else rank]
-        base, extra = divmod(n, self.spread)
-        return [base + (1 if s < extra else 0) for s in range(self.steps)]
-
-    def global_sizes(self) -> list[int]:
-        """Samples in each step summed over ranks."""
-        per_rank = [self.local_sizes(r) for r in range(len(self.counts))]
-        return [int(sum(step)) for step in zip(*per_rank, strict=True)]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        n = self.counts[self.rank]
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch, self.rank]).permutation(n)
-        else:
-            order = np.arange(n)
-        start = 0
-        for size in self.local_sizes():
-            yield order[start : start + size].tolist()
-            start += size
-
-    def __len__(self) -> int:
-        return self.steps
-
-
 class LazyCellDataset(Dataset[Sample]):
-    """The samples of :class:`hydrology.dataset.CellDataset`, read from the store by chunk.
+    """The samples of :class:`hydrology.samples.CellDataset`, read from the store by chunk.
 
     Sample ``i`` is the same as ``CellDataset``'s (cell-major, all-NaN targets dropped); a
-    batch reads the chunks of its cells that are not among the last ``cache_chunks`` read.
+    batch reads the chunks of its cells that are not among the last ``cache_chunks`` read,
+    over the split's months only (:func:`sample_window`).
 
     Args:
         ds: :func:`hydrology.cubestore.open_cube` output.
@@ -271,6 +251,7 @@ class LazyCellDataset(Dataset[Sample]):
             )
         valid = ds["valid"].isel(time=slice(self.t0, self.t0 + self.n_t)).values
         self.keep = np.flatnonzero(valid[self.cell_pos].ravel())
+        self.window = sample_window(ds, split, seq_len)
         self.chunk = _chunk_size(ds)
         self.cache_chunks = max(1, cache_chunks)
         self._cache: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()
@@ -289,9 +270,10 @@ class LazyCellDataset(Dataset[Sample]):
         if k in self._cache:
             self._cache.move_to_end(k)
             return self._cache[k]
-        part = self.ds.isel(cell=slice(k * self.chunk, (k + 1) * self.chunk))
-        arrays = part[["dynamic", "static", "baseline", "target"]].reset_index("cell").compute()
-        out = {n: torch.from_numpy(np.ascontiguousarray(arrays[n].values)) for n in arrays}
+        cells = np.arange(k * self.chunk, min((k + 1) * self.chunk, self.ds.sizes["cell"]))
+        names = ("dynamic", "static", "baseline", "target")
+        arrays = load_cells(self.ds, names, cells, self.window)
+        out = {n: torch.from_numpy(arrays[n]) for n in names}
         self._cache[k] = out
         self.reads.append(k)
         while len(self._cache) > self.cache_chunks:
@@ -303,10 +285,10 @@ class LazyCellDataset(Dataset[Sample]):
         return (dyn[0], sta[0], base[0]), tgt[0]
 
     def __getitems__(self, indices: Sequence[int]) -> Collated:
-        """A batch, as :meth:`hydrology.dataset.CellDataset.__getitems__` gives it."""
+        """A batch, as :meth:`hydrology.samples.CellDataset.__getitems__` gives it."""
         flat = self.keep[np.asarray(indices, dtype=np.int64)]
         cell = self.cell_pos[flat // self.n_t]
-        issue = torch.from_numpy(self.t0 + flat % self.n_t)
+        issue = torch.from_numpy(self.t0 - self.window.start + flat % self.n_t)
         parts: dict[str, list[tuple[np.ndarray, torch.Tensor]]] = {}
         for k in np.unique(cell // self.chunk):
             rows = np.flatnonzero(cell // self.chunk == k)
@@ -334,3 +316,34 @@ class LazyCellDataset(Dataset[Sample]):
                 full[torch.from_numpy(rows)] = value
             out[name] = full
         return Collated(((out["dynamic"], out["static"], out["baseline"]), out["target"]))
+
+
+#: Cells per forward pass of :func:`predict_by_chunk`: an LSTM's input projection holds
+#: ``(seq_len, cells, 4 hidden)`` float32 at once (36 months x 8192 cells x 256 = 302 MB at
+#: the in-memory default; 38 MB with 1024).
+PREDICT_CELLS = 1024
+
+
+@torch.no_grad()
+def predict_by_chunk(
+    model: nn.Module, ds: xr.Dataset, issue: np.ndarray, seq_len: int
+) -> np.ndarray:
+    """:func:`hydrology.evaluate.predict` over a cube store, one chunk of cells at a time.
+
+    Args:
+        model: Trained per-cell model.
+        ds: :func:`hydrology.cubestore.open_cube` output, possibly cut along ``time``.
+        issue: Issue time indices (into ``ds``'s months), each ``>= seq_len - 1``.
+        seq_len: Months of input history.
+
+    Returns:
+        ``(cell, len(issue), n_out)`` float32 forecasts, equal to ``predict`` on the whole
+        cube (each cell's forecast depends on that cell only).
+    """
+    n, chunk = ds.sizes["cell"], _chunk_size(ds)
+    out = np.empty((n, issue.size, ds.sizes["output"]), np.float32)
+    for start in range(0, n, chunk):
+        cells = np.arange(start, min(start + chunk, n))
+        cube = dataset_to_cube(ds, cells)
+        out[cells] = predict(model, cube, issue, seq_len, batch_size=PREDICT_CELLS)
+    return out

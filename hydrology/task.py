@@ -38,20 +38,17 @@ from torch import nn
 
 from hydrology.callbacks import PerOutputBest
 from hydrology.cubecache import cube_store, open_training_lazy
-from hydrology.cubestore import dataset_to_cube, open_cube
+from hydrology.cubestore import CHUNK_BYTES, dataset_to_cube, open_cube
 from hydrology.dataset import (
     DEFAULT_SPLITS,
-    CellDataset,
     DroughtCube,
-    TileDataset,
     build_cube,
     check_splits,
     cube_hash,
-    masked_mse,
     output_names,
     subsample_cells,
 )
-from hydrology.evaluate import evaluate_run, headline
+from hydrology.evaluate import evaluate_run, headline, issue_months
 from hydrology.gates import Gates
 from hydrology.indices import check_index_names
 from hydrology.ingest import read_training
@@ -59,7 +56,16 @@ from hydrology.models.ensemble import PerOutputSelect, TileConvLSTM
 from hydrology.models.lstm import CellLSTM
 from hydrology.pet import PetMethod
 from hydrology.projection import project_cube_build
+from hydrology.samples import CellDataset, TileDataset, masked_mse
 from hydrology.selection import PerOutputBestFromStart
+from hydrology.sharding import (
+    LazyCellDataset,
+    cell_subsample,
+    predict_by_chunk,
+    rank_dataset,
+    shard_counts,
+    verification_window,
+)
 from hydrology.synthetic import PRESETS, generate
 from twins.compute.buildonce import is_built
 from twins.errors import DataError, TwinsError
@@ -165,6 +171,9 @@ class DroughtParams(BaseModel):
             workdir). On a cluster, a file system every node sees, with ``flock``.
         block_mb: Input megabytes per block of the out-of-core build (the whole record of a
             block of cells is read at once; the build's memory grows with it).
+        chunk_mb: Megabytes of the dynamic inputs per chunk of the Zarr cube store. A DDP
+            rank (or Ray worker) reads whole chunks of cells, so the store needs at least as
+            many chunks as ranks: smaller chunks shard finer, larger ones read faster.
         build_timeout_s: How long a process waits for another's build of the cube store.
         gates: Plausibility bounds of the files in ``path`` (:class:`hydrology.gates.Gates`);
             widen one with a key, e.g. ``task.params.gates.tp.max=2500``. They decide what
@@ -200,6 +209,7 @@ class DroughtParams(BaseModel):
     store: Literal["auto", "npz", "zarr"] = "auto"
     cache_dir: str | None = None
     block_mb: int = Field(64, ge=1)
+    chunk_mb: float = Field(CHUNK_BYTES / 2**20, gt=0)
     build_timeout_s: float = Field(3600.0, gt=0)
     gates: Gates = Field(default_factory=Gates)
 
@@ -308,7 +318,8 @@ class DroughtForecast(Task):
     def _store_root_key(self) -> tuple[Path, str]:
         p = self.params
         root = Path(p.cache_dir) if p.cache_dir else Path(self.workdir).parent / "cubes"
-        return root, f"cube-{self._cube_key()}-zarr{p.block_mb}"
+        chunks = "" if p.chunk_mb == CHUNK_BYTES / 2**20 else f"-c{p.chunk_mb:g}"
+        return root, f"cube-{self._cube_key()}-zarr{p.block_mb}{chunks}"
 
     def _cube_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`hydrology.outofcore.build_cube_store`."""
@@ -323,6 +334,7 @@ class DroughtForecast(Task):
             "input_masks": p.input_masks,
             "source": self.data_source(),
             "block_bytes": p.block_mb * 2**20,
+            "chunk_bytes": int(p.chunk_mb * 2**20),
         }
 
     def cube_store(self) -> Path:
@@ -407,10 +419,52 @@ class DroughtForecast(Task):
         """Output names, target-major (``spi_3@1`` ...)."""
         return output_names(self.params.targets, self.params.leads)
 
+    def _reads_store(self) -> bool:
+        """Whether datasets and evaluation read the Zarr cube store by chunks of cells
+        (the per-cell model on a ``zarr`` store) instead of holding the cube in memory."""
+        p = self.params
+        return p.cache and p.model != "convlstm" and self.store_kind() == "zarr"
+
+    def _store_splits(self) -> Splits:
+        """The datasets of a Zarr cube store: this rank's shard of the training cells over
+        the training months (:func:`hydrology.sharding.rank_dataset`; every rank's sample
+        count for the trainer when there are several), validation and test read chunk by
+        chunk (:class:`hydrology.sharding.LazyCellDataset`)."""
+        p = self.params
+        ds = open_cube(self.cube_store())
+        train, _ = rank_dataset(ds, "train", p.seq_len, self.rank, self.world_size, p.subsample)
+        counts = None
+        if self.world_size > 1:
+            counts = tuple(shard_counts(ds, "train", p.seq_len, self.world_size, p.subsample))
+        val_cells = cell_subsample(ds, p.val_subsample, p.val_subsample // 2)
+        return Splits(
+            train,
+            LazyCellDataset(ds, "val", p.seq_len, val_cells),
+            LazyCellDataset(ds, "test", p.seq_len),
+            train_counts=counts,
+        )
+
+    def release_data(self) -> None:
+        """Drop the datasets and the cube kept in memory."""
+        self._splits: Splits | None = None
+        self._cube = None
+
     def splits(self) -> Splits:
         if getattr(self, "_splits", None) is not None:
             return self._splits
-        p, cube = self.params, self.cube()
+        p = self.params
+        if self._reads_store():
+            self._splits = self._store_splits()
+            log.info(
+                "samples: train %d (rank %d of %d), val %d, test %d",
+                len(self._splits.train),  # type: ignore[arg-type]
+                self.rank,
+                self.world_size,
+                len(self._splits.val),  # type: ignore[arg-type]
+                len(self._splits.test),  # type: ignore[arg-type]
+            )
+            return self._splits
+        cube = self.cube()
         if p.model == "convlstm":
             self._splits = Splits(
                 *(TileDataset(cube, s, p.seq_len, p.tile) for s in ("train", "val", "test"))
@@ -434,7 +488,8 @@ class DroughtForecast(Task):
     # -- model --------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         p = self.params
-        meta = self.cube().meta
+        meta = open_cube(self.cube_store()).attrs["meta"] if self._reads_store() else None
+        meta = meta or self.cube().meta
         n_dyn, n_sta = len(meta["dynamic_features"]), len(meta["static_features"])
         n_out = len(self.outputs)
         net: nn.Module
@@ -487,7 +542,18 @@ class DroughtForecast(Task):
         """Skill table DataFrame of ``model`` and the three baselines (see
         :func:`hydrology.evaluate.evaluate_run`)."""
         p = self.params
-        return evaluate_run(model, self.cube(), p.seq_len, p.model, split, out_dir)
+        if not self._reads_store():
+            return evaluate_run(model, self.cube(), p.seq_len, p.model, split, out_dir)
+        # From the store: the months the split's verification reads, without the model
+        # inputs; the model's forecasts made one chunk of cells at a time.
+        ds = open_cube(self.cube_store())
+        window = ds.isel(time=verification_window(ds, split, p.seq_len))
+        cube = dataset_to_cube(window, inputs=False)
+        forecasts = None
+        if model is not None:
+            issue = issue_months(cube, split, p.seq_len)
+            forecasts = predict_by_chunk(model, window, issue, p.seq_len)
+        return evaluate_run(model, cube, p.seq_len, p.model, split, out_dir, forecasts)
 
     def figures(self, model: nn.Module, split: str, out_dir: Path) -> list[Path]:
         """The skill and drought maps :meth:`evaluate` wrote for ``split`` (PNG), written

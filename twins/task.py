@@ -27,11 +27,21 @@ from twins.launch.models import SlurmConfig
 
 @dataclass(frozen=True)
 class Splits:
-    """Time-ordered train / validation / test datasets (map-style, lazily indexed)."""
+    """Time-ordered train / validation / test datasets (map-style, lazily indexed).
+
+    Attributes:
+        train: Training samples: all of them, or, with ``train_counts``, this rank's shard.
+        val: Validation samples (all; the trainer shards evaluation itself).
+        test: Test samples (likewise).
+        train_counts: None when ``train`` holds every training sample; else the number of
+            samples in every rank's shard (:attr:`Task.rank` of :attr:`Task.world_size`),
+            for a task that reads only its rank's part of the data.
+    """
 
     train: Dataset[Any]
     val: Dataset[Any]
     test: Dataset[Any]
+    train_counts: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,11 +113,17 @@ class Task(ABC):
         compute: Where the task's dask work runs (the run config's ``compute:``;
             :func:`build_task` sets it).
         slurm: The run config's ``launch.slurm`` (for ``compute.mode: slurm``).
+        rank: This process's rank in the training (:func:`twins.train.run.train_process`
+            sets it before :meth:`splits`); a task may then read only its rank's shard of
+            the training data (see :attr:`Splits.train_counts`).
+        world_size: Number of training ranks.
     """
 
     Params: ClassVar[type[BaseModel]]
     compute: ComputeConfig = ComputeConfig()
     slurm: SlurmConfig | None = None
+    rank: int = 0
+    world_size: int = 1
 
     def __init__(self, params: BaseModel, *, seed: int = 0, workdir: Path | None = None) -> None:
         self.params = params
@@ -162,6 +178,12 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Domain metrics of a trained model on ``split``; the default has none."""
         return {}
+
+    def release_data(self) -> None:
+        """Drop the datasets the task keeps from :meth:`splits` (the trainer calls it after
+        training, before the final evaluation, so that the evaluation does not hold the
+        training data too). The default keeps nothing."""
+        return None
 
     def preprocess(self) -> str | None:
         """Prepare what training reads (e.g. build a cached data cube) and say what was

@@ -159,12 +159,24 @@ def test_the_task_builds_the_store_once_and_trains_from_it(
         second.fingerprint()
         == build_task(load_config(CONFIG, [f"workdir={tmp_path}"])).fingerprint()
     )
-    summary = train_process(
-        load_config(CONFIG, [*base, "name=c", "train.epochs=1", "train.max_steps_per_epoch=3"]),
-        progress=False,
-    )
+    short = ["train.epochs=1", "train.max_steps_per_epoch=3", "train.val_every=2"]
+    summary = train_process(load_config(CONFIG, [*base, "name=c", *short]), progress=False)
     assert np.isfinite(summary["test_loss"])
     assert not (tmp_path / "c" / "data").exists()  # no npz beside the shared store
+    # From the store, training reads the training months of its cells and validates and
+    # tests chunk by chunk: the same samples in the same batches as the cube in memory,
+    # hence the same losses bit for bit. The skill table's forecasts are made chunk by chunk
+    # (another batch size in the matrix products: test_sharding.CHUNK_ATOL bounds the
+    # forecasts; RMSE is 1-Lipschitz in them and the medians too).
+    npz = train_process(
+        load_config(CONFIG, [*base, "name=d", "task.params.store=npz", *short]),
+        progress=False,
+    )
+    assert summary["test_loss"] == npz["test_loss"]
+    assert summary["best_val_loss"] == npz["best_val_loss"]
+    for key, value in npz["test_metrics"].items():
+        if key.endswith("_rmse"):
+            assert abs(summary["test_metrics"][key] - value) <= 1e-3, key
 
 
 def test_files_are_read_lazily_gated_and_give_the_in_memory_cube(

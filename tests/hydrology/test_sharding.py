@@ -7,22 +7,30 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import xarray as xr
 import zarr.storage
 
 from hydrology.cubestore import cube_to_dataset, dataset_to_cube, open_cube, write_cube
-from hydrology.dataset import DEFAULT_SPLITS, CellDataset, DroughtCube, build_cube
+from hydrology.dataset import DEFAULT_SPLITS, DroughtCube, build_cube
+from hydrology.evaluate import evaluate_run, issue_months, predict
+from hydrology.models.lstm import CellLSTM
+from hydrology.samples import CellDataset
 from hydrology.sharding import (
     LazyCellDataset,
-    ShardedBatchSampler,
+    predict_by_chunk,
     rank_dataset,
+    sample_window,
     shard_counts,
     shard_positions,
+    verification_window,
 )
 from hydrology.synthetic import generate
 from twins.errors import DataError
+from twins.train.sampler import ShardedBatchSampler
 
 SEQ = 12
 CHUNK = 9  # 108 served cells of the tiny grid: 12 chunks
@@ -169,3 +177,60 @@ def test_lazy_evaluation_reads_chunk_by_chunk_and_equals_the_in_memory_dataset(
     (dyn, sta, base), tgt = lazy[5]
     (dyn2, sta2, base2), tgt2 = mem[5]
     assert torch.equal(dyn, dyn2) and torch.equal(sta, sta2) and torch.equal(base, base2)
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_a_split_cut_to_its_months_has_the_same_samples(store: Path, split: str) -> None:
+    """A rank holds its cells over the split's months only (sample_window): the samples
+    are those of the whole record, bit for bit, their issue months shifted by the cut."""
+    ds = open_cube(store)
+    window = sample_window(ds, split, SEQ)
+    whole = CellDataset(dataset_to_cube(ds), split, SEQ)
+    cut_cube = dataset_to_cube(ds, time=window)
+    cut = CellDataset(cut_cube, split, SEQ)
+    assert cut_cube.times.size == window.stop - window.start < ds.sizes["time"]
+    assert len(cut) == len(whole)
+    assert all(
+        cut.locate(i) == (c, t - window.start)
+        for i, (c, t) in ((i, whole.locate(i)) for i in range(0, len(whole), 7))
+    )
+    idx = list(range(0, len(whole), 3))
+    got, want = cut.__getitems__(idx).batch, whole.__getitems__(idx).batch
+    for g, w in zip([*got[0], got[1]], [*want[0], want[1]], strict=True):
+        assert torch.equal(g.nan_to_num(9.0), w.nan_to_num(9.0))
+
+
+# predict_by_chunk runs the model on 9 cells at a time, predict on all 108: the same float32
+# operations on the same numbers, except that a matrix product may sum in another order for
+# another batch size. An LSTM gate's pre-activation sums K = F + H + 1 = 29 terms of size
+# <= ~10 (|z-scores| <= 5 clip, weights ~ 1/sqrt(H)): a reordering moves it by <= K eps32 10
+# = 3.5e-5; gates are 1-Lipschitz and the cell state accumulates over SEQ = 12 months
+# (forget gate <= 1): <= 12 x 3.5e-5 = 4.2e-4 on the state, the output head (K = 16 + ...)
+# sums a few such terms: 1e-3 bounds it.
+CHUNK_ATOL = 1e-3
+
+
+def test_skill_from_the_verification_months_by_chunk_equals_the_whole_cube(
+    store: Path,
+) -> None:
+    """The task's evaluation from a store: the months the test split's verification reads
+    (verification_window), without the inputs, and the forecasts made chunk by chunk, give
+    the skill table of the whole cube in memory."""
+    ds = open_cube(store)
+    whole = dataset_to_cube(ds)
+    torch.manual_seed(0)
+    model = CellLSTM(whole.dynamic.shape[2], whole.static.shape[1], len(whole.outputs), 16)
+    model.eval()
+    window = ds.isel(time=verification_window(ds, "test", SEQ))
+    cut = dataset_to_cube(window, inputs=False)
+    assert cut.dynamic.shape[2] == 0 and cut.times.size < whole.times.size
+    issue_cut, issue_whole = issue_months(cut, "test", SEQ), issue_months(whole, "test", SEQ)
+    assert np.array_equal(issue_cut + (whole.times.size - cut.times.size), issue_whole)
+    chunked = predict_by_chunk(model, window, issue_cut, SEQ)
+    reference = predict(model, whole, issue_whole, SEQ)
+    np.testing.assert_allclose(chunked, reference, rtol=0, atol=CHUNK_ATOL)
+    # the same forecasts verified on the cut cube and on the whole cube: the same table
+    a = evaluate_run(model, cut, SEQ, forecasts=chunked)
+    b = evaluate_run(model, whole, SEQ, forecasts=chunked)
+    pd.testing.assert_frame_equal(a, b)
+    assert set(a.method) == {"model", "persistence", "climatology", "analogue"}

@@ -3,7 +3,7 @@
 from twins.train.callbacks import Callback, Checkpointing, EarlyStopping, ProgressBar
 from twins.train.dist import ClusterEnv, DDPStrategy, Strategy, detect_env, make_strategy
 from twins.train.loop import FitResult, Trainer
-from twins.train.sampler import GlobalBatchSampler, shard_indices
+from twins.train.sampler import GlobalBatchSampler, ShardedBatchSampler, shard_indices
 
 __all__ = [
     "Callback",
@@ -14,6 +14,7 @@ __all__ = [
     "FitResult",
     "GlobalBatchSampler",
     "ProgressBar",
+    "ShardedBatchSampler",
     "Strategy",
     "Trainer",
     "detect_env",

@@ -99,4 +99,5 @@ def build_trainer(
         max_steps_per_epoch=t.max_steps_per_epoch,
         num_workers=t.num_workers,
         config_yaml=to_yaml(cfg),
+        train_counts=splits.train_counts,
     )

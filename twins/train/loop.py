@@ -27,7 +27,7 @@ from twins.train.batching import collate
 from twins.train.callbacks import Callback
 from twins.train.checkpoint import atomic_torch_save, load_checkpoint, rng_state, set_rng_state
 from twins.train.dist import Strategy
-from twins.train.sampler import GlobalBatchSampler, shard_indices
+from twins.train.sampler import GlobalBatchSampler, ShardedBatchSampler, shard_indices
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,11 @@ class Trainer:
         collate_fn: Collates samples into a batch (default: :func:`~twins.train.batching.collate`,
             which passes a dataset's own :class:`~twins.train.batching.Collated` batches through).
         config_yaml: Resolved config stored in checkpoints.
+        train_counts: When ``train_data`` holds only this rank's shard of the training
+            samples, the number of samples of every rank's shard (the same on all ranks):
+            batches are then drawn from the rank's own shard
+            (:class:`~twins.train.sampler.ShardedBatchSampler`). None (default): every rank
+            holds all samples and takes its part of each global batch.
     """
 
     def __init__(
@@ -131,6 +136,7 @@ class Trainer:
         batch_size_fn: Callable[[Any], int] = default_batch_size,
         collate_fn: Callable[[Any], Any] = collate,
         config_yaml: str = "",
+        train_counts: Sequence[int] | None = None,
     ) -> None:
         self.strategy = strategy
         self.model = strategy.wrap(model)
@@ -144,15 +150,33 @@ class Trainer:
         self.batch_size_fn, self.collate_fn = batch_size_fn, collate_fn
         self.config_yaml = config_yaml
         self.num_workers = num_workers
-        self.sampler = GlobalBatchSampler(
-            len(train_data),  # type: ignore[arg-type]
-            batch_size,
-            strategy.rank,
-            strategy.world_size,
-            shuffle=True,
-            seed=seed,
-            max_steps=max_steps_per_epoch,
-        )
+        self.sampler: GlobalBatchSampler | ShardedBatchSampler
+        if train_counts is None:
+            self.sampler = GlobalBatchSampler(
+                len(train_data),  # type: ignore[arg-type]
+                batch_size,
+                strategy.rank,
+                strategy.world_size,
+                shuffle=True,
+                seed=seed,
+                max_steps=max_steps_per_epoch,
+            )
+        else:
+            if len(train_counts) != strategy.world_size or train_counts[strategy.rank] != len(
+                train_data  # type: ignore[arg-type]
+            ):
+                raise ValueError(
+                    f"train_counts {list(train_counts)} do not fit rank {strategy.rank} of "
+                    f"{strategy.world_size} holding {len(train_data)} samples"  # type: ignore[arg-type]
+                )
+            self.sampler = ShardedBatchSampler(
+                train_counts,
+                batch_size,
+                strategy.rank,
+                shuffle=True,
+                seed=seed,
+                max_steps=max_steps_per_epoch,
+            )
         self.loader = DataLoader(
             train_data,
             batch_sampler=self.sampler,
@@ -168,6 +192,12 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.last_val: dict[str, float] = {}
         self.should_stop = False
+
+    def release_data(self) -> None:
+        """Drop the training and validation data (after :meth:`fit`; the trainer cannot fit
+        again)."""
+        self.train_data = self.val_data = None
+        self.loader = None  # type: ignore[assignment]
 
     # -- properties -----------------------------------------------------------------
     @property

@@ -25,6 +25,7 @@ import torch
 from twins.atomic import atomic_write
 from twins.config import RunConfig, check_workdir, config_hash, to_dict, to_yaml
 from twins.errors import TwinsError
+from twins.memory import return_large_frees
 from twins.task import build_task
 from twins.train.build import build_trainer
 from twins.train.callbacks import Callback
@@ -119,6 +120,7 @@ def train_process(
         DataError: The task refuses its data; a run directory this call would have
             created is then not left behind.
     """
+    return_large_frees()  # a rank's memory then follows the data it holds (twins.memory)
     owns_strategy = strategy is None
     strategy = strategy or make_strategy(
         cfg.distributed.backend, cfg.distributed.use_gpu, cfg.distributed.timeout_s
@@ -150,6 +152,7 @@ def _train(
     # refused task wrote itself (a cache in a new run directory) is removed again.
     with removed_if_refused(run_dir, strategy.is_main):
         task = build_task(cfg)
+        task.rank, task.world_size = strategy.rank, strategy.world_size
         splits = task.splits()
         fingerprint = task.fingerprint()
     if strategy.is_main:
@@ -174,7 +177,14 @@ def _train(
         trainer = build_trainer(cfg, task, strategy, splits, callbacks, progress=progress)
         result = trainer.fit(ckpt if resume else None)
         model = trainer.restore_best()
-        test = trainer.evaluate(splits.test, "test")
+        example = None  # (made before the training data is released)
+        if cfg.tracking.register_model and strategy.is_main:
+            example = task.example_batch(2)
+        test_data = splits.test
+        del splits  # the training data is not needed past here (the domain evaluation
+        trainer.release_data()  # may need the memory)
+        task.release_data()
+        test = trainer.evaluate(test_data, "test")
         summary: dict[str, Any] = {
             "name": cfg.name,
             "epochs": result.epochs,
@@ -205,8 +215,7 @@ def _train(
                 tracker.log_artifact(fig, "figures")
             summary["figures"] = sorted(str(p) for p in (run_dir / "figures").glob("*.png"))
             version = None
-            if cfg.tracking.register_model:
-                example = task.example_batch(2)
+            if example is not None:
                 version = tracker.log_model(
                     model, cfg.tracking.register_model, input_example=_inputs_of(example)
                 )

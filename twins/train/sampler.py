@@ -4,17 +4,23 @@ Training uses :class:`GlobalBatchSampler`: one permutation per epoch (seeded by
 ``seed + epoch``, identical on all ranks) cut into global batches; rank ``r``
 takes positions ``r, r + W, ...`` of each global batch. The union over ranks of
 one step is exactly that global batch, so DDP on ``W`` ranks sees the same
-samples per step as one process with the same global batch. Evaluation uses
-:func:`shard_indices`, contiguous and uneven.
+samples per step as one process with the same global batch. When each rank holds
+only its own shard of the training samples (a task that reads a cell-chunked store
+by rank), :class:`ShardedBatchSampler` draws each rank's batches from its shard
+instead: every sample of every shard once per epoch, ranks stepping together.
+Evaluation uses :func:`shard_indices`, contiguous and uneven.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+from twins.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,81 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.global_batches())
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """This rank's batches of an epoch over its own shard (the trainer's sampler interface).
+
+    Every rank takes the same number of steps ``S`` (enough for the global batch, at most
+    the smallest shard's samples), shuffles its own samples (seeded by ``seed``, the epoch
+    and the rank) and spreads all of them over the ``S`` steps (sizes differ by at most
+    one): each sample of each shard once per epoch, none twice. :meth:`global_sizes` gives
+    the samples of each step summed over ranks, for the trainer's loss weights.
+
+    Args:
+        counts: Samples of every rank's shard (:func:`shard_counts`), the same on all ranks.
+        global_batch: Samples per optimizer step summed over ranks (a step holds
+            ``sum(counts) / S`` on average, more when a shard is smaller than ``S``).
+        rank: This rank.
+        shuffle: Permute the samples each epoch.
+        seed: Base seed of the permutations.
+        max_steps: Cap on steps per epoch (the first ones), or ``None``.
+
+    Raises:
+        DataError: A rank has no samples.
+    """
+
+    def __init__(
+        self,
+        counts: Sequence[int],
+        global_batch: int,
+        rank: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        max_steps: int | None = None,
+    ) -> None:
+        self.counts = [int(c) for c in counts]
+        if min(self.counts) < 1:
+            raise DataError(
+                f"rank {self.counts.index(min(self.counts))} has no training samples "
+                f"(samples per rank {self.counts})",
+                hint="train on fewer ranks",
+            )
+        if not 0 <= rank < len(self.counts):
+            raise ValueError(f"rank {rank} outside [0, {len(self.counts)})")
+        #: Steps that spread every sample of every shard.
+        self.spread = min(-(-sum(self.counts) // max(global_batch, 1)), min(self.counts))
+        self.steps = self.spread if max_steps is None else min(self.spread, max_steps)
+        self.rank, self.shuffle, self.seed, self.epoch = rank, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch``."""
+        self.epoch = epoch
+
+    def local_sizes(self, rank: int | None = None) -> list[int]:
+        """Samples of ``rank`` (default: this one) in each step of the epoch."""
+        n = self.counts[self.rank if rank is None else rank]
+        base, extra = divmod(n, self.spread)
+        return [base + (1 if s < extra else 0) for s in range(self.steps)]
+
+    def global_sizes(self) -> list[int]:
+        """Samples in each step summed over ranks."""
+        per_rank = [self.local_sizes(r) for r in range(len(self.counts))]
+        return [int(sum(step)) for step in zip(*per_rank, strict=True)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n = self.counts[self.rank]
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch, self.rank]).permutation(n)
+        else:
+            order = np.arange(n)
+        start = 0
+        for size in self.local_sizes():
+            yield order[start : start + size].tolist()
+            start += size
+
+    def __len__(self) -> int:
+        return self.steps
 
 
 def shard_indices(n: int, rank: int, world_size: int) -> range:
