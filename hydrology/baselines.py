@@ -230,27 +230,38 @@ def overlap_analogue(
     fill = None
     if gappy:
         fill = _analogue_months(x, years, pos, cand_years, years_ok, window, n_known)
-    members = np.full((n_c, n_t, *cells), np.nan)
+    # The members are made one analogue year at a time and summed in year order (what
+    # np.nansum over the members does, bit for bit): memory linear in the record, not in
+    # its square (the members of every year and month at once).
+    members = np.full((n_c, n_t, *cells), np.nan) if return_members else None
+    total = np.zeros((n_t, *cells))
+    n_mem = np.zeros((n_t, *cells), np.int64)
     for m in range(12):
         tgt = np.flatnonzero((months == m + 1) & known_ok)
         if tgt.size == 0:
             continue
         m_pos = month_pos[m + 1]
-        part = np.broadcast_to(known_sum[tgt][None], (n_c, *known_sum[tgt].shape))
-        if fill is not None:  # a missing observed month is drawn with the analogue block
-            kn = known[tgt][None]
-            filled = np.where(np.isnan(kn), fill[:, m][:, None], kn).sum(axis=2)
-            part = np.where(np.isnan(part), filled, part)
-        mean = (part + block_sum[:, m][:, None]) / window  # (year, tgt, *cells)
-        # A block never holds a month of the target's calendar year (leave-one-out).
-        ty = years[tgt][None]
-        own = (block_years[0, :, m][:, None] <= ty) & (ty <= block_years[1, :, m][:, None])
-        use = block_ok[:, m][:, None] & ~own
-        z = spi_from_window_mean(mean, p_vals[m_pos], p0_all[m_pos])
-        members[:, tgt] = np.where(use.reshape(*use.shape, *([1] * len(cells))), z, np.nan)
+        ty = years[tgt]
+        for j in range(n_c):
+            # A block never holds a month of the target's calendar year (leave-one-out).
+            own = (block_years[0, j, m] <= ty) & (ty <= block_years[1, j, m])
+            if not block_ok[j, m] or own.all():
+                continue
+            part = known_sum[tgt]
+            if fill is not None:  # a missing observed month is drawn with the analogue block
+                kn = known[tgt]
+                filled = np.where(np.isnan(kn), fill[j, m][None], kn).sum(axis=1)
+                part = np.where(np.isnan(part), filled, part)
+            mean = (part + block_sum[j, m][None]) / window  # (tgt, *cells)
+            z = spi_from_window_mean(mean, p_vals[m_pos], p0_all[m_pos])
+            z[own] = np.nan
+            if members is not None:
+                members[j, tgt] = z
+            ok = np.isfinite(z)
+            total[tgt] += np.where(ok, z, 0.0)
+            n_mem[tgt] += ok
     with np.errstate(invalid="ignore"):
-        n_mem = np.sum(np.isfinite(members), axis=0)
-        ens = np.where(n_mem > 0, np.nansum(members, axis=0) / np.maximum(n_mem, 1), np.nan)
+        ens = np.where(n_mem > 0, total / np.maximum(n_mem, 1), np.nan)
 
     attrs = {
         "units": "1",
@@ -267,7 +278,7 @@ def overlap_analogue(
     if not return_members:
         return out
     mem = xr.DataArray(
-        members,
+        members,  # (made: return_members)
         dims=("member", *pr.dims),
         coords={**pr.coords, "member": cand_years},
         attrs=attrs,

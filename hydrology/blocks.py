@@ -15,10 +15,40 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["BLOCK_BYTES", "choose_tile", "grid_blocks", "halo_cells", "read_blocks", "year_slabs"]
+__all__ = [
+    "BLOCK_BYTES",
+    "FIT_SERIES",
+    "choose_tile",
+    "fit_bytes_per_cell",
+    "grid_blocks",
+    "halo_cells",
+    "read_blocks",
+    "year_slabs",
+]
 
 #: Default input size of one block (bytes): every time-varying variable, every step.
 BLOCK_BYTES = 64 * 2**20
+
+
+#: Monthly float64 series per cell that fitting a block holds beside its inputs and
+#: indices: the analogue forecast's observed months, sums and ensemble accumulators (about
+#: 8 per SPI target, made one analogue year at a time: linear in the record), and the
+#: cube's float32 features, targets and baselines of the block (about 12 in float64 terms).
+FIT_SERIES = 20
+
+
+def fit_bytes_per_cell(n_years: int, n_vars: int, n_targets: int) -> int:
+    """Bytes one cell takes while its block is fitted (phases 2 and 3 of the build).
+
+    Args:
+        n_years: Calendar years of the record.
+        n_vars: Time-varying input variables.
+        n_targets: Target indices.
+
+    Returns:
+        ``8 * 12 * n_years * (n_vars + n_targets + FIT_SERIES)``: linear in the record.
+    """
+    return 8 * 12 * n_years * (n_vars + n_targets + FIT_SERIES)
 
 
 def choose_tile(

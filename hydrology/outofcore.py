@@ -50,6 +50,7 @@ from hydrology.aggregate import monthly_mean
 from hydrology.blocks import (
     BLOCK_BYTES,
     choose_tile,
+    fit_bytes_per_cell,
     grid_blocks,
     halo_cells,
     read_blocks,
@@ -448,9 +449,8 @@ def build_cube_store(
         read_tile = tile
         years = int(max(1, min(n_years, block_bytes // (per_year * tile[0] * tile[1]))))
     # Phases 2 and 3 hold a block's whole monthly record in float64: the inputs, the
-    # indices and, the most, the analogue forecast's members (one per analogue year, and
-    # a calendar month of them in the gamma CDF's temporaries).
-    per_cell = 8 * 12 * n_years * (len(time_vars) + len(targets) + 2 * n_years)
+    # indices, the analogue forecast's series and the cube's arrays (fit_bytes_per_cell).
+    per_cell = fit_bytes_per_cell(n_years, len(time_vars), len(targets))
     tile = tile or choose_tile(shape, per_cell, block_bytes, read_tile)
     slab_steps = tuple(s.stop - s.start for s in year_slabs(times, years))
     # The scratch months are stored by as many years as a read block's months fit the

@@ -48,7 +48,7 @@ import pandas as pd
 import psutil
 import xarray as xr
 
-from hydrology.blocks import BLOCK_BYTES, choose_tile, read_blocks
+from hydrology.blocks import BLOCK_BYTES, choose_tile, fit_bytes_per_cell, read_blocks
 from hydrology.cubecache import build_engine, input_nbytes, open_lazy
 from hydrology.gates import Gates, check_gates
 from hydrology.indices import IndexSpec
@@ -117,12 +117,12 @@ def _tiles(
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """The read and fit tiles :func:`build_cube_store` chooses for a grid of ``shape``.
 
-    The fit block's bytes per cell are those of :func:`build_cube_store` (its whole monthly
-    record in float64: inputs, indices and the analogue's members, one per year).
+    The fit block's bytes per cell are those of :func:`build_cube_store`
+    (:func:`hydrology.blocks.fit_bytes_per_cell`).
     """
     read, _ = read_blocks(shape, times, step_bytes, block_bytes, align)
     n_years = int(times.year[-1] - times.year[0] + 1) if times.size else 1
-    per_cell = 8 * 12 * n_years * (n_vars + n_targets + 2 * n_years)
+    per_cell = fit_bytes_per_cell(n_years, n_vars, n_targets)
     return read, choose_tile(shape, per_cell, block_bytes, read)
 
 
