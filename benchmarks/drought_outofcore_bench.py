@@ -212,6 +212,8 @@ def _uncompressed(store: Path) -> int:
 def train_rank(overrides: list[str], out: Path) -> None:
     """One DDP rank (run by torchrun): baseline after imports and model build, then the
     task's real training, its tree's RSS sampled every 50 ms; writes ``rank<r>.json``."""
+    import torch._dynamo  # noqa: F401  (DDP imports it when it wraps the model: 74 MB)
+
     from twins.train.run import train_process  # (the rank's imports are part of its baseline)
 
     cfg = load_config(CONFIG, overrides)

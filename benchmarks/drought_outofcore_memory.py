@@ -1,7 +1,7 @@
 """Peak memory of the drought task's out-of-core cube build against the length of the record.
 
 Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/drought_outofcore_memory.py [--grid 200]
-[--years 6 30] [--block-mb 64] [--compute local] [--workers N] [--workdir DIR]``
+[--years 6 30] [--block-mb 64] [--compute local] [--workers N] [--workdir DIR] [--keep]``
 (small first: ``--grid 50 --years 4 6``).
 
 Writes, year by year (bounded memory), a synthetic daily ERA5-Land-like NetCDF-4 file of
@@ -227,6 +227,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compute", choices=["local", "threads"], default="local")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep each cube store in WORKDIR/cubes (the training benchmark of "
+        "drought_outofcore_bench.py opens it there instead of building it again)",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -260,6 +266,11 @@ def main(argv: list[str] | None = None) -> None:
             peak / 1e6,
             res["wall_s"],
         )
+        if args.keep:
+            (work / "cubes").mkdir(exist_ok=True)
+            for item in (run / "cubes").iterdir():
+                if not (work / "cubes" / item.name).exists():
+                    item.rename(work / "cubes" / item.name)
         shutil.rmtree(run, ignore_errors=True)
     for r in rows:
         log.info(

@@ -405,22 +405,25 @@ def dataset_to_cube(
         time: Months to load (a slice of ``time``); None loads the whole record. The
             cube's ``times`` are those months; ``meta`` keeps the splits' dates, so a split
             inside the window has the same samples (offset by the window's start).
-        inputs: False leaves ``dynamic`` and ``target`` empty (zero features and outputs):
-            what verification of forecasts made elsewhere reads (obs, baseline, pr).
+        inputs: False loads only what the verification of forecasts made elsewhere reads
+            (``obs``, ``baseline``, ``static``, ``drought_share``): the other cell arrays
+            are empty (size 0 past ``cell``), the scaler's statistics too and
+            ``spi_params`` has no entry.
 
     Returns:
         The cube, its cells in the store's order (``cells`` holds their flat indices).
     """
     meta = ds.attrs["meta"]
     meta = json.loads(meta) if isinstance(meta, str) else dict(meta)
-    skip = () if inputs else ("dynamic", "target")
-    names = [*(v for v in CELL_VARS if v not in ("valid", *skip)), "drought_share", "cell_index"]
+    kept = CELL_VARS if inputs else ("obs", "baseline", "static")
+    names = [*(v for v in kept if v != "valid"), "drought_share", "cell_index"]
     loaded = load_cells(ds, names, positions, time)
     times = ds["time"].values if time is None else ds["time"].values[time]
     n_cells = loaded["cell_index"].size
-    for name in skip:
-        loaded[name] = np.empty((n_cells, times.size, 0), np.float32)
-    spi = [str(s) for s in ds["spi"].values]
+    for name in set(CELL_VARS) - set(kept) - {"valid"}:
+        shape = (n_cells, *(0 for _ in ds[name].dims[1:]))
+        loaded[name] = np.empty(shape, ds[name].dtype)
+    spi = [str(s) for s in ds["spi"].values] if inputs else []
     spi_params = {
         t: {
             "gamma": np.ascontiguousarray(loaded["spi_gamma"][:, j].transpose(1, 2, 0)),
@@ -434,7 +437,7 @@ def dataset_to_cube(
         float(ds.attrs["scaler_z_mean"]),
         float(ds.attrs["scaler_z_std"]),
         float(ds.attrs["scaler_clip"]),
-        tuple(str(v) for v in ds["variable"].values),
+        tuple(str(v) for v in ds["variable"].values) if inputs else (),
     )
     return DroughtCube(
         times=pd.DatetimeIndex(times),

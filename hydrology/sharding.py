@@ -237,7 +237,7 @@ class LazyCellDataset(Dataset[Sample]):
         split: str,
         seq_len: int,
         cell_pos: np.ndarray | None = None,
-        cache_chunks: int = 2,
+        cache_chunks: int = 1,
     ) -> None:
         self.ds, self.split, self.seq_len = ds, split, seq_len
         n = ds.sizes["cell"]
