@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,6 @@ import pandas as pd
 import psutil
 
 from hydrology.projection import tree_rss
-from twins.config import load_config
-from twins.task import build_task
 
 log = logging.getLogger("drought_outofcore_memory")
 
@@ -153,16 +152,27 @@ def task_overrides(
     return out
 
 
-def build(overrides: list[str]) -> dict[str, object]:
-    """Build the task's cube store in this process: ``{"info", "baseline_rss", "wall_s",
-    "path"}`` (``info`` as :func:`hydrology.outofcore.build_cube_store` returns it)."""
-    task = build_task(load_config(CONFIG, overrides))
-    base = psutil.Process().memory_info().rss
-    t0 = time.perf_counter()
-    path = task.cube_store()
-    wall = time.perf_counter() - t0
+PREPROCESSED = re.compile(r"preprocessed \S+ in ([0-9.]+) s: cube store (\S+)$")
+
+
+def child_build(overrides: list[str]) -> tuple[dict[str, object], int]:
+    """Build the cube as a user does, ``python -m twins preprocess CONFIG OVERRIDES``, in a
+    fresh process, its process tree's RSS sampled (dask's workers start by re-running the
+    parent's main module: the CLI's imports, not a benchmark script's).
+
+    Returns:
+        ``({"info", "wall_s", "path"}, peak RSS of the tree)``: ``info`` as
+        :func:`hydrology.outofcore.build_cube_store` returns it, ``wall_s`` the build's
+        wall time as the command reports it (imports not included).
+    """
+    cmd = [sys.executable, "-m", "twins", "-q", "preprocess", str(CONFIG), *overrides]
+    stdout, peak = run_sampled(cmd)
+    found = [m for line in stdout.splitlines() if (m := PREPROCESSED.search(line.strip()))]
+    if not found:
+        raise SystemExit(f"twins preprocess printed no cube store: {stdout[-500:]!r}")
+    wall, path = float(found[-1][1]), found[-1][2]
     record = json.loads(Path(f"{path}.done.json").read_text())
-    return {"info": record["info"], "baseline_rss": base, "wall_s": wall, "path": str(path)}
+    return {"info": record["info"], "wall_s": wall, "path": path}, peak
 
 
 def run_sampled(cmd: list[str], every_s: float = 0.02) -> tuple[str, int]:
@@ -188,12 +198,6 @@ def run_sampled(cmd: list[str], every_s: float = 0.02) -> tuple[str, int]:
     if child.returncode:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {child.returncode})")
     return stdout, peak[0]
-
-
-def child_build(overrides: list[str]) -> tuple[dict[str, object], int]:
-    """:func:`build` in a fresh process (this script with ``--child``), RSS sampled."""
-    stdout, peak = run_sampled([sys.executable, __file__, "--child", json.dumps(overrides)])
-    return json.loads(stdout.strip().splitlines()[-1]), peak
 
 
 def input_bytes(n: int, years: int) -> float:
@@ -233,12 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         help="keep each cube store in WORKDIR/cubes (the training benchmark of "
         "drought_outofcore_bench.py opens it there instead of building it again)",
     )
-    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.child:
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-        print(json.dumps(build(json.loads(args.child))))
-        return
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ooc-memory-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -254,15 +253,14 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"years": years, "peak": peak})
         log.info(
             "%2d years: input %.2f GB (float32, 4 variables), read in blocks of %dx%d cells by "
-            "%d years, fitted in blocks of %s, dask %s, RSS after imports %.0f MB, peak RSS of "
-            "the process tree %.0f MB, %.0f s",
+            "%d years, fitted in blocks of %s, dask %s, peak RSS of the process tree %.0f MB, "
+            "%.0f s",
             years,
             input_bytes(args.grid, years) / 1e9,
             *info["read_tile"],
             info["read_years"],
             "x".join(map(str, info["tile"])),
             info["dask"],
-            res["baseline_rss"] / 1e6,
             peak / 1e6,
             res["wall_s"],
         )
