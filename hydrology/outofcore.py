@@ -388,6 +388,7 @@ def build_cube_store(
     tile: tuple[int, int] | None = None,
     cells_per_chunk: int | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    fit_tile: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Build the sample cube of ``ds`` block by block into a new Zarr store at ``path``.
 
@@ -414,6 +415,9 @@ def build_cube_store(
             fitted in blocks whose whole monthly record (inputs, indices, the analogue's
             members) fits it (:func:`choose_tile`).
         tile: Block shape ``(rows, cols)`` of both; default from ``block_bytes``.
+        fit_tile: The fit blocks alone (the read blocks chosen from ``block_bytes``): what
+            the dry run's probe gives a window of the grid, on which the fit blocks chosen
+            from its own shape would differ from the whole grid's.
         cells_per_chunk: Cells per store chunk; default: about ``chunk_bytes`` of
             ``dynamic``.
         chunk_bytes: Target size of a store chunk of ``dynamic`` (a DDP rank reads whole
@@ -451,7 +455,7 @@ def build_cube_store(
     # Phases 2 and 3 hold a block's whole monthly record in float64: the inputs, the
     # indices, the analogue forecast's series and the cube's arrays (fit_bytes_per_cell).
     per_cell = fit_bytes_per_cell(n_years, len(time_vars), len(targets))
-    tile = tile or choose_tile(shape, per_cell, block_bytes, read_tile)
+    tile = fit_tile or tile or choose_tile(shape, per_cell, block_bytes, read_tile)
     slab_steps = tuple(s.stop - s.start for s in year_slabs(times, years))
     # The scratch months are stored by as many years as a read block's months fit the
     # budget (fewer, larger chunks: each read costs a few milliseconds), a multiple of the

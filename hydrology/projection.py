@@ -25,8 +25,9 @@ one of the fit tile on each side and at least as many fit blocks as engine threa
 land share is closest to the grid's (:func:`plan_probe`). The build chooses its blocks from
 the grid's shape, so the window is one on which it chooses the real build's blocks; where
 only a large share of a grid of few blocks would do, the probe gives the build the real fit
-blocks and reads the record by as many years at once as the real read blocks. The blocks
-the probe ran are checked against the plan (a warning says when they differ).
+blocks (``fit_tile=``) and the build reads the window in the real read blocks (a window
+of whole read blocks, aligned with the files' chunks, gets the grid's read tile). The
+blocks the probe ran are checked against the plan (a warning says when they differ).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class ProbePlan:
         window: The probe's rows and columns ``(slice, slice)``.
         land: Land cells of the grid.
         probe_land: Land cells in the window.
-        explicit: The build on the window must be given the fit tile (``tile=``): on any
+        explicit: The build on the window must be given the fit tile (``fit_tile=``): on any
             window up to :data:`MAX_SHARE` of the grid it would choose other blocks.
     """
 
@@ -333,13 +334,8 @@ def project_cube_build(
     )
     sub = raw.isel(lat=plan.window[0], lon=plan.window[1])
     _, years = read_blocks(shape, times, step_bytes, block_bytes, plan.read_tile)
-    if plan.explicit:
-        # The fit blocks given; the record read by as many years at once as the real
-        # build's read blocks are (a read block split into fit blocks' parts).
-        n_years = int(times.year[-1] - times.year[0] + 1)
-        per_year = -(-times.size // n_years) * step_bytes
-        kwargs["tile"] = plan.fit_tile
-        kwargs["block_bytes"] = years * per_year * plan.fit_tile[0] * plan.fit_tile[1]
+    if plan.explicit:  # the real build's fit blocks given; its read blocks as chosen
+        kwargs["fit_tile"] = plan.fit_tile
     t_open = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="twins-probe-") as tmp:
         store = Path(tmp) / "probe.zarr"
@@ -374,10 +370,10 @@ def project_cube_build(
         f"{window[1].stop - 1} of {shape[0]} x {shape[1]} ({plan.probe_cells} cells, "
         f"{served} served; {1 / r_all:.1%} of the grid), the whole record "
         f"({times[0]:%Y-%m} to {times[-1]:%Y-%m}); blocks: read {plan.read_tile[0]} x "
-        f"{plan.read_tile[1]}{' (split by fit blocks)' if plan.explicit else ''} by "
+        f"{plan.read_tile[1]} by "
         f"{years} year(s), fit {plan.fit_tile[0]} x {plan.fit_tile[1]}, {threads} thread(s)"
     )
-    read = plan.fit_tile if plan.explicit else plan.read_tile
+    read = plan.read_tile
     if (tuple(info["tile"]), tuple(info["read_tile"]), info["read_years"]) != (
         plan.fit_tile,
         read,
