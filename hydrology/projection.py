@@ -58,6 +58,7 @@ from hydrology.outofcore import build_cube_store
 from hydrology.timeaxis import is_standard
 from twins.compute.config import ComputeConfig
 from twins.launch.models import SlurmConfig
+from twins.memory import return_large_frees
 from twins.task import PreprocessProjection
 
 __all__ = ["ProbePlan", "plan_probe", "project_cube_build", "tree_rss"]
@@ -306,6 +307,7 @@ def project_cube_build(
             same one line the real build gives).
         ConfigError: A target whose variable the files lack.
     """
+    return_large_frees()  # as the build's process does (DroughtForecast.cube_store)
     kwargs = dict(cube_kwargs)
     block_bytes = int(kwargs.get("block_bytes", block_bytes))
     kwargs["block_bytes"] = block_bytes

@@ -69,6 +69,7 @@ from hydrology.sharding import (
 from hydrology.synthetic import PRESETS, generate
 from twins.compute.buildonce import is_built
 from twins.errors import DataError, TwinsError
+from twins.memory import return_large_frees
 from twins.task import PreprocessProjection, Splits, Task
 
 log = logging.getLogger(__name__)
@@ -338,7 +339,13 @@ class DroughtForecast(Task):
         }
 
     def cube_store(self) -> Path:
-        """The Zarr cube store (built once per data and configuration; see ``store``)."""
+        """The Zarr cube store (built once per data and configuration; see ``store``).
+
+        From here on the process returns large freed blocks to the system
+        (:func:`twins.memory.return_large_frees`): building the store and reading it chunk by
+        chunk from dask's threads otherwise leaves the freed chunk buffers in glibc's arenas.
+        """
+        return_large_frees()
         root, key = self._store_root_key()
         product = cube_store(
             root,

@@ -9,6 +9,10 @@ drought cube, a DDP rank reading its 98 MB shard chunk by chunk (dask's threads)
 216 MB, and by 102 MB with the threshold fixed at 1 MiB. Fixing the threshold (what the
 ``MALLOC_MMAP_THRESHOLD_`` environment variable does at start-up; dask's nanny sets
 ``MALLOC_TRIM_THRESHOLD_`` on its workers for the same reason) turns the adjustment off.
+
+A process calls it where it starts such work (the drought task when it builds or opens its
+cube store): every later allocation of a MiB or more then costs a fresh mapping, a few
+microseconds per page, which a training step's tensors of that size pay too.
 """
 
 from __future__ import annotations

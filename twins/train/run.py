@@ -25,7 +25,6 @@ import torch
 from twins.atomic import atomic_write
 from twins.config import RunConfig, check_workdir, config_hash, to_dict, to_yaml
 from twins.errors import TwinsError
-from twins.memory import return_large_frees
 from twins.task import build_task
 from twins.train.build import build_trainer
 from twins.train.callbacks import Callback
@@ -120,7 +119,6 @@ def train_process(
         DataError: The task refuses its data; a run directory this call would have
             created is then not left behind.
     """
-    return_large_frees()  # a rank's memory then follows the data it holds (twins.memory)
     owns_strategy = strategy is None
     strategy = strategy or make_strategy(
         cfg.distributed.backend, cfg.distributed.use_gpu, cfg.distributed.timeout_s
