@@ -176,12 +176,17 @@ def _connect(cfg: ComputeConfig) -> Client:
 
 @contextlib.contextmanager
 def _local_cluster(cfg: ComputeConfig) -> Iterator[LocalCluster]:
+    # The scheduler serves its HTTP routes (health, metrics) whatever ``dashboard`` says, on
+    # the dashboard's address or, without one, on port 8787: without a dashboard they take
+    # any free port instead, so that no fixed port is held.
+    served = cfg.dashboard_address is not None
     cluster = LocalCluster(
         n_workers=cfg.workers,
         threads_per_worker=cfg.threads_per_worker,
         memory_limit=cfg.memory_limit,
         processes=True,
-        dashboard_address=cfg.dashboard_address,
+        dashboard_address=cfg.dashboard_address if served else ":0",
+        scheduler_kwargs=None if served else {"dashboard": False},
         local_directory=str(cfg.local_directory) if cfg.local_directory else None,
     )
     try:

@@ -93,7 +93,8 @@ class ComputeConfig(BaseModel):
         address: Scheduler address (``tcp://host:8786``) for ``mode: address``.
         connect_timeout_s: How long to wait for the scheduler at ``address`` to answer.
         dashboard_address: Where the local scheduler serves its dashboard (``":8787"``,
-            ``":0"`` for any free port); ``None`` serves none. The link is logged.
+            ``":0"`` for any free port); ``None`` serves none (the scheduler's HTTP health
+            routes then take a free port, not 8787). The link is logged.
         progress_every_s: Seconds between progress log lines while tasks are pending.
         local_directory: Where workers spill to disk (node-local scratch on HPC);
             ``None`` uses dask's default (the system temporary directory).

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,6 +137,21 @@ def test_local_cluster_bounded_memory_progress_and_shutdown_on_error(
     assert not [p for p in worker_pids if psutil.pid_exists(p)]
     with pytest.raises(ValueError):
         default_client()
+
+
+@pytest.mark.distributed
+def test_no_dashboard_address_serves_no_dashboard_and_holds_no_fixed_port() -> None:
+    cfg = ComputeConfig(workers=1, min_cluster_bytes=0, dashboard_address=None)
+    with dask_client(cfg, input_bytes=1) as session:
+        scheduler = session.client.cluster.scheduler  # type: ignore[union-attr]
+        port = scheduler.http_server.port
+        assert port != 8787
+        status = urllib.request.Request(f"http://127.0.0.1:{port}/status")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(status, timeout=10)
+        assert info.value.code == 404  # the dashboard's page is not there
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
+            assert r.read() == b"ok"  # the health route is
 
 
 @pytest.mark.distributed
