@@ -2,8 +2,8 @@
 stage alone, what each speed change bought, and online per-frame latency.
 
 21 witnesses (3 coupled + 18 distractors) at 4096 Hz. The cleaner is a cascade (Wiener
-stage + DeepClean with the default layout at the rate the training derives,
-:func:`gravwave.cleaners.network.network_decimation`); by default its network is untrained
+stage + DeepClean with the default layout at the training's default rate, the full rate,
+or ``--decimation``); by default its network is untrained
 (the speed does not depend on the weights) and its Wiener stage fitted on 64 s (the
 training's 384 taps, or ``--taps``), or pass a saved cascade with ``--cleaner``. Every
 offline variant runs on the same data, interleaved round by round (``--repeats``), so that a
@@ -11,25 +11,42 @@ load that comes and goes hits them alike; the load average is logged before and 
 (absolute speeds on a shared machine are noise, ratios within one run are not):
 
 * ``cascade``: offline cleaning as shipped (the Wiener FIR in one pass of cache-sized FFT
-  blocks over the span; the network at its reduced rate through its fast inference copy,
-  stitched from windows overlapping by its own reach, the span standardised once into the
-  channel-minor layout the copy computes in);
+  blocks over the span; the network through its fast inference copy, stitched from windows
+  overlapping by its own reach, the span standardised once into the channel-minor layout
+  the copy computes in);
 * ``cascade_previous``: where it started (Hann overlap-add at 50 % of both stages' raw
   output, the module's own forward pass at the full rate, the FIR by one FFT per window);
 * each change undone alone: ``cascade_hann`` (Hann overlap-add of the stages' joint raw
   output), ``cascade_module`` (the module's forward pass instead of the fast copy, the
   witnesses standardised per window), ``cascade_whole_fir`` (the FIR by one FFT per
-  stitched window), ``cascade_full_rate`` (the same layout at the full rate),
+  stitched window), ``cascade_q<q>`` (the same layout at the other rate: the derived one,
+  ``--decimation 0``, for a full-rate cascade, else the full rate),
   ``cascade_joint`` (both stages on the same windows, the witnesses standardised per window:
   the cascade's raw output stitched);
-* ``network_forward`` / ``network_forward_full_rate`` / ``module_forward``: the fast copy
-  (reduced / full rate) and the full-rate module alone over the same stitched windows of
-  pre-standardised float32 witnesses (no Wiener stage, no filters);
+* ``network_forward`` / ``network_forward_q<q>`` / ``module_forward``: the fast copy (at the
+  cascade's / the other rate) and the full-rate module alone over the same stitched windows
+  of pre-standardised float32 witnesses (no Wiener stage, no filters);
 * ``wiener``: the Wiener stage alone (one block-FIR pass over the span and its finishing
   filter); ``wiener_windows``: the block FIR on stitched windows; ``wiener_whole_fir``: the
   FIR by one FFT per stitched window.
 
 ``--profile`` also logs where the shipped cascade's time goes (cProfile, top functions).
+
+Measured (``--span 128 --repeats 3 --frames 0 --profile``, 2 threads, 384 taps, the 2-core
+machine shared with other jobs, load average 4.2-5.0: the process got about one core, so
+the absolute figures are low and the ratios are what counts): the cascade as shipped (full
+rate) 236 x real time, at a quarter of the rate (``cascade_q4``) 447 x; where it started
+(``cascade_previous``) 58 x. The network's fast forward pass alone 417 x (811 x at a
+quarter rate), the module's own 159 x, the Wiener stage alone 873 x. Where the shipped
+cascade's time goes (cProfile): the network's convolutions (57 % of the wall time is its
+forward pass), the Wiener FIR's FFTs (27 % with its finishing filter), the span's
+standardisation (about 10 %), the rest window stacking and the finishing filters. What
+each change buys, undone alone (slowdown of the cascade): exact stitching instead of a
+50 % Hann overlap-add 1.86, the fast inference copy 1.65, the block FIR in one pass over
+the span instead of one FFT per window 1.17 (the Wiener stage alone 2.0: 1.69 from the
+blocks, 1.20 from the one pass), each stage on its own reach and the span standardised
+once 1.07; all of them 4.0; the network at a quarter of the rate 1.9 more (not the
+default: it left measurably more noise in its band, :mod:`gravwave.training`).
 Online: the cascade per 1-s frame beside the module's forward pass over the same blocks.
 A script, not a timed test::
 
@@ -139,20 +156,20 @@ def with_network(
     return CascadeCleaner(wiener, cls(model, net.standardizer, config))
 
 
-def build_cascade(fs: int, taps: int) -> CascadeCleaner:
-    """A cascade with a Wiener stage fitted on 64 s and an untrained default network at the
-    rate the training derives from its band.
+def build_cascade(fs: int, taps: int, decimation: int | None) -> CascadeCleaner:
+    """A cascade with a Wiener stage fitted on 64 s and an untrained default network.
 
     Args:
         fs: Working rate [Hz].
         taps: Wiener FIR taps per witness.
+        decimation: The network's; ``None``: derived from its band as the training would.
     """
     seg = generate(SyntheticParams(duration=64, sample_rate=fs, n_distractors=18, seed=1), 0)
     chans = list(seg.witnesses)
     bands = seg.bands
     wiener = WienerCleaner(seg.strain.name, chans, fs, [bands["linear"]], n_taps=taps)
     wiener.fit(seg.strain, seg.witnesses)
-    q = network_decimation([bands["bilinear"]], fs, 8.0)
+    q = decimation or network_decimation([bands["bilinear"]], fs, 8.0)
     config = NetworkConfig(
         strain_channel=seg.strain.name,
         witness_channels=tuple(chans),
@@ -193,14 +210,17 @@ def offline(cascade: CascadeCleaner, span: float, batch: int, repeats: int) -> d
     net = cascade.network
     wiener = cascade.wiener
     whole_fir = WholeFIRWienerCleaner.from_state(wiener.state())
-    full_rate = with_network(cascade, wiener, 1)
+    # the same layout at the other rate: the derived one if the cascade runs at the full rate
+    q_other = network_decimation(net.bands, fs, cascade.window) if net.decimation == 1 else 1
+    other = with_network(cascade, wiener, q_other)
+    full_rate = other if q_other == 1 else with_network(cascade, wiener, 1)
     previous = with_network(cascade, whole_fir, 1, module=True)
     variants_of = {
         "cascade_previous": JointCascadeCleaner(previous.wiener, previous.network),
         "cascade_hann": cascade,  # with overlap=0.5 below
         "cascade_module": with_network(cascade, wiener, net.decimation, module=True),
         "cascade_whole_fir": CascadeCleaner(whole_fir, net),
-        "cascade_full_rate": full_rate,
+        f"cascade_q{q_other}": other,
         "cascade_joint": JointCascadeCleaner(wiener, net),
     }
     w = cascade.witness_array(seg.witnesses)
@@ -234,7 +254,7 @@ def offline(cascade: CascadeCleaner, span: float, batch: int, repeats: int) -> d
             if k not in ("cascade_previous", "cascade_hann")
         },
         "network_forward": forward(net, True),
-        "network_forward_full_rate": forward(full_rate.network, True),
+        f"network_forward_q{q_other}": forward(other.network, True),
         "module_forward": forward(full_rate.network, False),
         "wiener": run(wiener),
         "wiener_windows": run(WindowedWienerCleaner.from_state(wiener.state())),
@@ -252,6 +272,7 @@ def offline(cascade: CascadeCleaner, span: float, batch: int, repeats: int) -> d
         "threads": torch.get_num_threads(),
         "repeats": repeats,
         "decimation": net.decimation,
+        "other_decimation": q_other,
         "reach": {"cascade": cascade.reach, "wiener": wiener.reach, "network": net.reach},
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -260,9 +281,13 @@ def offline(cascade: CascadeCleaner, span: float, batch: int, repeats: int) -> d
         "wall_s": walls,
         # what undoing each change alone costs (> 1: the change bought that much)
         "slowdown_undone": {k: walls[k] / walls["cascade"] for k in undone},
-        "speedup_forward_fast_copy": walls["module_forward"] / walls["network_forward_full_rate"],
-        "speedup_forward_decimation": walls["network_forward_full_rate"]
-        / walls["network_forward"],
+        "speedup_forward_fast_copy": walls["module_forward"]
+        / walls["network_forward" if net.decimation == 1 else "network_forward_q1"],
+        "speedup_forward_decimation": (
+            walls["network_forward"] / walls[f"network_forward_q{q_other}"]
+            if net.decimation == 1
+            else walls["network_forward_q1"] / walls["network_forward"]
+        ),
         "speedup_wiener_block_fir": walls["wiener_whole_fir"] / walls["wiener_windows"],
         "speedup_wiener_one_pass": walls["wiener_windows"] / walls["wiener"],
         "network_forward_share_of_cascade": walls["network_forward"] / walls["cascade"],
@@ -336,11 +361,20 @@ def main() -> None:
         default=CascadeParams.model_fields["n_taps"].default,
         help="Wiener taps of the built cascade (default: the training's)",
     )
+    ap.add_argument(
+        "--decimation",
+        type=int,
+        default=CascadeParams.model_fields["decimation"].default or 0,
+        help="the built network's (0: derived from its band; default the training's)",
+    )
     ap.add_argument("--profile", action="store_true", help="log cProfile of the cascade")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
-    cascade = load_cleaner(args.cleaner) if args.cleaner else build_cascade(4096, args.taps)
+    if args.cleaner:
+        cascade = load_cleaner(args.cleaner)
+    else:
+        cascade = build_cascade(4096, args.taps, args.decimation or None)
     if not isinstance(cascade, CascadeCleaner):
         ap.error(f"--cleaner {args.cleaner}: a {type(cascade).__name__}, not a cascade")
     if args.profile:

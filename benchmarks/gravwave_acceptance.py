@@ -31,8 +31,8 @@ the network's band is always the bilinear 49-51 Hz).
 
 Options: ``--epochs``/``--steps`` bound the CPU training budget (default 10 x 16 steps of
 batch 32, about 5-10 min on 2 cores); ``--cleaner FILE`` re-evaluates a saved cascade;
-``--decimation Q`` sets the rate the network runs at (default derived from its band, 4 for
-49-51 Hz at 4096 Hz; 1: the full rate).
+``--decimation Q`` sets the rate the network runs at (``fs / Q``; 0: derived from its band,
+4 for 49-51 Hz at 4096 Hz; default the training's).
 """
 
 from __future__ import annotations
@@ -111,8 +111,9 @@ def main() -> None:
     ap.add_argument(
         "--decimation",
         type=int,
-        default=None,
-        help="the network runs at the rate / this (default: derived from its band; 1: full)",
+        default=CascadeParams.model_fields["decimation"].default or 0,
+        help="the network runs at the rate / this (1: the full rate; 0: derived from its band;"
+        " default the training's)",
     )
     ap.add_argument("--cleaner", default=None, help="evaluate this saved cascade instead")
     args = ap.parse_args()
@@ -148,7 +149,7 @@ def main() -> None:
                 max_steps_per_epoch=args.steps,
                 batch_size=args.batch,
                 seed=args.seed,
-                decimation=args.decimation,
+                decimation=args.decimation or None,
             ),
             workdir,
         )
