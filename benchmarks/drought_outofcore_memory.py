@@ -184,10 +184,14 @@ def run_sampled(cmd: list[str], every_s: float = 0.02) -> tuple[str, int]:
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     proc = psutil.Process(child.pid)
     peak, stop = [0], threading.Event()
+    parts: list[str] = []
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], tree_rss(proc))
+            total = tree_rss(proc)
+            if total > peak[0]:
+                peak[0] = total
+                parts[:] = _composition(proc)
             time.sleep(every_s)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -197,7 +201,26 @@ def run_sampled(cmd: list[str], every_s: float = 0.02) -> tuple[str, int]:
     sampler.join()
     if child.returncode:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {child.returncode})")
+    log.info("at the peak (%.0f MB): %s", peak[0] / 1e6, ", ".join(parts))
     return stdout, peak[0]
+
+
+def _composition(proc: psutil.Process) -> list[str]:
+    """Each process of the tree and its RSS, e.g. ``main 640 MB``, ``worker 820 MB``."""
+    out = []
+    try:
+        tree = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return out
+    for p in tree:
+        try:
+            line = " ".join(p.cmdline())
+            rss = p.memory_info().rss
+        except psutil.Error:
+            continue
+        kind = "main" if p.pid == proc.pid else "worker" if "spawn_main" in line else "other"
+        out.append(f"{kind} {rss / 1e6:.0f} MB")
+    return out
 
 
 def input_bytes(n: int, years: int) -> float:
