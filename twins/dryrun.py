@@ -251,8 +251,12 @@ def _dry_run(
         raise TwinsError(f"train.batch_size {b} is smaller than {workers} workers")
     local = math.ceil(b / workers)
     n_slice = min(n_train, local * (steps + 1))
+    # The timed steps draw their samples from the whole training set, as an epoch does: the
+    # first samples of a set laid out by place and time sit together in memory, and steps
+    # on them alone can run faster than an epoch's.
+    drawn = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))
     sliced = type(splits)(
-        Subset(splits.train, range(n_slice)),
+        Subset(splits.train, drawn[:n_slice].tolist()),
         Subset(splits.val, range(min(n_val, 2 * local))),
         splits.test,
     )
