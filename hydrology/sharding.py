@@ -51,6 +51,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Bytes of read chunks a :class:`LazyCellDataset` keeps in memory by default.
+CACHE_BYTES = 64 * 2**20
+
 
 def shard_positions(n_cells: int, cells_per_chunk: int, rank: int, world: int) -> range:
     """The cell positions of ``rank``'s shard: whole chunks, contiguous.
@@ -217,15 +220,18 @@ class LazyCellDataset(Dataset[Sample]):
     """The samples of :class:`hydrology.samples.CellDataset`, read from the store by chunk.
 
     Sample ``i`` is the same as ``CellDataset``'s (cell-major, all-NaN targets dropped); a
-    batch reads the chunks of its cells that are not among the last ``cache_chunks`` read,
-    over the split's months only (:func:`sample_window`).
+    batch reads the chunks of its cells that are not in memory, keeping of each chunk only
+    the cells used and only the split's months (:func:`sample_window`). What was read stays
+    in memory up to ``cache_bytes`` (least recently used out first): a validation subsample
+    that fits is read once for the whole training, a test split larger than that is read
+    chunk by chunk.
 
     Args:
         ds: :func:`hydrology.cubestore.open_cube` output.
         split: ``train``, ``val`` or ``test``.
         seq_len: Months of input history.
         cell_pos: Positions (sorted) of the cells to use; default all.
-        cache_chunks: Chunks kept in memory.
+        cache_bytes: Bytes of read chunks kept in memory (at least the last chunk is kept).
 
     Raises:
         DataError: The split has no samples.
@@ -237,7 +243,7 @@ class LazyCellDataset(Dataset[Sample]):
         split: str,
         seq_len: int,
         cell_pos: np.ndarray | None = None,
-        cache_chunks: int = 1,
+        cache_bytes: int = CACHE_BYTES,
     ) -> None:
         self.ds, self.split, self.seq_len = ds, split, seq_len
         n = ds.sizes["cell"]
@@ -253,7 +259,7 @@ class LazyCellDataset(Dataset[Sample]):
         self.keep = np.flatnonzero(valid[self.cell_pos].ravel())
         self.window = sample_window(ds, split, seq_len)
         self.chunk = _chunk_size(ds)
-        self.cache_chunks = max(1, cache_chunks)
+        self.cache_bytes = cache_bytes
         self._cache: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()
         #: Chunks read so far (in order), for tests and logs.
         self.reads: list[int] = []
@@ -270,14 +276,17 @@ class LazyCellDataset(Dataset[Sample]):
         if k in self._cache:
             self._cache.move_to_end(k)
             return self._cache[k]
-        cells = np.arange(k * self.chunk, min((k + 1) * self.chunk, self.ds.sizes["cell"]))
+        cells = self.cell_pos[self.cell_pos // self.chunk == k]  # the chunk's cells used
         names = ("dynamic", "static", "baseline", "target")
         arrays = load_cells(self.ds, names, cells, self.window)
         out = {n: torch.from_numpy(arrays[n]) for n in names}
+        out["cells"] = torch.from_numpy(cells)
         self._cache[k] = out
         self.reads.append(k)
-        while len(self._cache) > self.cache_chunks:
-            self._cache.popitem(last=False)
+        held = sum(t.nbytes for part in self._cache.values() for t in part.values())
+        while len(self._cache) > 1 and held > self.cache_bytes:
+            _, dropped = self._cache.popitem(last=False)
+            held -= sum(t.nbytes for t in dropped.values())
         return out
 
     def __getitem__(self, i: int) -> Sample:
@@ -293,7 +302,7 @@ class LazyCellDataset(Dataset[Sample]):
         for k in np.unique(cell // self.chunk):
             rows = np.flatnonzero(cell // self.chunk == k)
             arrays = self._load(int(k))
-            c = torch.from_numpy(cell[rows] - k * self.chunk)
+            c = torch.from_numpy(np.searchsorted(arrays["cells"].numpy(), cell[rows]))
             t = issue[rows]
             ct = c * arrays["dynamic"].shape[1] + t
             got = {

@@ -21,6 +21,7 @@ from hydrology.models.lstm import CellLSTM
 from hydrology.samples import CellDataset
 from hydrology.sharding import (
     LazyCellDataset,
+    cell_subsample,
     predict_by_chunk,
     rank_dataset,
     sample_window,
@@ -234,3 +235,23 @@ def test_skill_from_the_verification_months_by_chunk_equals_the_whole_cube(
     b = evaluate_run(model, whole, SEQ, forecasts=chunked)
     pd.testing.assert_frame_equal(a, b)
     assert set(a.method) == {"model", "persistence", "climatology", "analogue"}
+
+
+def test_a_validation_subsample_is_read_once_and_holds_only_its_cells(store: Path) -> None:
+    """Validation runs many times in a training: its subsample's cells (what fits the cache)
+    are read from the store once, and of each chunk only those cells are kept."""
+    ds, counter = _counting(store)
+    cells = cell_subsample(ds, 2, 1)
+    lazy = LazyCellDataset(ds, "val", SEQ, cells)
+    mem = CellDataset(dataset_to_cube(open_cube(store)), "val", SEQ, cells)
+    assert len(lazy) == len(mem)
+    for _ in range(2):  # two validations, as the trainer shards them on one rank
+        for start in range(0, len(lazy), 50):
+            idx = list(range(start, min(start + 50, len(lazy))))
+            got, want = lazy.__getitems__(idx).batch, mem.__getitems__(idx).batch
+            for g, w in zip([*got[0], got[1]], [*want[0], want[1]], strict=True):
+                assert torch.equal(g.nan_to_num(9.0), w.nan_to_num(9.0))
+    chunks = sorted({int(c) // CHUNK for c in cells})
+    assert lazy.reads == chunks  # each chunk once over both passes
+    assert len(counter.chunks("dynamic")) == len(chunks)
+    assert sum(part["dynamic"].shape[0] for part in lazy._cache.values()) == cells.size
