@@ -219,8 +219,7 @@ def train_rank(overrides: list[str], out: Path) -> None:
     cfg = load_config(CONFIG, overrides)
     task = build_task(cfg)
     store = task.cube_store()  # built: opens the marker only
-    task._cube = dataset_to_cube(open_cube(store), positions=[])  # meta, no cell
-    model = task.build_model()
+    model = task.build_model()  # (from the store's attributes: no cell read)
     del model, task
     gc.collect()
     me = psutil.Process()

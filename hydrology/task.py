@@ -462,21 +462,13 @@ class DroughtForecast(Task):
         p = self.params
         if self._reads_store():
             self._splits = self._store_splits()
-            log.info(
-                "samples: train %d (rank %d of %d), val %d, test %d",
-                len(self._splits.train),  # type: ignore[arg-type]
-                self.rank,
-                self.world_size,
-                len(self._splits.val),  # type: ignore[arg-type]
-                len(self._splits.test),  # type: ignore[arg-type]
-            )
-            return self._splits
-        cube = self.cube()
-        if p.model == "convlstm":
+        elif p.model == "convlstm":
+            cube = self.cube()
             self._splits = Splits(
                 *(TileDataset(cube, s, p.seq_len, p.tile) for s in ("train", "val", "test"))
             )
         else:
+            cube = self.cube()
             train_cells = subsample_cells(cube, p.subsample, 0)
             val_cells = subsample_cells(cube, p.val_subsample, p.val_subsample // 2)
             self._splits = Splits(
@@ -485,9 +477,11 @@ class DroughtForecast(Task):
                 CellDataset(cube, "test", p.seq_len),
             )
         log.info(
-            "samples: train %d, val %d, test %d",
-            len(self._splits.train),
-            len(self._splits.val),
+            "samples: train %d (rank %d of %d), val %d, test %d",
+            len(self._splits.train),  # type: ignore[arg-type]
+            self.rank,
+            self.world_size,
+            len(self._splits.val),  # type: ignore[arg-type]
             len(self._splits.test),  # type: ignore[arg-type]
         )
         return self._splits
@@ -495,8 +489,10 @@ class DroughtForecast(Task):
     # -- model --------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         p = self.params
-        meta = open_cube(self.cube_store()).attrs["meta"] if self._reads_store() else None
-        meta = meta or self.cube().meta
+        if self._reads_store():  # the store's attributes, no cell read
+            meta = open_cube(self.cube_store()).attrs["meta"]
+        else:
+            meta = self.cube().meta
         n_dyn, n_sta = len(meta["dynamic_features"]), len(meta["static_features"])
         n_out = len(self.outputs)
         net: nn.Module

@@ -179,3 +179,32 @@ def test_model_learns_toward_the_noise_floor(tmp_path: Path) -> None:
     # truth: the noise floor is 0.01; persistence is far worse (about 0.5 here)
     assert m["test_mse"] < 0.5 * m["test_persistence_mse"]
     assert m["test_mse"] < 5 * m["test_noise_floor_mse"]
+
+
+def test_a_rank_holding_its_own_shard_draws_its_batches_from_it() -> None:
+    """train_counts: the rank's data is its shard; one epoch sees each of its samples once,
+    and counts that do not fit the rank's data are refused."""
+    task = toy()
+    splits = task.splits()
+    n = len(splits.train)
+
+    def trainer(counts: tuple[int, ...]) -> Trainer:
+        return Trainer(
+            task.build_model(),
+            task.loss,
+            optimizer_factory(OptimizerConfig(lr=1e-2)),
+            splits.train,
+            None,
+            Strategy(),
+            epochs=1,
+            batch_size=32,
+            seed=9,
+            train_counts=counts,
+        )
+
+    sharded = trainer((n,))
+    assert type(sharded.sampler).__name__ == "ShardedBatchSampler"
+    assert sorted(i for batch in sharded.sampler for i in batch) == list(range(n))
+    assert sharded.fit().steps == len(sharded.sampler)
+    with pytest.raises(ValueError, match=rf"train_counts \[{n + 1}\] do not fit rank 0 of 1"):
+        trainer((n + 1,))
