@@ -34,6 +34,7 @@ from hydrology.gates import Gates, check_gates
 from hydrology.ingest import TRAINING_REQUIRED, canonical_units, standard_months
 from hydrology.io import open_grids, validate
 from hydrology.outofcore import build_cube_store
+from hydrology.readcache import BoundedReadCache, bound_read_cache
 from hydrology.timeaxis import calendar, is_standard
 from twins.compute.buildonce import Product, build_once
 from twins.compute.config import ComputeConfig
@@ -117,6 +118,7 @@ def open_lazy(
     Raises:
         DataError: A missing or unreadable file, no ``tp``, or no ``(lat, lon)`` grid.
     """
+    bound_read_cache()  # each chunk is read once: netCDF-C's 64 MiB per variable only holds memory
     label = str(paths[0]) if len(paths) == 1 else f"{paths[0]} ... {paths[-1]}"
     target = list(paths) if len(paths) > 1 else paths[0]
     probe = open_grids(target, chunks={}, gates=None, check_values=False)
@@ -192,6 +194,8 @@ def build_engine(compute: ComputeConfig, nbytes: int, slurm: SlurmConfig | None)
     :func:`twins.compute.cluster.dask_client`, imported when one is needed, from the main
     thread only: in another thread ``local`` falls back to the threaded scheduler (a trial
     has its own CPUs) and ``slurm``/``address`` are refused (before anything is built).
+    A cluster's workers open the files with a bounded chunk cache
+    (:class:`hydrology.readcache.BoundedReadCache`), as this process does (:func:`open_lazy`).
 
     Raises:
         ConfigError: ``address``, or ``slurm`` for a large input, outside the main thread.
@@ -221,6 +225,8 @@ def build_engine(compute: ComputeConfig, nbytes: int, slurm: SlurmConfig | None)
     from twins.compute.cluster import dask_client  # (see above: only when a cluster runs)
 
     with dask_client(compute, input_bytes=nbytes, slurm=slurm) as session:
+        if session.client is not None:
+            session.client.register_plugin(BoundedReadCache())
         yield session.mode
 
 
