@@ -50,6 +50,9 @@ MIN_VALID_SHARE: float = 0.5
 """A cell is served when each present input is observed in at least this share of the
 training months: below half a record, a calendar month's gamma fit rests on fewer than
 half the training years."""
+#: Bytes of one float64 grid per group of months in :func:`regional_mean` (its temporaries
+#: are about six such grids): 4 MiB is 13 months of a 200 x 200 grid.
+REGIONAL_SLAB_BYTES: int = 4 << 20
 
 
 def input_vars(monthly: xr.Dataset) -> tuple[str, ...]:
@@ -208,7 +211,10 @@ def regional_mean(
 
     A large-scale drought state: the weather decorrelates over ~``corr_length`` cells while a
     drought's footprint is wider, so a regional mean of an index separates the two better
-    than a single cell can.
+    than a single cell can. Each month is filtered on its own, so the months go through in
+    groups whose grids take about :data:`REGIONAL_SLAB_BYTES` each (the filter's
+    temporaries are a few such grids, whatever the record's length); the result is the same
+    bit for bit as filtering every month at once.
 
     Args:
         values: ``(time, cell)`` field (e.g. SPI-3), NaN where unknown.
@@ -220,17 +226,22 @@ def regional_mean(
         ``(time, cell)`` float32 regional means (NaN where no finite land is in reach).
     """
     nt = values.shape[0]
-    ok = np.isfinite(values)
-    grid = np.zeros((nt, shape[0] * shape[1]), np.float64)
-    weight = np.zeros_like(grid)
-    grid[:, cells] = np.where(ok, values, 0.0)
-    weight[:, cells] = ok
-    k = (0, sigma, sigma)
-    num = gaussian_filter(grid.reshape(nt, *shape), k, mode="constant", truncate=3.0)
-    den = gaussian_filter(weight.reshape(nt, *shape), k, mode="constant", truncate=3.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(den > 1e-6, num / den, np.nan).reshape(nt, -1)[:, cells]
-    return out.astype(np.float32)
+    out = np.empty((nt, cells.size), np.float32)
+    step = max(1, REGIONAL_SLAB_BYTES // (8 * shape[0] * shape[1]))
+    for t0 in range(0, nt, step):
+        part = values[t0 : t0 + step]
+        n = part.shape[0]
+        ok = np.isfinite(part)
+        grid = np.zeros((n, shape[0] * shape[1]), np.float64)
+        weight = np.zeros_like(grid)
+        grid[:, cells] = np.where(ok, part, 0.0)
+        weight[:, cells] = ok
+        k = (0, sigma, sigma)  # (no filtering across months: scipy skips a zero sigma)
+        num = gaussian_filter(grid.reshape(n, *shape), k, mode="constant", truncate=3.0)
+        den = gaussian_filter(weight.reshape(n, *shape), k, mode="constant", truncate=3.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[t0 : t0 + n] = np.where(den > 1e-6, num / den, np.nan).reshape(n, -1)[:, cells]
+    return out
 
 
 def dynamic_names(

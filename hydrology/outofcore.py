@@ -223,20 +223,25 @@ def _dynamic_block(
         1.0,
         variables=input_vars(monthly),
     )
-    idx = xr.Dataset(
-        {
-            t: (("time", "lat", "lon"), window[t].values[:, inner[0], inner[1]])
-            for t in plan.targets
-        }
-    )
-    local = dynamic_features(monthly, idx, plan.targets, cells, scaler, (), plan.masks)
-    # Regional means over the window (block + halo), kept at the block's cells.
+    # Each index's window is read once (float64, one index at a time) into the block's own
+    # indices and the clipped float32 window series the regional means take.
     wy, wx = window_served.shape
     wcells = np.flatnonzero(window_served.ravel())
+    nt = window.sizes["time"]
+    vals = np.empty((nt, len(plan.targets), wcells.size), np.float32)
+    block: dict[str, Any] = {}
+    for j, t in enumerate(plan.targets):
+        grid = window[t].transpose("time", "lat", "lon").values
+        block[t] = (("time", "lat", "lon"), grid[:, inner[0], inner[1]].copy())
+        vals[:, j] = np.clip(grid.reshape(nt, -1)[:, wcells], -CLIP, CLIP)
+        del grid
+    local = dynamic_features(
+        monthly, xr.Dataset(block), plan.targets, cells, scaler, (), plan.masks
+    )
+    del block
+    # Regional means over the window (block + halo), kept at the block's cells.
     by, bx = np.divmod(cells, served.shape[1])
     pos = np.searchsorted(wcells, (by + inner[0].start) * wx + bx + inner[1].start)
-    vals = np.stack([time_by_cell(window[t])[:, wcells] for t in plan.targets], axis=1)
-    vals = np.clip(vals, -CLIP, CLIP).astype(np.float32)
     reg = [
         regional_mean(vals[:, j], wcells, (wy, wx), s)[:, pos]
         for s in plan.regional

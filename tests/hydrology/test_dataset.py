@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from hydrology import features
 from hydrology.dataset import (
     DEFAULT_SPLITS,
     DroughtCube,
@@ -96,6 +97,21 @@ def test_regional_mean_against_a_direct_weighted_sum() -> None:
     np.testing.assert_allclose(got, ref, rtol=2.0**-23, atol=1e-12)
     const = regional_mean(np.full((2, cells.size), 0.4), cells, shape, 4.0)
     np.testing.assert_allclose(const, 0.4, rtol=2.0**-23)
+
+
+def test_regional_mean_by_groups_of_months_equals_all_months_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Months are filtered one by one (no sigma across time): going through them in groups
+    of 3 (the budget of 3 grids of 7 x 9 float64, and a last group of 2) changes no bit."""
+    rng = np.random.default_rng(4)
+    shape = (7, 9)
+    cells = np.flatnonzero(rng.random(63) < 0.7)
+    values = rng.normal(size=(11, cells.size))
+    values[4, :5] = np.nan
+    whole = regional_mean(values, cells, shape, 1.5)  # 4 MiB: every month in one group
+    monkeypatch.setattr(features, "REGIONAL_SLAB_BYTES", 3 * 8 * 63)
+    np.testing.assert_array_equal(regional_mean(values, cells, shape, 1.5), whole)
 
 
 def test_split_targets_stay_inside_their_period(cube: DroughtCube) -> None:
