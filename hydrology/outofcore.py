@@ -207,14 +207,22 @@ def _cells_block(monthly: xr.Dataset, served: np.ndarray, plan: _Plan) -> dict[s
 def _dynamic_block(
     monthly: xr.Dataset,
     served: np.ndarray,
-    window: xr.Dataset,
+    indices: Path,
+    window: tuple[slice, slice],
     window_served: np.ndarray,
     inner: tuple[slice, slice],
     scaler_mean: np.ndarray,
     scaler_std: np.ndarray,
     plan: _Plan,
 ) -> np.ndarray:
-    """Phase 3 on one block: ``(cell, time, feature)`` with regional means from the halo."""
+    """Phase 3 on one block: ``(cell, time, feature)`` with regional means from the halo.
+
+    The indices of the ``window`` (the block and its halo, ``(lat, lon)`` slices) are read
+    here from the scratch store ``indices``, not handed in by dask: as dask inputs, the
+    index chunks a window overlaps (up to 5 x 5 of them for a 25 x 25 block and a 36-cell
+    halo) are shared by the neighbouring blocks' tasks, and each worker kept them until
+    every neighbour had run.
+    """
     cells = np.flatnonzero(served.ravel())
     scaler = Scaler(
         scaler_mean.transpose(1, 2, 0),
@@ -227,11 +235,13 @@ def _dynamic_block(
     # indices and the clipped float32 window series the regional means take.
     wy, wx = window_served.shape
     wcells = np.flatnonzero(window_served.ravel())
-    nt = window.sizes["time"]
+    store = xr.open_zarr(indices, consolidated=False, chunks=None)  # (no dask: read here)
+    idx_window = store.isel(lat=window[0], lon=window[1])
+    nt = idx_window.sizes["time"]
     vals = np.empty((nt, len(plan.targets), wcells.size), np.float32)
     block: dict[str, Any] = {}
     for j, t in enumerate(plan.targets):
-        grid = window[t].transpose("time", "lat", "lon").values
+        grid = idx_window[t].transpose("time", "lat", "lon").values
         block[t] = (("time", "lat", "lon"), grid[:, inner[0], inner[1]].copy())
         vals[:, j] = np.clip(grid.reshape(nt, -1)[:, wcells], -CLIP, CLIP)
         del grid
@@ -696,7 +706,6 @@ def _phase_dynamic(
 ) -> None:
     """Phase 3 (regional inputs): ``dynamic`` from each block and its halo's indices."""
     ny, nx = served.shape
-    idx = xr.open_zarr(scratch / "indices.zarr", consolidated=False)
     store = xr.open_zarr(path, consolidated=False)
     h = halo_cells(plan.regional)
     offsets = np.cumsum([0, *(b.size for b in by_block)])
@@ -715,7 +724,8 @@ def _phase_dynamic(
         d = dask.delayed(_dynamic_block, pure=False)(
             monthly.isel(lat=sy, lon=sx),
             served[sy, sx],
-            idx.isel(lat=wy, lon=wx),
+            scratch / "indices.zarr",
+            (wy, wx),
             served[wy, wx],
             inner,
             store["scaler_mean"].isel(cell=cs).data,
