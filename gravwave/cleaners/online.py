@@ -31,7 +31,10 @@ class OnlineCleaner:
     Args:
         cleaner: Any cleaner.
         frame: Frame length [s].
-        lookahead: Future data [s] a frame waits for (bounded by construction).
+        lookahead: Future data [s] a frame waits for (bounded by construction); default
+            the cleaner's future reach plus its finishing filter's, the shortest with which
+            the output equals offline cleaning in the interior (a cascade whose network runs
+            at a reduced rate reaches further than one at the full rate).
         memory: Past data [s] kept before each frame; default the cleaner's past reach
             plus its finishing filter, rounded up to the window multiple.
 
@@ -43,16 +46,16 @@ class OnlineCleaner:
         self,
         cleaner: Cleaner,
         frame: float = 1.0,
-        lookahead: float = 0.5,
+        lookahead: float | None = None,
         memory: float | None = None,
     ) -> None:
         self.cleaner = cleaner
         fs = cleaner.sample_rate
         self.frame_n = round(frame * fs)
-        self.lookahead_n = round(lookahead * fs)
         self.multiple = cleaner.multiple
         past, future = cleaner.reach
         fr = cleaner.finish_reach
+        self.lookahead_n = future + fr if lookahead is None else round(lookahead * fs)
         if self.lookahead_n < future + fr:
             log.warning(
                 "look-ahead %.3f s is shorter than the cleaner's reach %.3f s: online output "
