@@ -40,6 +40,7 @@ from twins.compute.buildonce import Product, build_once
 from twins.compute.config import ComputeConfig
 from twins.errors import ConfigError, DataError
 from twins.launch.models import SlurmConfig
+from twins.memory import trim_freed
 
 __all__ = [
     "build_engine",
@@ -164,6 +165,7 @@ def open_training_lazy(paths: Sequence[str], gates: Gates, block_bytes: int) -> 
     """
     ds, label, _, tile, years = open_lazy(paths, block_bytes)
     gate_record(ds, label, gates, block_bytes)  # every value once, chunk by chunk
+    trim_freed()  # the chunks the gates read, freed by dask's threads, left in the arenas
     ds = canonical_units(ds)
     if not is_standard(ds):
         cal = calendar(ds.indexes["time"])

@@ -58,7 +58,7 @@ from hydrology.outofcore import build_cube_store
 from hydrology.timeaxis import is_standard
 from twins.compute.config import ComputeConfig
 from twins.launch.models import SlurmConfig
-from twins.memory import return_large_frees
+from twins.memory import trim_freed
 from twins.task import PreprocessProjection
 
 __all__ = ["ProbePlan", "plan_probe", "project_cube_build", "tree_rss"]
@@ -307,7 +307,6 @@ def project_cube_build(
             same one line the real build gives).
         ConfigError: A target whose variable the files lack.
     """
-    return_large_frees()  # as the build's process does (DroughtForecast.cube_store)
     kwargs = dict(cube_kwargs)
     block_bytes = int(kwargs.get("block_bytes", block_bytes))
     kwargs["block_bytes"] = block_bytes
@@ -346,6 +345,7 @@ def project_cube_build(
             # the files are opened, then the build on the engine.
             t1 = time.perf_counter()
             check_gates(sub, label, gates)
+            trim_freed()
             ds = canonical_units(sub)
             if not is_standard(ds):
                 ds = standard_months(ds)
