@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,26 +74,51 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ray_joins_an_existing_cluster_with_address(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
+@contextlib.contextmanager
+def _ray_head(log: Path, port: int) -> Iterator[None]:
+    """A Ray head of its own, stopped by its process group alone.
 
+    ``ray stop --force`` would end every Ray process on the machine: the other xdist
+    workers' Ray sessions (their drivers die or wait forever on a dead GCS). The head runs
+    with ``--block`` in a new session; its GCS, raylet and workers share its process group,
+    which is terminated (then killed) at the end.
+    """
     ray_bin = Path(sys.executable).parent / "ray"
-    port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     start = [
         str(ray_bin),
         "start",
         "--head",
+        "--block",
         f"--port={port}",
         "--num-cpus=2",
         "--include-dashboard=false",
         "--disable-usage-stats",
     ]
-    proc = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    with log.open("w") as out:
+        head = subprocess.Popen(
+            start, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
+        deadline = time.monotonic() + 180
+        while "block forever" not in log.read_text():
+            assert head.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # whatever of the group is left
+        head.wait(timeout=60)
+
+
+def test_ray_joins_an_existing_cluster_with_address(tmp_path: Path) -> None:
+    port = _free_port()
+    with _ray_head(tmp_path / "ray-head.log", port):
         from twins.cli import main
 
         cfg = tmp_path / "run.yaml"
@@ -143,7 +175,3 @@ def test_ray_joins_an_existing_cluster_with_address(tmp_path: Path) -> None:
         rows = (study / "trials.csv").read_text().strip().splitlines()
         assert len(rows) == 3, rows  # header + 2 trials
         assert (study / "best.yaml").is_file()
-    finally:
-        subprocess.run(
-            [str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120
-        )
