@@ -22,7 +22,8 @@ load that comes and goes hits them alike; the load average is logged before and 
   stitched window), ``cascade_q<q>`` (the same layout at the other rate: the derived one,
   ``--decimation 0``, for a full-rate cascade, else the full rate),
   ``cascade_joint`` (both stages on the same windows, the witnesses standardised per window:
-  the cascade's raw output stitched);
+  the cascade's raw output stitched), ``cascade_sequential`` (the stages one after the other
+  instead of the Wiener stage in a thread beside the network);
 * ``network_forward`` / ``network_forward_q<q>`` / ``module_forward``: the fast copy (at the
   cascade's / the other rate) and the full-rate module alone over the same stitched windows
   of pre-standardised float32 witnesses (no Wiener stage, no filters);
@@ -130,6 +131,20 @@ class WholeFIRWienerCleaner(WindowedWienerCleaner):
         return fir_whole_window(witnesses, f.taps, f.witness_mean, f.lag0)
 
 
+class SequentialCascadeCleaner(CascadeCleaner):
+    """The cascade with its stages one after the other in this thread (before the Wiener
+    stage ran beside the network)."""
+
+    def predict(
+        self, witnesses: np.ndarray, window: int, overlap: float | None = None, batch: int = 4
+    ) -> np.ndarray:
+        """Each stage's stitched noise in turn (exact stitching), else as the cascade."""
+        if overlap is not None:
+            return super().predict(witnesses, window, overlap, batch)
+        linear = self.wiener.predict(witnesses, window, None, batch)
+        return linear + self.network.predict(witnesses, window, None, batch)
+
+
 class JointCascadeCleaner(CascadeCleaner):
     """The cascade stitching both stages' joint raw output on the same windows (before each
     stage was stitched on its own)."""
@@ -222,6 +237,7 @@ def offline(cascade: CascadeCleaner, span: float, batch: int, repeats: int) -> d
         "cascade_whole_fir": CascadeCleaner(whole_fir, net),
         f"cascade_q{q_other}": other,
         "cascade_joint": JointCascadeCleaner(wiener, net),
+        "cascade_sequential": SequentialCascadeCleaner(wiener, net),
     }
     w = cascade.witness_array(seg.witnesses)
     xs = net.standardise(w)  # the network's input (channel-minor)

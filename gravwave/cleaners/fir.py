@@ -21,11 +21,30 @@ equals the whole-window computation up to float64 rounding.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 import numpy as np
 import scipy.fft
 import torch
 
-__all__ = ["BlockFIR", "fir_whole_window"]
+__all__ = ["BlockFIR", "fft_workers", "fir_whole_window"]
+
+_WORKERS: ContextVar[int | None] = ContextVar("fir_fft_workers", default=None)
+
+
+@contextlib.contextmanager
+def fft_workers(n: int) -> Iterator[None]:
+    """Run the FFTs of :class:`BlockFIR` calls in this thread (and context) on ``n`` workers
+    instead of torch's intra-op thread count: a stage run beside the network in a thread of
+    its own takes one core, not the network's (:class:`gravwave.cleaners.CascadeCleaner`).
+    The results do not depend on it (pocketfft splits the channels across its workers)."""
+    token = _WORKERS.set(max(1, int(n)))
+    try:
+        yield
+    finally:
+        _WORKERS.reset(token)
 
 
 class BlockFIR:
@@ -85,7 +104,8 @@ class BlockFIR:
         out = np.empty((x.shape[0], 1, n))
         nfft = scipy.fft.next_fast_len(min(self.block, n) + taps_n - 1 + abs(lag0), real=True)
         spec = self._spectrum(nfft)
-        threads = torch.get_num_threads()  # as the network's (one per batch worker)
+        # as the network's (one per batch worker), unless fft_workers says otherwise
+        threads = _WORKERS.get() or torch.get_num_threads()
         for s in range(0, n, self.block):
             e = min(n, s + self.block)
             # y[t] for t in [s, e) needs x[t - lag0 - (n_taps - 1) .. t - lag0], zeros outside

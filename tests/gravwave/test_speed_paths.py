@@ -5,6 +5,7 @@ the fast inference copy of the network (:mod:`gravwave.models.deepclean_fast`)."
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from scipy import signal
 from torch import nn
 
 from gravwave.cleaners import CascadeCleaner, NetworkCleaner, NetworkConfig, WienerCleaner
+from gravwave.cleaners import fir as fir_module
 from gravwave.cleaners.fir import BlockFIR, fir_whole_window
 from gravwave.cleaners.stitch import (
     _Extended,
@@ -271,6 +273,38 @@ def test_cascade_stitches_each_stage_on_its_own_reach_as_the_joint_output(
     assert np.all(np.abs(own_n[0, pos] - joint[1, pos]) <= 2 * bound[0].numpy())
     assert xs.dtype == np.float32 and xs.T.flags.c_contiguous  # channel-minor
     np.testing.assert_array_equal(xs, ((w - net._mean[0]) * net._inv_std[0]).astype(np.float32))
+
+
+def test_cascade_runs_its_wiener_stage_beside_the_network_with_the_same_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cascade, x = _cascade(4)
+    w, window = x[:, : int(20 * FS) + 123], round(4 * FS)
+    seen: list[tuple[str, int]] = []
+    call = BlockFIR.__call__
+
+    def recording(self: BlockFIR, windows: np.ndarray) -> np.ndarray:
+        workers = fir_module._WORKERS.get() or torch.get_num_threads()
+        seen.append((threading.current_thread().name, workers))
+        return call(self, windows)
+
+    monkeypatch.setattr(BlockFIR, "__call__", recording)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # a pinned worker: one stage after the other, here
+        cascade.predict(w, window)
+        assert seen and set(seen) == {(threading.current_thread().name, 1)}
+        torch.set_num_threads(2)
+        seen.clear()
+        beside = cascade.predict(w, window)
+        # the Wiener stage ran in its own thread on one FFT worker
+        assert seen and all(name.startswith("wiener-stage") and n == 1 for name, n in seen)
+        # the same computations on the same inputs as one stage after the other, here
+        # (pocketfft's workers split channels, not sums; the network keeps its threads)
+        alone = cascade.wiener.predict(w, window) + cascade.network.predict(w, window)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(beside, alone)
 
 
 def test_clean_stitches_exactly_by_default_and_by_hann_on_request() -> None:
