@@ -485,9 +485,10 @@ COMMANDS: dict[str, dict[str, Entry]] = {
         "twins train run.yaml --backend ray --workers 16 --address ray://head:10001": entry(
             Elsewhere(
                 RAY_TEST + "test_ray_joins_an_existing_cluster_with_address",
-                ('"--address"', '"start"', '"--head"'),
-                "an external Ray cluster",
-            )
+                ('"--address"', "_ray_head("),
+                "joining an external Ray cluster by address",
+            ),
+            Elsewhere(RAY_TEST + "_ray_head", ('"start"', '"--head"'), "the external Ray cluster"),
         ),
         "RAY_ADDRESS=head:6379 twins train run.yaml --backend ray --workers 16": entry(
             Elsewhere(
