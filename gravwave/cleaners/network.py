@@ -20,8 +20,8 @@ full rate: the network's output is band-limited to ``0.29 fs / q`` by that filte
 is taken in its band far below that, so the target needs no anti-alias filter of its own.
 :func:`network_decimation` derives ``q`` from the band (``q = 4`` for 49-51 Hz at 4096 Hz:
 the forward pass 1.9-2.3 times as fast, ``benchmarks/bench_cleaning.py``);
-:class:`gravwave.training.CascadeParams` ``decimation`` sets it (default 1, the full rate:
-at ``q = 4`` the network left measurably more noise in its band, see
+:class:`gravwave.training.CascadeParams` ``decimation`` sets it (default: derived, for the
+cleaning speed; the full rate left somewhat less noise in the band, see
 :mod:`gravwave.training`). The cleaner records it in :attr:`NetworkConfig.decimation`;
 cleaners saved before it load at ``q = 1``, as they were trained.
 """
