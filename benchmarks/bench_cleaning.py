@@ -2,8 +2,8 @@
 stage alone, what each speed change bought, and online per-frame latency.
 
 21 witnesses (3 coupled + 18 distractors) at 4096 Hz. The cleaner is a cascade (Wiener
-stage + DeepClean with the default layout at the training's default rate, the full rate,
-or ``--decimation``); by default its network is untrained
+stage + DeepClean with the default layout at the training's default rate, derived from its
+band: a quarter of 4096 Hz, or ``--decimation``); by default its network is untrained
 (the speed does not depend on the weights) and its Wiener stage fitted on 64 s (the
 training's 384 taps, or ``--taps``), or pass a saved cascade with ``--cleaner``. Every
 offline variant runs on the same data, interleaved round by round (``--repeats``), so that a
@@ -11,9 +11,9 @@ load that comes and goes hits them alike; the load average is logged before and 
 (absolute speeds on a shared machine are noise, ratios within one run are not):
 
 * ``cascade``: offline cleaning as shipped (the Wiener FIR in one pass of cache-sized FFT
-  blocks over the span; the network through its fast inference copy, stitched from windows
-  overlapping by its own reach, the span standardised once into the channel-minor layout
-  the copy computes in);
+  blocks over the span, in a thread beside the network; the network through its fast
+  inference copy, stitched from windows overlapping by its own reach, the span standardised
+  once into the channel-minor layout the copy computes in);
 * ``cascade_previous``: where it started (Hann overlap-add at 50 % of both stages' raw
   output, the module's own forward pass at the full rate, the FIR by one FFT per window);
 * each change undone alone: ``cascade_hann`` (Hann overlap-add of the stages' joint raw
@@ -33,21 +33,21 @@ load that comes and goes hits them alike; the load average is logged before and 
 
 ``--profile`` also logs where the shipped cascade's time goes (cProfile, top functions).
 
-Measured (``--span 128 --repeats 3 --frames 0 --profile``, 2 threads, 384 taps, the 2-core
-machine shared with other jobs, load average 4.2-5.0: the process got about one core, so
-the absolute figures are low and the ratios are what counts): the cascade as shipped (full
-rate) 236 x real time, at a quarter of the rate (``cascade_q4``) 447 x; where it started
-(``cascade_previous``) 58 x. The network's fast forward pass alone 417 x (811 x at a
-quarter rate), the module's own 159 x, the Wiener stage alone 873 x. Where the shipped
-cascade's time goes (cProfile): the network's convolutions (57 % of the wall time is its
-forward pass), the Wiener FIR's FFTs (27 % with its finishing filter), the span's
-standardisation (about 10 %), the rest window stacking and the finishing filters. What
-each change buys, undone alone (slowdown of the cascade): exact stitching instead of a
-50 % Hann overlap-add 1.86, the fast inference copy 1.65, the block FIR in one pass over
-the span instead of one FFT per window 1.17 (the Wiener stage alone 2.0: 1.69 from the
-blocks, 1.20 from the one pass), each stage on its own reach and the span standardised
-once 1.07; all of them 4.0; the network at a quarter of the rate 1.9 more (not the
-default: it left measurably more noise in its band, :mod:`gravwave.training`).
+Measured (``--span 128 --repeats 5 --frames 0 --profile``, 2 threads, 384 taps, load average
+about 2 from other jobs; 2026-12-06): the cascade as shipped (the network at a quarter of the
+rate, the Wiener stage in a thread beside it) 723 x real time; at the full rate
+(``cascade_q1``) 533 x; the stages one after the other (``cascade_sequential``) 570 x;
+where it started (``cascade_previous``) 107 x. The network's fast forward pass alone 1432 x
+(790 x at the full rate), the module's own (full rate) 383 x, the Wiener stage alone 1669 x.
+The network's forward pass is half of the shipped cascade's wall time, the Wiener stage (in
+its own thread) 43 %; in the main thread the rest is the span's standardisation (about a
+fifth) and window stacking. What each change buys, undone alone (slowdown of the cascade):
+exact stitching instead of a 50 % Hann overlap-add 2.35, the fast inference copy 1.86, the
+quarter rate 1.36, the Wiener stage beside the network 1.27, the block FIR in one pass over
+the span instead of one FFT per window 1.28, each stage on its own reach and the span
+standardised once 1.48; all of them 6.8. Earlier the same day, quieter (load 0.6), with
+``--decimation 1``: full rate 494 x, sequential 427 x, quarter rate 708 x. The quarter rate
+leaves somewhat more noise in the network's band (:mod:`gravwave.training`).
 Online: the cascade per 1-s frame beside the module's forward pass over the same blocks.
 A script, not a timed test::
 
