@@ -51,7 +51,7 @@ def asd(
         ts: Time series [strain].
         fftlength: FFT length [s].
         overlap: Overlap of the FFTs [s]; default ``fftlength / 2``.
-        method: ``"median"`` (bias-corrected, robust to glitches) or ``"mean"`` (``"welch"``).
+        method: ``"median"`` (bias-corrected, robust to glitches) or ``"welch"`` (the mean).
 
     Returns:
         ASD [strain/√Hz] on ``0, 1 / fftlength, ..., fs / 2`` Hz.
@@ -115,7 +115,7 @@ def asd_ratio(
         raw: Raw strain or its ASD, on the same grid.
         bands: Frequency bands ``[(f_lo, f_hi), ...]`` [Hz], edges included.
         fftlength: FFT length of the ASDs [s] (50 % overlap).
-        method: Welch averaging, ``"median"`` or ``"mean"``.
+        method: Welch averaging, ``"median"`` or ``"welch"`` (the mean).
 
     Returns:
         The dimensionless ratio: < 1 where cleaning removed noise, 1 for identical series.
@@ -258,7 +258,7 @@ def out_of_band(
         frange: Frequency range considered [Hz] (up to Nyquist at most).
         width: Sub-band width [Hz].
         near: Sub-bands lying within this distance of a band [Hz] are "next to" it.
-        method: Welch averaging, ``"median"`` or ``"mean"``.
+        method: Welch averaging, ``"median"`` or ``"welch"`` (the mean).
 
     Returns:
         The sub-band ratios, the highest of them overall and next to the bands, the lowest.
@@ -314,7 +314,7 @@ def out_of_band_ratio(
         fftlength: FFT length of the ASDs [s].
         frange: Frequency range considered [Hz].
         width: Sub-band width [Hz].
-        method: Welch averaging, ``"median"`` or ``"mean"``.
+        method: Welch averaging, ``"median"`` or ``"welch"`` (the mean).
 
     Returns:
         The dimensionless worst (highest) out-of-band ratio.
@@ -363,7 +363,7 @@ def inspiral_range(
         snr: Detection SNR threshold.
         fftlength: Welch FFT length for a TimeSeries [s] (DeepClean uses 8 s).
         overlap: Welch overlap [s]; default ``fftlength / 2``.
-        method: Welch averaging, ``"median"`` or ``"mean"``.
+        method: Welch averaging, ``"median"`` or ``"welch"`` (the mean).
         kind: ``"inspiral"`` (:func:`gwpy.astro.inspiral_range`: IMR waveform, cosmology
             corrected) or ``"sensemon"`` (:func:`gwpy.astro.sensemon_range`: Newtonian chirp,
             the classic "range" = horizon / 2.26).

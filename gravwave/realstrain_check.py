@@ -3,7 +3,9 @@
 :func:`check_real_strain` measures, for a :class:`gravwave.realstrain.CoupledStrain` and its
 cleaned strain: the in-band ASD ratio against the oracle (the untouched real strain: 1 when
 the added noise is gone), the worst 5-Hz sub-band outside the cleaner's bands
-(:func:`gravwave.metrics.out_of_band`, cleaned / raw: 1 when nothing is added), and a known
+(:func:`gravwave.metrics.out_of_band`, cleaned / raw: 1 when nothing is added; median- and
+mean-averaged ASDs, beside the untouched strain's own figure, see
+:meth:`RealStrainCheck.bars`), and a known
 signal's matched-filter SNR and peak time in the real, raw and cleaned strain
 (:func:`gravwave.eventcheck.check_event`) with the SNR change the cleaning residual explains
 (:func:`gravwave.eventcheck.snr_factor`).
@@ -67,10 +69,15 @@ class RealStrainCheck(BaseModel):
             (``band_label``); 1 when the added noise is removed.
         raw_vs_oracle: The same for the raw strain (how much noise was added).
         out_of_band: Worst (highest) 5-Hz sub-band ASD ratio cleaned / raw of 20-1000 Hz
-            outside the cleaner's bands.
+            outside the cleaner's bands, median-averaged ASDs.
         out_of_band_hz: Its sub-band [Hz].
-        near_band: Worst sub-band within 25 Hz of the cleaner's bands.
+        near_band: Worst sub-band within 25 Hz of the cleaner's bands (median).
         near_band_hz: Its sub-band [Hz].
+        out_of_band_mean: The worst sub-band with mean-averaged ASDs (what the bar reads).
+        out_of_band_mean_hz: Its sub-band [Hz].
+        oracle_out_of_band: The untouched strain's own worst sub-band ratio against the raw
+            one (the perfect cleaning's figure), median-averaged ASDs.
+        oracle_out_of_band_mean: The same, mean-averaged ASDs.
         event: The signal's SNR peak in the untouched, raw and cleaned strain.
         snr_factor: Expected SNR ratio cleaned / untouched from their PSDs (1 when the
             cleaning leaves no residual; :func:`gravwave.eventcheck.snr_factor`).
@@ -85,6 +92,10 @@ class RealStrainCheck(BaseModel):
     out_of_band_hz: tuple[float, float]
     near_band: float
     near_band_hz: tuple[float, float]
+    out_of_band_mean: float
+    out_of_band_mean_hz: tuple[float, float]
+    oracle_out_of_band: float
+    oracle_out_of_band_mean: float
     event: EventCheck
     snr_factor: float
 
@@ -95,11 +106,19 @@ class RealStrainCheck(BaseModel):
         return math.sqrt(2.0 * abs(1.0 - self.snr_factor))
 
     def bars(self) -> dict[str, bool]:
-        """Issue 12's bars: SNR within 1 %, peak within 1 ms, out-of-band within 1 %."""
+        """Issue 12's bars: SNR within 1 %, peak within 1 ms, out-of-band within 1 %.
+
+        The out-of-band bar reads the mean-averaged ASDs: on 32 s (15 Welch segments of 4 s)
+        a median-averaged ratio scatters 2.4 times as much (:func:`gravwave.metrics.
+        out_of_band`), about 1.5 % for what a cleaning changes beside a coupling's skirts,
+        so that the perfect cleaning itself reads up to 1.012 there (GW150914-H1 with the
+        couplings of seed 101 at 120-125 Hz, :attr:`oracle_out_of_band`): a median bar of
+        1 % cannot be resolved on this span; the mean-averaged figure can (0.6 %).
+        """
         return {
             "snr": abs(self.event.snr_change) < SNR_BAR,
             "peak": abs(self.event.peak_shift) < PEAK_BAR_S,
-            "out_of_band": self.out_of_band - 1.0 < OOB_BAR,
+            "out_of_band": self.out_of_band_mean - 1.0 < OOB_BAR,
         }
 
 
@@ -126,8 +145,11 @@ def check_real_strain(
     """
     oracle, raw = coupled.oracle, coupled.raw
     a_cln, a_raw, a_orc = (asd(x, fftlength) for x in (cleaned, raw, oracle))
+    m_cln, m_raw, m_orc = (asd(x, fftlength, method="welch") for x in (cleaned, raw, oracle))
     bands = list(coupled.bands.values())
-    ob = out_of_band(a_cln, a_raw, list(cleaner_bands), fftlength)
+    outside = list(cleaner_bands)
+    ob = out_of_band(a_cln, a_raw, outside, fftlength)
+    ob_mean = out_of_band(m_cln, m_raw, outside, fftlength)
     event = check_event(oracle, raw, cleaned, template, gps, window=window, fftlength=fftlength)
     return RealStrainCheck(
         channel=coupled.channel,
@@ -137,6 +159,10 @@ def check_real_strain(
         out_of_band_hz=ob.worst_band,
         near_band=ob.near_worst,
         near_band_hz=ob.near_band,
+        out_of_band_mean=ob_mean.worst,
+        out_of_band_mean_hz=ob_mean.worst_band,
+        oracle_out_of_band=out_of_band(a_orc, a_raw, outside, fftlength).worst,
+        oracle_out_of_band_mean=out_of_band(m_orc, m_raw, outside, fftlength).worst,
         event=event,
         snr_factor=snr_factor(cleaned, oracle, template, fftlength=fftlength),
     )

@@ -27,7 +27,7 @@ from gravwave.realstrain import (
     training_span,
     write_asd,
 )
-from gravwave.realstrain_check import PEAK_BAR_S, RealStrainCheck
+from gravwave.realstrain_check import OOB_BAR, PEAK_BAR_S, RealStrainCheck
 from twins.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -171,3 +171,8 @@ def test_gw150914_passes_through_a_cascade_fitted_on_h1_coloured_data(tmp_path: 
     # = 1.02) is measured on 32 s in 5-Hz sub-bands with a standard deviation of
     # 2.4 sqrt(q / (2 x 32 s x 5 Hz)) = 2.7 % (gravwave.metrics.out_of_band): 1.02 + 3 x 0.027
     assert check.out_of_band < 1.1
+    # the same with mean-averaged ASDs (what the bar reads: 2.4 times less scatter), and the
+    # untouched strain's own figures against the raw one, the perfect cleaning's
+    assert check.out_of_band_mean < 1.1
+    assert check.bars()["out_of_band"] == (check.out_of_band_mean - 1 < OOB_BAR)
+    assert 0.9 < check.oracle_out_of_band < 1.1 and 0.9 < check.oracle_out_of_band_mean < 1.1
