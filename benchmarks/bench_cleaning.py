@@ -2,7 +2,7 @@
 stage alone, what each speed change bought, and online per-frame latency.
 
 21 witnesses (3 coupled + 18 distractors) at 4096 Hz. The cleaner is a cascade (Wiener
-stage + DeepClean with the default layout at the training's default rate, derived from its
+stage + DeepClean with the training's layout at the training's default rate, derived from its
 band: a quarter of 4096 Hz, or ``--decimation``); by default its network is untrained
 (the speed does not depend on the weights) and its Wiener stage fitted on 64 s (the
 training's 384 taps, or ``--taps``), or pass a saved cascade with ``--cleaner``. Every
@@ -34,20 +34,22 @@ load that comes and goes hits them alike; the load average is logged before and 
 ``--profile`` also logs where the shipped cascade's time goes (cProfile, top functions).
 
 Measured (``--span 128 --repeats 5 --frames 0 --profile``, 2 threads, 384 taps, load average
-about 2 from other jobs; 2026-12-06): the cascade as shipped (the network at a quarter of the
-rate, the Wiener stage in a thread beside it) 723 x real time; at the full rate
-(``cascade_q1``) 533 x; the stages one after the other (``cascade_sequential``) 570 x;
-where it started (``cascade_previous``) 107 x. The network's fast forward pass alone 1432 x
-(790 x at the full rate), the module's own (full rate) 383 x, the Wiener stage alone 1669 x.
-The network's forward pass is half of the shipped cascade's wall time, the Wiener stage (in
-its own thread) 43 %; in the main thread the rest is the span's standardisation (about a
-fifth) and window stacking. What each change buys, undone alone (slowdown of the cascade):
-exact stitching instead of a 50 % Hann overlap-add 2.35, the fast inference copy 1.86, the
-quarter rate 1.36, the Wiener stage beside the network 1.27, the block FIR in one pass over
-the span instead of one FFT per window 1.28, each stage on its own reach and the span
-standardised once 1.48; all of them 6.8. Earlier the same day, quieter (load 0.6), with
-``--decimation 1``: full rate 494 x, sequential 427 x, quarter rate 708 x. The quarter rate
-leaves somewhat more noise in the network's band (:mod:`gravwave.training`).
+about 1 beside it; 2026-12-06): the cascade as shipped (the network at a quarter of the rate
+with the training's three-stage encoder there, the Wiener stage in a thread beside it) 581 x
+real time (596 x in a run just before); at the full rate (``cascade_q1``, the four-stage
+encoder) 480 x; the stages one after the other (``cascade_sequential``) 457 x; where it
+started (``cascade_previous``) 96 x. The network's fast forward pass alone 1072 x (658 x at
+the full rate), the module's own (full rate) 361 x, the Wiener stage alone 1304 x. The
+network's forward pass is about half of the shipped cascade's wall time, the Wiener stage
+(in its own thread) 45 %; in the main thread the rest is the span's standardisation (about a
+sixth: a float64 to channel-minor float32 pass over the span) and window stacking. What each
+change buys, undone alone (slowdown of the cascade): exact stitching instead of a 50 % Hann
+overlap-add 2.29, the fast inference copy 1.67, the quarter rate 1.21, the Wiener stage
+beside the network 1.27, the block FIR in one pass over the span instead of one FFT per
+window 1.12, each stage on its own reach and the span standardised once 1.42; all of them
+6.0. With the four-stage encoder at the quarter rate (its bottleneck at 64 Hz) the cascade
+ran 657-723 x, 12 % faster than with three stages in one interleaved run, but left 5-10 %
+more noise in the network's band (:mod:`gravwave.training`).
 Online: the cascade per 1-s frame beside the module's forward pass over the same blocks.
 A script, not a timed test::
 
@@ -79,13 +81,15 @@ from gravwave.cleaners import (
     load_cleaner,
 )
 from gravwave.cleaners.fir import fir_whole_window
-from gravwave.cleaners.network import network_decimation
+from gravwave.cleaners.network import network_decimation, network_fit_bands
 from gravwave.cleaners.stitch import stack_channel_minor, stitch_windows
 from gravwave.metrics import latency_summary, realtime_factor
 from gravwave.models import DeepClean
+from gravwave.models.deepclean import encoder_widths_for
 from gravwave.models.deepclean_fast import FastDeepClean
 from gravwave.preprocess import Standardizer
 from gravwave.synthetic import SyntheticParams, generate
+from gravwave.task import NetworkSettings
 from gravwave.training import CascadeParams
 
 log = logging.getLogger("gravwave.bench")
@@ -160,11 +164,18 @@ def with_network(
     cascade: CascadeCleaner, wiener: WienerCleaner, decimation: int, module: bool = False
 ) -> CascadeCleaner:
     """``cascade``'s network layout and scaler at ``decimation`` (untrained: same cost)
-    behind ``wiener``; through the module's own forward pass if ``module``."""
+    behind ``wiener``; through the module's own forward pass if ``module``. At another rate
+    than the cascade's the encoder is the training's for that rate (the default widths,
+    their first stages dropped where the bottleneck would alias the band:
+    :func:`~gravwave.models.deepclean.encoder_widths_for`)."""
     net = cascade.network
     m = net.model
+    widths = m.widths
+    if decimation != m.decimation:
+        top = max(hi for _, hi in network_fit_bands(net.bands, net.sample_rate))
+        widths = encoder_widths_for(NetworkSettings().widths, net.sample_rate / decimation, top)
     model = DeepClean(
-        m.in_channels, m.widths, m.kernel_size, m.dilations, m.res_kernel_size, decimation
+        m.in_channels, widths, m.kernel_size, m.dilations, m.res_kernel_size, decimation
     )
     config = net.config.model_copy(update={"decimation": decimation})
     cls = ModuleNetworkCleaner if module else NetworkCleaner
@@ -194,7 +205,10 @@ def build_cascade(fs: int, taps: int, decimation: int | None) -> CascadeCleaner:
         decimation=q,
     )
     scaler = Standardizer().fit(wiener.witness_array(seg.witnesses))
-    net = NetworkCleaner(DeepClean(len(chans), decimation=q), scaler, config)
+    # the training's layout at that rate (gravwave.training.fit_cascade)
+    top = max(hi for _, hi in network_fit_bands([bands["bilinear"]], fs))
+    widths = encoder_widths_for(NetworkSettings().widths, fs / q, top)
+    net = NetworkCleaner(DeepClean(len(chans), widths, decimation=q), scaler, config)
     return CascadeCleaner(wiener, net)
 
 

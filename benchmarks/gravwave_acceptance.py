@@ -115,6 +115,13 @@ def main() -> None:
         help="the network runs at the rate / this (1: the full rate; 0: derived from its band;"
         " default the training's)",
     )
+    ap.add_argument(
+        "--widths",
+        type=int,
+        nargs="+",
+        default=None,
+        help="DeepClean encoder widths (default the training's)",
+    )
     ap.add_argument("--cleaner", default=None, help="evaluate this saved cascade instead")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -150,6 +157,7 @@ def main() -> None:
                 batch_size=args.batch,
                 seed=args.seed,
                 decimation=args.decimation or None,
+                **({"network": {"widths": args.widths}} if args.widths else {}),
             ),
             workdir,
         )

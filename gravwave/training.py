@@ -18,16 +18,20 @@ The network can run at a reduced rate (:attr:`CascadeParams.decimation`; ``None`
 from the band, :func:`gravwave.cleaners.network.network_decimation`: 4 for 49-51 Hz at
 4096 Hz; see :mod:`gravwave.cleaners.network`): it is trained so, through the same fixed
 anti-alias filters it cleans with. By default the rate is derived (a quarter of 4096 Hz for the
-49-51 Hz band): the cleaning bar (500 times real time with 21 witnesses on 2 cores, issue 12)
-is met at a quarter of the rate (about 700x) and not at the full rate (about 490x, the Wiener
-stage already beside the network), at the cost of some of the network's own band. Measured on
-the acceptance recipe (``benchmarks/gravwave_acceptance.py``, 160 steps, seeds 7 and 11 at GPS
-1300000000 and 1300300000, 8/16-s median ASDs), full rate against a quarter of it: the
-network's bilinear-band ASD ratio 0.356 / 0.386 against 0.392 / 0.406 (oracle 0.339 / 0.366),
-the cascade's share of the oracle range gain 0.875, 0.888 / 0.889, 0.906 against 0.861, 0.876
-/ 0.885, 0.906 (bar 0.75), the worst 5-Hz sub-band beside the network's band 1.000-1.007
-either way; the training's network steps 2.3-2.7 times as fast. ``decimation=1`` trains the
-full-rate network where its band matters more than the speed.
+49-51 Hz band) and the default layout drops the encoder stages that would put the bottleneck's
+Nyquist frequency below the trained band (:func:`~gravwave.models.deepclean.encoder_widths_for`:
+widths 16, 32, 64 at 1024 Hz, the bottleneck at 128 Hz; widths set explicitly are kept).
+Measured on the acceptance recipe (``benchmarks/gravwave_acceptance.py``, 160 steps, 8/16-s
+median ASDs; seed 11 at GPS 1300300000 to choose, seed 7 at GPS 1300000000 to confirm), the
+network's bilinear-band ASD ratio (oracle 0.366 / 0.339 on seeds 11 / 7): full rate 0.386 /
+0.356, a quarter of it with all four stages (the bottleneck at 64 Hz, 32 Hz Nyquist) 0.406 /
+0.392, with three stages 0.385 / 0.353; the cascade's share of the oracle range gain 0.889,
+0.906 / 0.875, 0.888 at the full rate, 0.885, 0.906 / 0.861, 0.876 with four stages, 0.897,
+0.909 / 0.864, 0.888 with three (bar 0.75). Offline cleaning with 21 witnesses on 2 cores
+(``benchmarks/bench_cleaning.py``, the Wiener stage beside the network): the full rate
+about 490-530 x real time, the quarter rate 580-720 x depending on the layout and load: the
+500 x bar holds at the quarter rate with room. ``decimation=1`` trains the full-rate
+network.
 This module depends on :mod:`gravwave.cleaners`, never the reverse.
 """
 
@@ -51,7 +55,7 @@ from gravwave.cleaners import CascadeCleaner, Cleaner, NetworkCleaner, WienerCle
 from gravwave.cleaners.network import network_decimation, network_fit_bands
 from gravwave.io import write_multichannel_hdf5
 from gravwave.losses import ASDRatioLoss
-from gravwave.models.deepclean import decimation_edges
+from gravwave.models.deepclean import decimation_edges, encoder_widths_for
 from gravwave.task import NetworkSettings, NoiseCleaning, NoiseCleaningParams
 from twins.config import load_config
 from twins.errors import ConfigError
@@ -199,8 +203,9 @@ class CascadeParams(CascadeTraining):
         decimation: The network runs at ``sample_rate / decimation`` (1: the full rate);
             ``None``: derived from its band and the window
             (:func:`~gravwave.cleaners.network.network_decimation`: 4 for 49-51 Hz at
-            4096 Hz), the default: the cleaning speed's bar is met there, not at 1 (at 4
-            the network leaves somewhat more in its own band; module doc).
+            4096 Hz), the default: the cleaning speed's bar is met there with room, not
+            reliably at 1; with the default layout fitted to that rate (module doc) the
+            network leaves as little in its band as at the full rate.
     """
 
     linear_bands: list[tuple[float, float]] = [(142.0, 162.0)]
@@ -246,7 +251,12 @@ def fit_cascade(
     q = p.decimation
     if q is None:
         q = network_decimation([p.network_band], fs, p.window, 2 ** len(p.network.widths))
-    log.info("network at %g Hz (decimation %d)", fs / q, q)
+    fit_bands = network_fit_bands([p.network_band], fs)
+    network = p.network
+    if "widths" not in network.model_fields_set:  # the default layout, fitted to the rate
+        widths = encoder_widths_for(network.widths, fs / q, max(hi for _, hi in fit_bands))
+        network = network.model_copy(update={"widths": list(widths)})
+    log.info("network at %g Hz (decimation %d), encoder widths %s", fs / q, q, network.widths)
 
     data = TimeSeriesDict()
     for name, ts in [(strain.name, strain), *((c, witnesses[c]) for c in channels)]:
@@ -262,12 +272,12 @@ def fit_cascade(
         "window": p.window,
         "stride": p.stride,
         "val_fraction": p.val_fraction,
-        "band": [list(b) for b in network_fit_bands([p.network_band], fs)],
+        "band": [list(b) for b in fit_bands],
         "cleaner_band": [list(p.network_band)],
         "skirt_weight": p.skirt_weight,
         "decimation": q,
         "wiener": str(wiener_path),
-        **p.network.model_dump(mode="json"),
+        **network.model_dump(mode="json"),
     }
     cfg = load_config(
         None,

@@ -21,8 +21,8 @@ is taken in its band far below that, so the target needs no anti-alias filter of
 :func:`network_decimation` derives ``q`` from the band (``q = 4`` for 49-51 Hz at 4096 Hz:
 the forward pass 1.9-2.3 times as fast, ``benchmarks/bench_cleaning.py``);
 :class:`gravwave.training.CascadeParams` ``decimation`` sets it (default: derived, for the
-cleaning speed; the full rate left somewhat less noise in the band, see
-:mod:`gravwave.training`). The cleaner records it in :attr:`NetworkConfig.decimation`;
+cleaning speed, with an encoder fitted to that rate; see :mod:`gravwave.training`). The
+cleaner records it in :attr:`NetworkConfig.decimation`;
 cleaners saved before it load at ``q = 1``, as they were trained.
 """
 

@@ -122,6 +122,10 @@ def test_short_cascade_beats_wiener_alone_and_keeps_signals(tmp_path: Path) -> N
         tmp_path,
     )
     assert isinstance(cascade.wiener, WienerCleaner) and cascade.wiener.window == 4.0
+    # the default layout at the derived quarter rate (1024 Hz) drops its first encoder stage:
+    # the bottleneck runs at 128 Hz, its Nyquist frequency above the 43-57 Hz trained band
+    model = cascade.network.model
+    assert model.decimation == 4 and model.widths == (16, 32, 64)
     test = generate(p.model_copy(update={"injections": 2, "injection_snr": (15.0, 18.0)}), 3)
     raw, bands = test.strain, test.bands
     wiener_only = cascade.stages()["wiener"].clean(raw, test.witnesses)

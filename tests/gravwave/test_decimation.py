@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from gravwave.cleaners import CascadeCleaner, NetworkCleaner, NetworkConfig, load_cleaner
 from gravwave.cleaners.network import NORMALISATION_FILE, network_decimation
 from gravwave.models import DeepClean
-from gravwave.models.deepclean import decimation_edges
+from gravwave.models.deepclean import decimation_edges, encoder_widths_for
 from gravwave.preprocess import Standardizer
 from gravwave.training import (
     CascadeParams,
@@ -39,6 +39,17 @@ def test_decimation_is_derived_from_the_band_and_the_window() -> None:
     assert network_decimation([(49.0, 51.0)], 4096.0, window=4128 / 4096) == 2
     # at 1024 Hz even q = 2 is flat only to 149 Hz < 4 x 57 Hz: the full rate
     assert network_decimation([(49.0, 51.0)], FS) == 1
+
+
+def test_encoder_keeps_its_bottleneck_above_the_band() -> None:
+    default = (8, 16, 32, 64)
+    # full rate: four stages put the bottleneck at 256 Hz (Nyquist 128 Hz > 57 Hz)
+    assert encoder_widths_for(default, 4096.0, 57.0) == default
+    # a quarter of it: 64 Hz would alias the band; three stages, 128 Hz, the last widths
+    assert encoder_widths_for(default, 1024.0, 57.0) == (16, 32, 64)
+    assert encoder_widths_for(default, 512.0, 57.0) == (32, 64)
+    assert encoder_widths_for(default, 128.0, 57.0) == (64,)  # at least one stage
+    assert encoder_widths_for(default, 1024.0, 64.0) == (32, 64)  # 128 Hz is not above 2 x 64
 
 
 def _network(decimation: int, config_decimation: int | None) -> NetworkCleaner:
