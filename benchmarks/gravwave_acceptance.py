@@ -32,7 +32,9 @@ the network's band is always the bilinear 49-51 Hz).
 Options: ``--epochs``/``--steps`` bound the CPU training budget (default 10 x 16 steps of
 batch 32, about 5-10 min on 2 cores); ``--cleaner FILE`` re-evaluates a saved cascade;
 ``--decimation Q`` sets the rate the network runs at (``fs / Q``; 0: derived from its band,
-4 for 49-51 Hz at 4096 Hz; default the training's).
+4 for 49-51 Hz at 4096 Hz; default the training's); ``--widths`` the network's encoder widths
+(default the training's: the default widths fitted to the rate,
+:func:`gravwave.models.deepclean.encoder_widths_for`).
 """
 
 from __future__ import annotations
