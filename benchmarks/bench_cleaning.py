@@ -5,7 +5,10 @@ stage alone, what each speed change bought, and online per-frame latency.
 stage + DeepClean with the training's layout at the training's default rate, derived from its
 band: a quarter of 4096 Hz, or ``--decimation``); by default its network is untrained
 (the speed does not depend on the weights) and its Wiener stage fitted on 64 s (the
-training's 384 taps, or ``--taps``), or pass a saved cascade with ``--cleaner``. Every
+training's 384 taps, or ``--taps``) on every witness: the worst case, as if all 21 coupled
+(the training keeps only the witnesses that lower a held-out residual, one of the 21 on the
+acceptance recipe, and its Wiener stage then transforms that one alone); or pass a saved
+cascade with ``--cleaner``. Every
 offline variant runs on the same data, interleaved round by round (``--repeats``), so that a
 load that comes and goes hits them alike; the load average is logged before and after
 (absolute speeds on a shared machine are noise, ratios within one run are not):

@@ -73,12 +73,16 @@ class BlockFIR:
         self.lag0, self.block = int(lag0), int(block)
         self.n_taps = self.taps.shape[1]
         self._mean_taps = (self.mean[:, None] * self.taps).sum(axis=0)  # (n_taps,)
+        # witnesses whose taps are all zero (not selected) add nothing: not transformed
+        used = np.flatnonzero(np.any(self.taps != 0, axis=1))
+        self._used = None if used.size == self.taps.shape[0] else used
+        self._taps = self.taps if self._used is None else self.taps[self._used]
         self._spectra: dict[int, np.ndarray] = {}
         self._corrections: dict[tuple[int, int], np.ndarray] = {}
 
     def _spectrum(self, nfft: int) -> np.ndarray:
         if nfft not in self._spectra:
-            self._spectra[nfft] = scipy.fft.rfft(self.taps, nfft, axis=-1)
+            self._spectra[nfft] = scipy.fft.rfft(self._taps, nfft, axis=-1)
         return self._spectra[nfft]
 
     def _correction(self, length: int, nfft: int) -> np.ndarray:
@@ -100,6 +104,8 @@ class BlockFIR:
             raise ValueError(
                 f"expected windows (batch, {self.taps.shape[0]}, time), got {x.shape}"
             )
+        if self._used is not None:
+            x = x[:, self._used]
         n, taps_n, lag0 = x.shape[-1], self.n_taps, self.lag0
         out = np.empty((x.shape[0], 1, n))
         nfft = scipy.fft.next_fast_len(min(self.block, n) + taps_n - 1 + abs(lag0), real=True)

@@ -48,6 +48,9 @@ class WienerCleaner(Cleaner):
         finish_length: Half length [s] of the finishing FIR band-pass.
         attenuation: Its stop-band attenuation [dB] (high: the FIR output of raw witnesses
             carries huge out-of-band lines, e.g. the mains).
+        select_channels: Fit only the witnesses that lower the residual on a held-out part
+            of the span (:class:`~gravwave.models.wiener.WienerFilter`); the others' taps are
+            zero and the block FIR skips them.
 
     Raises:
         ConfigError: A band widened by the transition reaches 0 Hz or Nyquist.
@@ -67,6 +70,7 @@ class WienerCleaner(Cleaner):
         overlap: float = 0.5,
         finish_length: float = 0.3,
         attenuation: float = 100.0,
+        select_channels: bool = False,
     ) -> None:
         self.strain_channel = strain_channel
         self.witness_channels = tuple(witness_channels)
@@ -80,7 +84,10 @@ class WienerCleaner(Cleaner):
             self.bands, self.sample_rate, self.finish_reach, self.attenuation
         )
         self._block: BlockFIR | None = None
-        self.filter = WienerFilter(n_taps, self.sample_rate, self.fit_bands)
+        self.select_channels = bool(select_channels)
+        self.filter = WienerFilter(
+            n_taps, self.sample_rate, self.fit_bands, select_channels=self.select_channels
+        )
 
     @property
     def filter(self) -> WienerFilter:
@@ -111,6 +118,7 @@ class WienerCleaner(Cleaner):
                 centred=old.centred,
                 order=old.order,
             )
+        self.filter.select_channels = self.select_channels
         self.filter.fit(w, s)
         self._block = None
         return self
@@ -170,6 +178,7 @@ class WienerCleaner(Cleaner):
             "overlap": self.overlap,
             "finish_length": self.finish_length,
             "attenuation": self.attenuation,
+            "select_channels": self.select_channels,
         }
 
     @classmethod
@@ -195,7 +204,9 @@ class WienerCleaner(Cleaner):
             inner["sample_rate"],
             [(float(lo), float(hi)) for lo, hi in inner["bands"]],
             n_taps=int(filt["n_taps"]),
+            select_channels=bool(state.get("select_channels", False)),
             **settings,
         )
         obj.filter = WienerFilter.from_state_dict(filt)
+        obj.filter.select_channels = obj.select_channels
         return obj

@@ -19,6 +19,19 @@ matrix. Witnesses are scaled to unit variance inside the fit, so ``ridge`` is re
 each channel's power (``1e-6`` barely biases a well-posed fit and keeps duplicated or
 dead-band witnesses solvable); the returned taps act on unscaled witnesses.
 
+**Witness selection** (``select_channels``): a witness that does not couple still gets taps,
+fitted to the noise of the training span, and they add that noise to every prediction, in
+band, where the cleaning is measured: about ``L / T`` of the residual power per witness
+(``L`` taps, ``T`` samples). With 18 uncoupled witnesses of 21 that was 8 % of the noise
+floor's power in the Wiener band (acceptance recipe, seed 11 at GPS 1300300000: in-band ASD
+ratio 0.311 with every witness, 0.301 with the coupled one alone, oracle 0.299), enough to
+move a BNS signal's SNR by 2 %. Each witness alone is too weak a test (its share is of the
+order of its own noise), the group is not: with selection the last :data:`SELECT_HOLDOUT` of
+the span is held out, the witnesses are ranked by the power each explains alone on the rest,
+the filter of the first ``m`` is fitted there for ``m`` in :data:`SELECT_COUNTS` (and every
+witness), the ``m`` whose prediction leaves the least residual on the held-out part is kept,
+and the taps of those witnesses are refitted on the whole span; the others' taps are zero.
+
 With ``bands`` set, witnesses and target are band-passed (zero-phase, order-8 Butterworth,
 :func:`gravwave.preprocess.bandpass`) before fitting and witnesses again before predicting,
 so the filter is fitted in band only and its output is band-limited ("in-band Wiener",
@@ -41,6 +54,11 @@ from gravwave.preprocess import Band, bandpass, check_bands
 
 log = logging.getLogger(__name__)
 
+#: Share of the span held out to choose the witnesses (module doc).
+SELECT_HOLDOUT = 0.2
+#: Numbers of top-ranked witnesses tried (and every witness).
+SELECT_COUNTS = (1, 2, 3, 4, 6, 8, 12, 16)
+
 
 class WienerFilter:
     """Multi-channel least-squares FIR filter (witnesses -> strain noise).
@@ -53,6 +71,8 @@ class WienerFilter:
             unit witness variance.
         centred: Use lags ``-L//2 .. L-1-L//2`` (non-causal) instead of ``0 .. L-1``.
         order: Butterworth order of the band-passes.
+        select_channels: Keep only the witnesses that lower the residual on a held-out part
+            of the span (module doc); the others' taps are zero.
 
     Attributes:
         taps: ``(channel, n_taps)`` float64 after :meth:`fit`; ``taps[c, k]`` multiplies
@@ -68,8 +88,10 @@ class WienerFilter:
         ridge: float = 1e-6,
         centred: bool = False,
         order: int = 8,
+        select_channels: bool = False,
     ) -> None:
         self._configure(n_taps, sample_rate, bands, ridge=ridge, centred=centred, order=order)
+        self.select_channels = bool(select_channels)
         self.taps: np.ndarray | None = None
         self.witness_mean: np.ndarray | None = None
         self.target_mean: float = 0.0
@@ -153,6 +175,29 @@ class WienerFilter:
         scale[scale == 0] = 1.0  # a silent channel: zero taps (ridge or minimum norm)
         x = x / scale[:, None]
 
+        keep = np.arange(n_ch)
+        if self.select_channels and n_ch > 1:
+            keep = self._select(x, y)
+        h = np.zeros((n_ch, L))
+        if keep.size:
+            R, p = self._normal_equations(x[keep], y)
+            h[keep] = self._solve(R, p).reshape(keep.size, L)
+        self.taps = h / scale[:, None]
+        log.info(
+            "Wiener fit: %d channels (%d kept) x %d taps on %d samples in %.2f s",
+            n_ch,
+            keep.size,
+            L,
+            n_t,
+            time.perf_counter() - start,
+        )
+        return self
+
+    def _normal_equations(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(R + ridge I, p)`` of scaled, centred witnesses ``x (channel, time)`` and target
+        ``y (time,)`` (module doc)."""
+        n_ch, n_t = x.shape
+        L = self.n_taps
         # Biased correlations from zero-padded FFTs: r_ab[tau] = sum_t a[t + tau] b[t] / T.
         n_fft = scipy.fft.next_fast_len(n_t + L + abs(self.lag0), real=True)
         X = scipy.fft.rfft(x, n=n_fft, axis=1)
@@ -177,16 +222,44 @@ class WienerFilter:
             [scipy.fft.irfft(Y * np.conj(X[c]), n=n_fft)[p_pos] / n_t for c in range(n_ch)]
         )
         R[np.diag_indices_from(R)] += self.ridge
-        h = self._solve(R, p)
-        self.taps = h.reshape(n_ch, L) / scale[:, None]
+        return R, p
+
+    def _select(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Indices of the witnesses to keep (module doc): ``x (channel, time)`` scaled and
+        centred, ``y (time,)`` centred."""
+        n_ch, n_t = x.shape
+        L = self.n_taps
+        split = round(n_t * (1 - SELECT_HOLDOUT))
+        if split < 2 * L or n_t - split < 2 * L:
+            return np.arange(n_ch)  # too short to hold a part out: every witness
+        R, p = self._normal_equations(x[:, :split], y[:split])
+        alone = np.empty(n_ch)
+        for c in range(n_ch):
+            rows = slice(c * L, (c + 1) * L)
+            alone[c] = p[rows] @ self._solve(R[rows, rows], p[rows])
+        order = np.argsort(-alone, kind="stable")
+        # the held-out part and the taps' history before it (a causal or centred FIR)
+        a, b = split - (L - 1 + max(0, self.lag0)), n_t + min(0, self.lag0)
+        held = y[split:b]
+        residual = {}
+        for m in sorted({*(k for k in SELECT_COUNTS if k < n_ch), n_ch}):
+            chans = order[:m]
+            rows = (chans[:, None] * L + np.arange(L)).ravel()
+            h = self._solve(R[np.ix_(rows, rows)], p[rows]).reshape(m, L)
+            full = signal.oaconvolve(x[chans, a:n_t], h, mode="full", axes=1).sum(axis=0)
+            # y_hat[t] = full[t - a - lag0] (module doc's sum, taps from lag0)
+            pred = full[split - a - self.lag0 : b - a - self.lag0]
+            residual[m] = float(np.mean((held - pred) ** 2))
+        best = min(residual, key=lambda m: residual[m])
         log.info(
-            "Wiener fit: %d channels x %d taps on %d samples in %.2f s",
+            "Wiener witness selection on %.0f %% held out: residual by witnesses kept %s; "
+            "kept %d of %d",
+            100 * SELECT_HOLDOUT,
+            {m: f"{r:.4g}" for m, r in residual.items()},
+            best,
             n_ch,
-            L,
-            n_t,
-            time.perf_counter() - start,
         )
-        return self
+        return np.sort(order[:best])
 
     @staticmethod
     def _solve(R: np.ndarray, p: np.ndarray) -> np.ndarray:
