@@ -76,9 +76,9 @@ class CascadeCleaner(Cleaner):
     ) -> np.ndarray:
         """Stitched noise ``(time,)`` [strain] (:meth:`Cleaner.predict`). With exact stitching
         (``overlap=None``) each stage is stitched from windows overlapping by its own reach
-        (383 samples for 384 Wiener taps, 2464 for the network at a quarter of 4096 Hz),
-        which equals stitching their joint :meth:`raw` output up to rounding; with an
-        overlap fraction their joint raw output is overlap-added as before.
+        (383 samples for 384 Wiener taps, 1280 for the default network at a quarter of
+        4096 Hz), which equals stitching their joint :meth:`raw` output up to rounding; with
+        an overlap fraction their joint raw output is overlap-added as before.
 
         With exact stitching and more than one torch thread the Wiener stage runs in a
         thread of its own (its FFTs on one worker) while the network's standardisation and

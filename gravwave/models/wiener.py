@@ -22,10 +22,11 @@ dead-band witnesses solvable); the returned taps act on unscaled witnesses.
 **Witness selection** (``select_channels``): a witness that does not couple still gets taps,
 fitted to the noise of the training span, and they add that noise to every prediction, in
 band, where the cleaning is measured: about ``L / T`` of the residual power per witness
-(``L`` taps, ``T`` samples). With 18 uncoupled witnesses of 21 that was 8 % of the noise
-floor's power in the Wiener band (acceptance recipe, seed 11 at GPS 1300300000: in-band ASD
-ratio 0.311 with every witness, 0.301 with the coupled one alone, oracle 0.299), enough to
-move a BNS signal's SNR by 2 %. Each witness alone is too weak a test (its share is of the
+(``L`` taps, ``T`` samples). With 18 uncoupled witnesses of 21 that was about 7 % of the
+noise floor's power in the Wiener band (``benchmarks/gravwave_acceptance.py --seed 11 --gps
+1300300000``: the Wiener stage's in-band ASD ratio 0.311 with every witness, 0.301 with
+selection, oracle 0.299); on seed 7 the residual in that band put one injection's SNR 2.1 %
+below its value in the oracle. Each witness alone is too weak a test (its share is of the
 order of its own noise), the group is not: with selection the last :data:`SELECT_HOLDOUT` of
 the span is held out, the witnesses are ranked by the power each explains alone on the rest,
 the filter of the first ``m`` is fitted there for ``m`` in :data:`SELECT_COUNTS` (and every
@@ -238,8 +239,9 @@ class WienerFilter:
             rows = slice(c * L, (c + 1) * L)
             alone[c] = p[rows] @ self._solve(R[rows, rows], p[rows])
         order = np.argsort(-alone, kind="stable")
-        # the held-out part and the taps' history before it (a causal or centred FIR)
-        a, b = split - (L - 1 + max(0, self.lag0)), n_t + min(0, self.lag0)
+        # the held-out part and the L - 1 samples of history its first output needs
+        # (lag0 <= 0: a centred filter needs future samples instead, so it ends earlier)
+        a, b = split - (L - 1), n_t + self.lag0
         held = y[split:b]
         residual = {}
         for m in sorted({*(k for k in SELECT_COUNTS if k < n_ch), n_ch}):

@@ -156,5 +156,7 @@ def test_cascade_trains_and_cleans_at_the_reduced_rate_and_a_retraining_keeps_it
     # a retraining keeps the network's rate, as its bands and taps: no training setting
     new = retrain_cascade(cascade, strain, wit, CascadeTraining(**budget))
     assert new.network.decimation == 2
+    # and its Wiener stage's witness selection (on by default)
+    assert cascade.wiener.select_channels and new.wiener.select_channels
     with pytest.raises(ValidationError, match="decimation"):
         CascadeTraining(**budget, decimation=1)  # type: ignore[arg-type]
